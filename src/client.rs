@@ -1,0 +1,1 @@
+//! A Rust client for ggml RPC v7: the test driver and a library API.

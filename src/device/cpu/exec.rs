@@ -1,0 +1,79 @@
+//! Runs a graph on host memory: resolves each node's tensors to byte slices and calls its kernel.
+//!
+//! Aliasing rule: a node's destination is the only mutable slice. A source that overlaps the destination
+//! (in-place ops, views of the output) is copied first, so kernels never see aliased memory.
+
+use std::borrow::Cow;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use super::buffer::CpuBuffer;
+use super::ops::{self, Dst, Src};
+use crate::device::{BufferSet, DeviceError};
+use crate::ggml::{Graph, MAX_SRC, Tensor};
+
+/// A tensor's byte range: buffer handle, pointer to its first byte, length.
+struct Span {
+    buffer: u64,
+    ptr: *mut u8,
+    len: usize,
+}
+
+fn span(t: &Tensor, buffers: &BufferSet) -> Result<Span, DeviceError> {
+    let data = t.data.ok_or_else(|| DeviceError::op(t.op.name(), format!("tensor '{}' has no memory here", t.name)))?;
+    let buf = buffers.get(&data.buffer).ok_or(DeviceError::MissingBuffer(data.buffer))?;
+    let cpu = buf.as_any().downcast_ref::<CpuBuffer>().ok_or(DeviceError::ForeignBuffer)?;
+    let len = t.nbytes().ok_or_else(|| DeviceError::op(t.op.name(), "size overflow"))?;
+    Ok(Span { buffer: data.buffer, ptr: cpu.ptr_at(data.offset, len)?, len })
+}
+
+fn overlaps(a: &Span, b: &Span) -> bool {
+    a.buffer == b.buffer && a.len > 0 && b.len > 0 && {
+        let (a0, b0) = (a.ptr as usize, b.ptr as usize);
+        a0 < b0 + b.len && b0 < a0 + a.len
+    }
+}
+
+/// Runs one node. Panics inside kernels are caught and reported, never unwound into the server.
+pub fn run_node(graph: &Graph, node: usize, buffers: &BufferSet) -> Result<(), DeviceError> {
+    let t = &graph.tensors[node];
+    let dst_span = span(t, buffers)?;
+    let mut owned: [Option<Cow<'_, [u8]>>; MAX_SRC] = Default::default();
+    for (k, slot) in owned.iter_mut().enumerate() {
+        let Some(s) = t.src[k] else { continue };
+        if !ops::reads_src(t.op, k) {
+            continue;
+        }
+        let sp = span(&graph.tensors[s], buffers)?;
+        // SAFETY: `sp` lies inside a live CpuBuffer (checked by `ptr_at`); the only mutable slice created
+        // below is the destination, and overlapping sources are copied out before it exists.
+        let bytes = unsafe { std::slice::from_raw_parts(sp.ptr as *const u8, sp.len) };
+        *slot = Some(if overlaps(&sp, &dst_span) { Cow::Owned(bytes.to_vec()) } else { Cow::Borrowed(bytes) });
+    }
+    let srcs: [Option<Src<'_>>; MAX_SRC] = std::array::from_fn(|k| {
+        let tensor = &graph.tensors[t.src[k]?];
+        Some(Src { t: tensor, data: owned[k].as_deref().unwrap_or(&[]) })
+    });
+    // SAFETY: the destination range is inside a live CpuBuffer and no other slice into it is alive
+    // (overlapping sources were copied above; borrowed sources do not overlap it).
+    let dst_bytes = unsafe { std::slice::from_raw_parts_mut(dst_span.ptr, dst_span.len) };
+    let dst = Dst { t, data: dst_bytes };
+    match catch_unwind(AssertUnwindSafe(|| ops::run(&srcs, dst))) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(DeviceError::Panic(format!("{}: {msg}", t.op.name())))
+        }
+    }
+}
+
+/// Runs every compute node in order.
+pub fn run_graph(graph: &Graph, buffers: &BufferSet) -> Result<(), DeviceError> {
+    for node in graph.compute_nodes() {
+        run_node(graph, node, buffers)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! The `Device` trait every backend implements, and device discovery.
+
+pub mod cpu;
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::ggml::Graph;
+
+/// Errors a device reports; the server turns each into a closed connection with a logged reason.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("{op}: {reason}")]
+    Op { op: &'static str, reason: String },
+    #[error("range {offset}+{len} outside buffer of {size} bytes")]
+    OutOfRange { offset: usize, len: usize, size: usize },
+    #[error("buffer {0:#x} is not part of this graph")]
+    MissingBuffer(u64),
+    #[error("buffer belongs to another device")]
+    ForeignBuffer,
+    #[error("kernel panicked: {0}")]
+    Panic(String),
+}
+
+impl DeviceError {
+    /// Shorthand for an op-level failure.
+    pub fn op(op: &'static str, reason: impl Into<String>) -> Self {
+        DeviceError::Op { op, reason: reason.into() }
+    }
+}
+
+/// Free and total bytes, as GET_DEVICE_MEMORY reports them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Memory {
+    pub free: u64,
+    pub total: u64,
+}
+
+/// Memory owned by one device. Offsets are relative to the buffer start; callers check ranges first,
+/// implementations check them again and answer `OutOfRange` instead of touching foreign memory.
+pub trait Buffer: Send + Sync + Any {
+    fn size(&self) -> usize;
+    fn write(&self, offset: usize, data: &[u8]) -> Result<(), DeviceError>;
+    fn read(&self, offset: usize, out: &mut [u8]) -> Result<(), DeviceError>;
+    fn fill(&self, offset: usize, len: usize, value: u8) -> Result<(), DeviceError>;
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// The buffers a graph's tensors live in, by session handle.
+pub type BufferSet = HashMap<u64, Arc<dyn Buffer>>;
+
+/// One compute device exposed to clients (a position in the server's device list).
+pub trait Device: Send + Sync {
+    /// The `--device` name: `CPU`, `Vulkan0`, `CUDA0`, ...
+    fn name(&self) -> &str;
+    /// Human description for the banner (CPU model, adapter name).
+    fn description(&self) -> String;
+    fn memory(&self) -> Memory;
+    /// Base-address alignment of buffers (GET_ALIGNMENT).
+    fn alignment(&self) -> u64;
+    /// Largest single buffer (GET_MAX_SIZE).
+    fn max_size(&self) -> u64;
+    /// Allocates `size` bytes; `None` when the allocator or the `-m` cap refuses.
+    fn alloc(&self, size: usize) -> Option<Arc<dyn Buffer>>;
+    /// Copies between two buffers of this device; `Ok(false)` when this device cannot (the client then
+    /// falls back to GET + SET).
+    fn copy(
+        &self,
+        src: &dyn Buffer,
+        src_offset: usize,
+        dst: &dyn Buffer,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<bool, DeviceError>;
+    /// Checks that every compute node of `graph` is an op (and type combination) this device runs.
+    fn check_graph(&self, graph: &Graph) -> Result<(), DeviceError>;
+    /// Runs the graph's compute nodes in order. `buffers` holds every buffer the graph refers to.
+    fn compute(&self, graph: &Graph, buffers: &BufferSet) -> Result<(), DeviceError>;
+}

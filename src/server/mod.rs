@@ -1,0 +1,1 @@
+//! TCP listener, sessions and the command dispatcher.
