@@ -14,7 +14,11 @@ pub enum DeviceError {
     #[error("{op}: {reason}")]
     Op { op: &'static str, reason: String },
     #[error("range {offset}+{len} outside buffer of {size} bytes")]
-    OutOfRange { offset: usize, len: usize, size: usize },
+    OutOfRange {
+        offset: usize,
+        len: usize,
+        size: usize,
+    },
     #[error("buffer {0:#x} is not part of this graph")]
     MissingBuffer(u64),
     #[error("buffer belongs to another device")]
@@ -26,7 +30,10 @@ pub enum DeviceError {
 impl DeviceError {
     /// Shorthand for an op-level failure.
     pub fn op(op: &'static str, reason: impl Into<String>) -> Self {
-        DeviceError::Op { op, reason: reason.into() }
+        DeviceError::Op {
+            op,
+            reason: reason.into(),
+        }
     }
 }
 

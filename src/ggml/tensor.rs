@@ -75,7 +75,9 @@ impl Tensor {
 
     /// Number of rows (`ne[1] * ne[2] * ne[3]`).
     pub fn nrows(&self) -> usize {
-        self.ne[1..].iter().fold(1usize, |a, &n| a.saturating_mul(n))
+        self.ne[1..]
+            .iter()
+            .fold(1usize, |a, &n| a.saturating_mul(n))
     }
 
     /// ggml's `ggml_nbytes`; `None` on overflow.
@@ -104,7 +106,11 @@ impl Tensor {
             if self.ne[d] != 1 && self.nb[d] != next {
                 return false;
             }
-            next = next.saturating_mul(if d == 0 { self.ne[0] / self.typ.block_size() } else { self.ne[d] });
+            next = next.saturating_mul(if d == 0 {
+                self.ne[0] / self.typ.block_size()
+            } else {
+                self.ne[d]
+            });
         }
         true
     }
@@ -149,13 +155,25 @@ mod tests {
     #[test]
     fn nbytes_follows_ggml() {
         // Appendix C: 4 x f32 -> 16 bytes.
-        assert_eq!(nbytes(GgmlType::F32, [4, 1, 1, 1], [4, 16, 16, 16]), Some(16));
+        assert_eq!(
+            nbytes(GgmlType::F32, [4, 1, 1, 1], [4, 16, 16, 16]),
+            Some(16)
+        );
         // Q4_0 row of 96 elements: 3 blocks of 18 bytes, two rows.
-        assert_eq!(nbytes(GgmlType::Q4_0, [96, 2, 1, 1], [18, 54, 108, 108]), Some(108));
+        assert_eq!(
+            nbytes(GgmlType::Q4_0, [96, 2, 1, 1], [18, 54, 108, 108]),
+            Some(108)
+        );
         // A transposed view spans its true extent.
-        assert_eq!(nbytes(GgmlType::F32, [3, 2, 1, 1], [8, 4, 24, 24]), Some(4 + 2 * 8 + 4));
+        assert_eq!(
+            nbytes(GgmlType::F32, [3, 2, 1, 1], [8, 4, 24, 24]),
+            Some(4 + 2 * 8 + 4)
+        );
         assert_eq!(nbytes(GgmlType::F32, [0, 5, 1, 1], [4, 0, 0, 0]), Some(0));
-        assert_eq!(nbytes(GgmlType::F32, [usize::MAX, 2, 1, 1], [usize::MAX, 1, 1, 1]), None);
+        assert_eq!(
+            nbytes(GgmlType::F32, [usize::MAX, 2, 1, 1], [usize::MAX, 1, 1, 1]),
+            None
+        );
     }
 
     #[test]

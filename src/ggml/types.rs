@@ -98,8 +98,8 @@ impl GgmlType {
             Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q8_1 | Iq4Nl | Mxfp4 => 32,
             Nvfp4 | Q2_0 => 64,
             Q1_0 => 128,
-            Q2K | Q3K | Q4K | Q5K | Q6K | Q8K | Iq2Xxs | Iq2Xs | Iq3Xxs | Iq1S | Iq3S | Iq2S | Iq4Xs
-            | Iq1M | Tq1_0 | Tq2_0 => 256,
+            Q2K | Q3K | Q4K | Q5K | Q6K | Q8K | Iq2Xxs | Iq2Xs | Iq3Xxs | Iq1S | Iq3S | Iq2S
+            | Iq4Xs | Iq1M | Tq1_0 | Tq2_0 => 256,
         }
     }
 
@@ -212,8 +212,14 @@ mod tests {
     #[test]
     fn geometry_matches_appendix_a() {
         assert_eq!(GgmlType::from_u32(12), Some(GgmlType::Q4K));
-        assert_eq!((GgmlType::Q4K.block_size(), GgmlType::Q4K.type_size()), (256, 144));
-        assert_eq!((GgmlType::Mxfp4.block_size(), GgmlType::Mxfp4.type_size()), (32, 17));
+        assert_eq!(
+            (GgmlType::Q4K.block_size(), GgmlType::Q4K.type_size()),
+            (256, 144)
+        );
+        assert_eq!(
+            (GgmlType::Mxfp4.block_size(), GgmlType::Mxfp4.type_size()),
+            (32, 17)
+        );
         assert_eq!(GgmlType::Q8_0.row_size(640), Some(20 * 34));
         assert_eq!(GgmlType::Q8_0.row_size(33), None);
         assert!(GgmlType::Q6K.is_quantized() && !GgmlType::Bf16.is_quantized());

@@ -12,7 +12,11 @@ pub enum QuantError {
     #[error("type {0} is not supported here")]
     Unsupported(&'static str),
     #[error("row of {n} elements does not fit {bytes} bytes of {typ}")]
-    BadLength { typ: &'static str, n: usize, bytes: usize },
+    BadLength {
+        typ: &'static str,
+        n: usize,
+        bytes: usize,
+    },
 }
 
 /// Converts one row (`src` = exactly `typ.row_size(dst.len())` bytes) to f32.

@@ -42,7 +42,11 @@ impl CpuBuffer {
     fn check(&self, offset: usize, len: usize) -> Result<(), DeviceError> {
         match offset.checked_add(len) {
             Some(end) if end <= self.len => Ok(()),
-            _ => Err(DeviceError::OutOfRange { offset, len, size: self.len }),
+            _ => Err(DeviceError::OutOfRange {
+                offset,
+                len,
+                size: self.len,
+            }),
         }
     }
 
@@ -58,7 +62,12 @@ impl Drop for CpuBuffer {
     fn drop(&mut self) {
         if self.len > 0 {
             // SAFETY: allocated in `new` with this exact layout.
-            unsafe { dealloc(self.ptr.as_ptr(), Layout::from_size_align_unchecked(self.len, CPU_BUFFER_ALIGN)) };
+            unsafe {
+                dealloc(
+                    self.ptr.as_ptr(),
+                    Layout::from_size_align_unchecked(self.len, CPU_BUFFER_ALIGN),
+                )
+            };
         }
         self.used.fetch_sub(self.len as u64, Ordering::Relaxed);
     }

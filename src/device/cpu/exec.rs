@@ -19,11 +19,27 @@ struct Span {
 }
 
 fn span(t: &Tensor, buffers: &BufferSet) -> Result<Span, DeviceError> {
-    let data = t.data.ok_or_else(|| DeviceError::op(t.op.name(), format!("tensor '{}' has no memory here", t.name)))?;
-    let buf = buffers.get(&data.buffer).ok_or(DeviceError::MissingBuffer(data.buffer))?;
-    let cpu = buf.as_any().downcast_ref::<CpuBuffer>().ok_or(DeviceError::ForeignBuffer)?;
-    let len = t.nbytes().ok_or_else(|| DeviceError::op(t.op.name(), "size overflow"))?;
-    Ok(Span { buffer: data.buffer, ptr: cpu.ptr_at(data.offset, len)?, len })
+    let data = t.data.ok_or_else(|| {
+        DeviceError::op(
+            t.op.name(),
+            format!("tensor '{}' has no memory here", t.name),
+        )
+    })?;
+    let buf = buffers
+        .get(&data.buffer)
+        .ok_or(DeviceError::MissingBuffer(data.buffer))?;
+    let cpu = buf
+        .as_any()
+        .downcast_ref::<CpuBuffer>()
+        .ok_or(DeviceError::ForeignBuffer)?;
+    let len = t
+        .nbytes()
+        .ok_or_else(|| DeviceError::op(t.op.name(), "size overflow"))?;
+    Ok(Span {
+        buffer: data.buffer,
+        ptr: cpu.ptr_at(data.offset, len)?,
+        len,
+    })
 }
 
 fn overlaps(a: &Span, b: &Span) -> bool {
@@ -47,11 +63,18 @@ pub fn run_node(graph: &Graph, node: usize, buffers: &BufferSet) -> Result<(), D
         // SAFETY: `sp` lies inside a live CpuBuffer (checked by `ptr_at`); the only mutable slice created
         // below is the destination, and overlapping sources are copied out before it exists.
         let bytes = unsafe { std::slice::from_raw_parts(sp.ptr as *const u8, sp.len) };
-        *slot = Some(if overlaps(&sp, &dst_span) { Cow::Owned(bytes.to_vec()) } else { Cow::Borrowed(bytes) });
+        *slot = Some(if overlaps(&sp, &dst_span) {
+            Cow::Owned(bytes.to_vec())
+        } else {
+            Cow::Borrowed(bytes)
+        });
     }
     let srcs: [Option<Src<'_>>; MAX_SRC] = std::array::from_fn(|k| {
         let tensor = &graph.tensors[t.src[k]?];
-        Some(Src { t: tensor, data: owned[k].as_deref().unwrap_or(&[]) })
+        Some(Src {
+            t: tensor,
+            data: owned[k].as_deref().unwrap_or(&[]),
+        })
     });
     // SAFETY: the destination range is inside a live CpuBuffer and no other slice into it is alive
     // (overlapping sources were copied above; borrowed sources do not overlap it).

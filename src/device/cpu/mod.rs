@@ -29,7 +29,12 @@ impl CpuDevice {
             .thread_name(|i| format!("ggrpc-cpu-{i}"))
             .build()
             .map_err(|e| DeviceError::op("init", e.to_string()))?;
-        Ok(CpuDevice { description: cpu_model(), cap, used: Arc::new(AtomicU64::new(0)), pool })
+        Ok(CpuDevice {
+            description: cpu_model(),
+            cap,
+            used: Arc::new(AtomicU64::new(0)),
+            pool,
+        })
     }
 
     /// Bytes currently allocated on this device.
@@ -50,7 +55,10 @@ impl Device for CpuDevice {
     fn memory(&self) -> Memory {
         let total = physical_memory();
         match self.cap {
-            Some(cap) => Memory { free: cap.saturating_sub(self.used()).min(total), total: cap.min(total) },
+            Some(cap) => Memory {
+                free: cap.saturating_sub(self.used()).min(total),
+                total: cap.min(total),
+            },
             None => Memory { free: total, total },
         }
     }
@@ -67,7 +75,10 @@ impl Device for CpuDevice {
         let size64 = size as u64;
         // Reserve first so concurrent sessions cannot both pass the cap.
         let prev = self.used.fetch_add(size64, Ordering::Relaxed);
-        if self.cap.is_some_and(|cap| prev.saturating_add(size64) > cap) {
+        if self
+            .cap
+            .is_some_and(|cap| prev.saturating_add(size64) > cap)
+        {
             self.used.fetch_sub(size64, Ordering::Relaxed);
             return None;
         }
@@ -88,9 +99,10 @@ impl Device for CpuDevice {
         dst_offset: usize,
         len: usize,
     ) -> Result<bool, DeviceError> {
-        let (Some(s), Some(d)) =
-            (src.as_any().downcast_ref::<CpuBuffer>(), dst.as_any().downcast_ref::<CpuBuffer>())
-        else {
+        let (Some(s), Some(d)) = (
+            src.as_any().downcast_ref::<CpuBuffer>(),
+            dst.as_any().downcast_ref::<CpuBuffer>(),
+        ) else {
             return Ok(false);
         };
         let from = s.ptr_at(src_offset, len)?;
@@ -102,7 +114,8 @@ impl Device for CpuDevice {
 
     fn check_graph(&self, graph: &Graph) -> Result<(), DeviceError> {
         for node in graph.compute_nodes() {
-            ops::check(graph, node).map_err(|reason| DeviceError::op(graph.tensors[node].op.name(), reason))?;
+            ops::check(graph, node)
+                .map_err(|reason| DeviceError::op(graph.tensors[node].op.name(), reason))?;
         }
         Ok(())
     }

@@ -1,0 +1,171 @@
+//! Test support: host tensors with their own bytes, a deterministic RNG, and a one-node runner that goes
+//! through the same `check` + `run` path as a real graph.
+
+use super::{Dst, Src, access};
+use crate::ggml::{GgmlType, Graph, MAX_SRC, Op, Tensor, TensorFlags};
+
+/// A tensor and the bytes it owns (`bytes.len() == nbytes`).
+#[derive(Clone, Debug)]
+pub struct HostTensor {
+    pub t: Tensor,
+    pub bytes: Vec<u8>,
+}
+
+impl HostTensor {
+    /// A contiguous tensor of `typ` holding `vals` (quantized through `quant` for block types).
+    pub fn from_f32(typ: GgmlType, ne: [usize; 4], vals: &[f32]) -> Self {
+        let t = Tensor::new(typ, ne);
+        let mut bytes = vec![0u8; t.nbytes().expect("size")];
+        access::write_all(&t, &mut bytes, vals).expect("write");
+        HostTensor { t, bytes }
+    }
+
+    /// A contiguous i32 tensor.
+    pub fn from_i32(ne: [usize; 4], vals: &[i32]) -> Self {
+        let t = Tensor::new(GgmlType::I32, ne);
+        HostTensor {
+            t,
+            bytes: vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+
+    /// A contiguous i64 tensor.
+    pub fn from_i64(ne: [usize; 4], vals: &[i64]) -> Self {
+        let t = Tensor::new(GgmlType::I64, ne);
+        HostTensor {
+            t,
+            bytes: vals.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+
+    /// A zeroed output tensor.
+    pub fn zeros(typ: GgmlType, ne: [usize; 4]) -> Self {
+        let t = Tensor::new(typ, ne);
+        let n = t.nbytes().expect("size");
+        HostTensor {
+            t,
+            bytes: vec![0; n],
+        }
+    }
+
+    /// The values in logical order as f32.
+    pub fn to_f32(&self) -> Vec<f32> {
+        access::read_all(&self.t, &self.bytes).expect("read")
+    }
+
+    /// The values in logical order as i32.
+    pub fn to_i32(&self) -> Vec<i32> {
+        self.bytes
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    }
+
+    /// A non-contiguous copy with the same logical values: dims `perm` of a contiguous tensor stored in
+    /// permuted order (ggml_permute semantics on the storage), so every stride differs from the default.
+    pub fn permuted(&self, perm: [usize; 4]) -> Self {
+        let vals = self.to_f32();
+        let ne = self.t.ne;
+        // Storage tensor has dims in order perm; the view maps logical dim d to storage dim perm[d].
+        let mut sne = [0; 4];
+        for d in 0..4 {
+            sne[perm[d]] = ne[d];
+        }
+        let storage = Tensor::new(self.t.typ, sne);
+        let mut view = storage.clone();
+        for d in 0..4 {
+            view.ne[d] = ne[d];
+            view.nb[d] = storage.nb[perm[d]];
+        }
+        let mut bytes = vec![0u8; storage.nbytes().expect("size")];
+        access::write_all(&view, &mut bytes, &vals).expect("write");
+        HostTensor { t: view, bytes }
+    }
+}
+
+/// xorshift64*: deterministic pseudo-random numbers without a dependency.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in [lo, hi).
+    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32)
+    }
+
+    pub fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(lo, hi)).collect()
+    }
+}
+
+/// Runs `op` with `params` on `srcs` into `dst` (whose type/shape/strides are taken as given), through
+/// `check` then `run`. Returns the check or run error as a string.
+pub fn run_op(
+    op: Op,
+    params: [i32; 16],
+    srcs: &[Option<&HostTensor>],
+    dst: &mut HostTensor,
+) -> Result<(), String> {
+    let mut graph = Graph::default();
+    let mut node = dst.t.clone();
+    node.op = op;
+    node.op_params = params;
+    node.flags = TensorFlags::COMPUTE;
+    for (k, s) in srcs.iter().enumerate() {
+        if let Some(s) = s {
+            graph.tensors.push(s.t.clone());
+            node.src[k] = Some(graph.tensors.len() - 1);
+        }
+    }
+    graph.tensors.push(node);
+    let n = graph.tensors.len() - 1;
+    graph.nodes.push(n);
+    super::check(&graph, n)?;
+    let t = &graph.tensors[n];
+    let src: [Option<Src<'_>>; MAX_SRC] = std::array::from_fn(|k| {
+        let s = srcs.get(k).copied().flatten()?;
+        Some(Src {
+            t: &s.t,
+            data: &s.bytes,
+        })
+    });
+    super::run(
+        &src,
+        Dst {
+            t,
+            data: &mut dst.bytes,
+        },
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// f32 params from a list (rest zero).
+pub fn params_f32(vals: &[f32]) -> [i32; 16] {
+    let mut p = [0i32; 16];
+    for (i, v) in vals.iter().enumerate() {
+        p[i] = v.to_bits() as i32;
+    }
+    p
+}
+
+/// Asserts two slices agree within `tol` (absolute + relative), naming the first mismatch.
+pub fn assert_close(got: &[f32], want: &[f64], tol: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g as f64 - w).abs();
+        assert!(
+            err <= tol * (1.0 + w.abs()) || (g.is_nan() && w.is_nan()) || (g as f64 == w),
+            "{what}: element {i}: got {g}, want {w} (tol {tol})"
+        );
+    }
+}
