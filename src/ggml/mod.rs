@@ -7,5 +7,5 @@ mod types;
 
 pub use graph::Graph;
 pub use op::{GluOp, Op, UnaryOp};
-pub use tensor::{DataRef, MAX_DIMS, MAX_SRC, Tensor, TensorFlags};
+pub use tensor::{DataRef, MAX_DIMS, MAX_SRC, Tensor, TensorFlags, contiguous_strides, nbytes};
 pub use types::GgmlType;
