@@ -1,1 +1,196 @@
-fn main() {}
+//! `rpc-server`: serves local devices to llama.cpp clients over ggml's RPC protocol v7.0.0.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use ggrpc::device::{self, DeviceOptions};
+use ggrpc::server::cache::Cache;
+use ggrpc::server::{Server, ServerConfig, Shared};
+
+/// A drop-in replacement for llama.cpp's rpc-server.
+#[derive(Parser, Debug)]
+#[command(name = "rpc-server", version, about)]
+struct Args {
+    /// Host to bind to (a name or an address)
+    #[arg(short = 'H', long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to bind to
+    #[arg(short, long, default_value_t = 50052)]
+    port: u16,
+    /// Comma-separated list of devices (see --list-devices)
+    #[arg(short, long, value_delimiter = ',')]
+    device: Vec<String>,
+    /// Enable the local file cache
+    #[arg(short, long)]
+    cache: bool,
+    /// Number of threads for the CPU device (default: all cores)
+    #[arg(short, long, value_parser = clap::value_parser!(u32).range(1..))]
+    threads: Option<u32>,
+    /// Memory cap per device, in MiB
+    #[arg(short, long)]
+    mem: Option<u64>,
+    /// Most clients served at once
+    #[arg(long, default_value_t = 256)]
+    max_connections: usize,
+    /// List the available devices and exit
+    #[arg(long)]
+    list_devices: bool,
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    // GGML_RPC_DEBUG (any value) logs every command, like the reference.
+    let default = if std::env::var_os("GGML_RPC_DEBUG").is_some() {
+        "ggrpc=debug,info"
+    } else {
+        "info"
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+const MIB: u64 = 1024 * 1024;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging();
+    let threads = args.threads.map(|t| t as usize).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let opts = DeviceOptions {
+        threads,
+        mem_cap: args.mem.map(|m| m.saturating_mul(MIB)),
+    };
+    if args.list_devices {
+        let all: Vec<String> = device::discover().into_iter().map(|c| c.name).collect();
+        return match device::select(&all, &opts) {
+            Ok(devs) => {
+                println!("Available devices:");
+                for d in devs {
+                    let m = d.memory();
+                    println!(
+                        "  {}: {} ({} MiB, {} MiB free)",
+                        d.name(),
+                        d.description(),
+                        m.total / MIB,
+                        m.free / MIB
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    // The reference accepts ',' and '/' as separators.
+    let names: Vec<String> = args
+        .device
+        .iter()
+        .flat_map(|d| d.split('/'))
+        .map(str::to_string)
+        .collect();
+    let devices = match device::select(&names, &opts) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cache = if args.cache {
+        let dir = Cache::default_dir();
+        match Cache::open(dir.clone()) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                eprintln!("Failed to create cache directory: {} ({e})", dir.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    if args.host != "127.0.0.1" {
+        let bang = "!".repeat(59);
+        eprintln!(
+            "\n{bang}\nWARNING: Host ('{}') is != '127.0.0.1'\n         Never expose the RPC server to an open network!\n         This is an experimental feature and is not secure!\n{bang}\n",
+            args.host
+        );
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(args, devices, cache))
+}
+
+async fn serve(
+    args: Args,
+    devices: Vec<Arc<dyn device::Device>>,
+    cache: Option<Arc<Cache>>,
+) -> ExitCode {
+    let cache_line = cache
+        .as_ref()
+        .map(|c| c.dir().display().to_string())
+        .unwrap_or_else(|| "n/a".into());
+    let lines: Vec<String> = devices
+        .iter()
+        .map(|d| {
+            let m = d.memory();
+            format!(
+                "  {}: {} ({} MiB, {} MiB free)",
+                d.name(),
+                d.description(),
+                m.total / MIB,
+                m.free / MIB
+            )
+        })
+        .collect();
+    let shared = Shared::new(devices, cache);
+    let addr = format!("{}:{}", args.host, args.port);
+    let server = match Server::bind(
+        &addr,
+        shared,
+        ServerConfig {
+            max_connections: args.max_connections,
+        },
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot bind {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let endpoint = server.local_addr().map(|a| a.to_string()).unwrap_or(addr);
+    println!("Starting RPC server v7.0.0");
+    println!("  endpoint       : {endpoint}");
+    println!("  local cache    : {cache_line}");
+    println!("Devices:");
+    lines.iter().for_each(|l| println!("{l}"));
+    println!("  transport      : TCP");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+        }
+    });
+    server.run(stop_rx).await;
+    ExitCode::SUCCESS
+}

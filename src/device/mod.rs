@@ -85,3 +85,88 @@ pub trait Device: Send + Sync {
     /// Runs the graph's compute nodes in order. `buffers` holds every buffer the graph refers to.
     fn compute(&self, graph: &Graph, buffers: &BufferSet) -> Result<(), DeviceError>;
 }
+
+/// Options that shape the devices at startup.
+#[derive(Clone, Debug)]
+pub struct DeviceOptions {
+    /// CPU worker threads (`-t`).
+    pub threads: usize,
+    /// Per-device memory cap in bytes (`-m`).
+    pub mem_cap: Option<u64>,
+}
+
+/// What kind of device this is, for the default selection (GPUs first, CPU only when there is none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceKind {
+    Cpu,
+    Gpu,
+}
+
+/// A device found at startup, not yet opened.
+pub struct Candidate {
+    pub name: String,
+    pub kind: DeviceKind,
+    pub open: Box<dyn FnOnce(&DeviceOptions) -> Result<Arc<dyn Device>, DeviceError>>,
+}
+
+/// Every device this build can serve, in registry order.
+pub fn discover() -> Vec<Candidate> {
+    vec![Candidate {
+        name: "CPU".into(),
+        kind: DeviceKind::Cpu,
+        open: Box::new(|o: &DeviceOptions| {
+            Ok(Arc::new(cpu::CpuDevice::new(o.threads, o.mem_cap)?) as Arc<dyn Device>)
+        }),
+    }]
+}
+
+/// Picks devices: the named ones in order (case-insensitive), else every GPU, else the CPU.
+/// An unknown name is an error that lists what is available.
+pub fn select(names: &[String], opts: &DeviceOptions) -> Result<Vec<Arc<dyn Device>>, String> {
+    let mut found: Vec<Option<Candidate>> = discover().into_iter().map(Some).collect();
+    let available = || found_names(&discover());
+    let mut picked = Vec::new();
+    if names.is_empty() {
+        let any_gpu = found.iter().flatten().any(|c| c.kind == DeviceKind::Gpu);
+        let want = if any_gpu {
+            DeviceKind::Gpu
+        } else {
+            DeviceKind::Cpu
+        };
+        picked.extend(
+            found
+                .iter_mut()
+                .filter_map(|c| c.take_if(|c| c.kind == want)),
+        );
+    } else {
+        for name in names {
+            let slot = found.iter_mut().find(|c| {
+                c.as_ref()
+                    .is_some_and(|c| c.name.eq_ignore_ascii_case(name))
+            });
+            match slot.and_then(Option::take) {
+                Some(c) => picked.push(c),
+                None => {
+                    return Err(format!(
+                        "unknown device: {name}\navailable devices: {}",
+                        available()
+                    ));
+                }
+            }
+        }
+    }
+    if picked.is_empty() {
+        return Err("No devices found".into());
+    }
+    picked
+        .into_iter()
+        .map(|c| (c.open)(opts).map_err(|e| format!("failed to open device {}: {e}", c.name)))
+        .collect()
+}
+
+fn found_names(c: &[Candidate]) -> String {
+    c.iter()
+        .map(|c| c.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
