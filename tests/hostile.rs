@@ -1,0 +1,274 @@
+//! Hostile and malformed requests: each closes only its own connection; the server, other sessions and
+//! their buffers are untouched, and a fresh client still works.
+
+mod common;
+
+use ggrpc::client::{Client, GraphBuilder, RemoteBuffer};
+use ggrpc::ggml::{GgmlType, Op};
+use ggrpc::proto::{Command, WireGraph, WireTensor};
+
+fn f32_at(buf: RemoteBuffer, offset: u64, n: u32) -> WireTensor {
+    WireTensor {
+        id: 1,
+        typ: 0,
+        buffer: buf.handle,
+        ne: [n, 1, 1, 1],
+        nb: [4, 4 * n, 4 * n, 4 * n],
+        data: buf.base + offset,
+        ..Default::default()
+    }
+}
+
+fn tensor_offset_size(t: &WireTensor, offset: u64, size: u64) -> Vec<u8> {
+    let mut p = t.encode().to_vec();
+    p.extend_from_slice(&offset.to_le_bytes());
+    p.extend_from_slice(&size.to_le_bytes());
+    p
+}
+
+fn set_tensor_payload(t: &WireTensor, offset: u64, data: &[u8]) -> Vec<u8> {
+    let mut p = t.encode().to_vec();
+    p.push(0);
+    p.extend_from_slice(&offset.to_le_bytes());
+    p.extend_from_slice(data);
+    p
+}
+
+/// Runs `attack` on a fresh connection (after HELLO, with one 4 KiB buffer), checks that connection is
+/// closed, and that a bystander session's data and a brand-new client are fine.
+fn closes_only_itself(name: &str, attack: impl FnOnce(&mut Client, RemoteBuffer)) {
+    let s = common::start();
+    let mut bystander = s.client();
+    let bb = bystander.alloc(0, 4096).unwrap();
+    let bt = f32_at(bb, 0, 4);
+    bystander.set_f32(&bt, &[1.0, 2.0, 3.0, 4.0]).unwrap();
+
+    let mut evil = s.client();
+    let buf = evil.alloc(0, 4096).unwrap();
+    attack(&mut evil, buf);
+    common::assert_closed(&mut evil);
+
+    assert_eq!(
+        bystander.get_f32(&bt).unwrap(),
+        vec![1.0, 2.0, 3.0, 4.0],
+        "{name}: bystander data"
+    );
+    let mut fresh = s.client();
+    assert_eq!(fresh.device_count().unwrap(), 1, "{name}: fresh client");
+    drop(evil);
+    assert!(s.wait_used(4096), "{name}: attacker's buffers freed");
+}
+
+#[test]
+fn first_command_must_be_hello() {
+    let s = common::start();
+    let mut c = Client::connect_raw(s.addr).unwrap();
+    c.send(Command::DeviceCount as u8, &[]).unwrap();
+    common::assert_closed(&mut c);
+    let mut c = Client::connect_raw(s.addr).unwrap();
+    c.send(Command::Hello as u8, &[0; 23]).unwrap();
+    common::assert_closed(&mut c);
+    assert_eq!(s.client().device_count().unwrap(), 1);
+}
+
+#[test]
+fn framing_errors() {
+    closes_only_itself("second HELLO", |c, _| {
+        c.send(Command::Hello as u8, &[0; 24]).unwrap()
+    });
+    closes_only_itself("NONE command", |c, _| c.send(18, &[]).unwrap());
+    closes_only_itself("command 200", |c, _| c.send(200, &[]).unwrap());
+    closes_only_itself("fixed length mismatch", |c, _| {
+        c.send(Command::GetAlignment as u8, &[0; 5]).unwrap()
+    });
+    closes_only_itself("DEVICE_COUNT with payload", |c, _| {
+        c.send(Command::DeviceCount as u8, &[0]).unwrap()
+    });
+    closes_only_itself("short SET_TENSOR", |c, _| {
+        c.send(Command::SetTensor as u8, &[0; 100]).unwrap()
+    });
+}
+
+#[test]
+fn device_and_handle_checks() {
+    closes_only_itself("device index", |c, _| {
+        c.send(Command::GetAlignment as u8, &5u32.to_le_bytes())
+            .unwrap()
+    });
+    closes_only_itself("alloc on bad device", |c, _| {
+        let mut p = 9u32.to_le_bytes().to_vec();
+        p.extend_from_slice(&64u64.to_le_bytes());
+        c.send(Command::AllocBuffer as u8, &p).unwrap()
+    });
+    closes_only_itself("unknown handle", |c, _| {
+        c.send(Command::BufferGetBase as u8, &777u64.to_le_bytes())
+            .unwrap()
+    });
+    closes_only_itself("double free", |c, b| {
+        c.free(b).unwrap();
+        c.free(b).unwrap();
+    });
+    closes_only_itself("recompute without graph", |c, _| {
+        c.graph_recompute(0).unwrap()
+    });
+}
+
+/// GHSA-wcr5-566p-9cwj and GHSA-5vm9-p64x-gqw9: `data` pointing outside the buffer.
+#[test]
+fn arbitrary_write_and_read_are_refused() {
+    closes_only_itself("SET_TENSOR outside buffer", |c, b| {
+        let t = WireTensor {
+            data: 0x4141_4141,
+            ..f32_at(b, 0, 4)
+        };
+        c.send(
+            Command::SetTensor as u8,
+            &set_tensor_payload(&t, 0, &[0xff; 16]),
+        )
+        .unwrap();
+    });
+    closes_only_itself("GET_TENSOR outside buffer", |c, b| {
+        let t = f32_at(b, 4096 - 8, 4);
+        c.send(Command::GetTensor as u8, &tensor_offset_size(&t, 0, 16))
+            .unwrap();
+    });
+    closes_only_itself("SET_TENSOR past the tensor", |c, b| {
+        let t = f32_at(b, 0, 4);
+        c.send(
+            Command::SetTensor as u8,
+            &set_tensor_payload(&t, 8, &[0; 16]),
+        )
+        .unwrap();
+    });
+    closes_only_itself("GET_TENSOR offset+size wraps", |c, b| {
+        let t = f32_at(b, 0, 4);
+        c.send(
+            Command::GetTensor as u8,
+            &tensor_offset_size(&t, u64::MAX - 3, 8),
+        )
+        .unwrap();
+    });
+    closes_only_itself("MEMSET offset+size wraps", |c, b| {
+        let mut p = tensor_offset_size(&f32_at(b, 0, 4), 8, u64::MAX - 4);
+        p.push(0);
+        c.send(Command::MemsetTensor as u8, &p).unwrap();
+    });
+    closes_only_itself("exabyte SET_TENSOR", |c, b| {
+        let t = f32_at(b, 0, 4);
+        let mut frame = vec![Command::SetTensor as u8];
+        frame.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        frame.extend_from_slice(&set_tensor_payload(&t, 0, &[]));
+        c.send_bytes(&frame).unwrap();
+    });
+    closes_only_itself("COPY_TENSOR larger source", |c, b| {
+        let src = f32_at(b, 0, 512);
+        let dst = f32_at(b, 4096 - 16, 4);
+        let mut p = src.encode().to_vec();
+        p.extend_from_slice(&dst.encode());
+        c.send(Command::CopyTensor as u8, &p).unwrap();
+    });
+}
+
+/// GHSA-mqp6-7pv6-fqjf and friends: bad types and shapes.
+#[test]
+fn bad_types_and_shapes() {
+    for (name, typ, ne0) in [
+        ("type out of range", 43u32, 4u32),
+        ("removed type", 4, 32),
+        ("partial block", 2, 33),
+    ] {
+        closes_only_itself(name, |c, b| {
+            let t = WireTensor {
+                typ,
+                ne: [ne0, 1, 1, 1],
+                ..f32_at(b, 0, 4)
+            };
+            c.send(Command::GetTensor as u8, &tensor_offset_size(&t, 0, 4))
+                .unwrap();
+        });
+    }
+    closes_only_itself("element count overflow", |c, b| {
+        let t = WireTensor {
+            ne: [u32::MAX; 4],
+            ..f32_at(b, 0, 4)
+        };
+        c.send(Command::InitTensor as u8, &t.encode()).unwrap();
+    });
+}
+
+fn add_graph(buf: RemoteBuffer) -> (GraphBuilder, WireGraph) {
+    let mut g = GraphBuilder::new(buf, 64);
+    let a = g.input(GgmlType::F32, [4, 1, 1, 1]);
+    let b = g.input(GgmlType::F32, [4, 1, 1, 1]);
+    let sum = g.op(Op::Add, GgmlType::F32, [4, 1, 1, 1], &[a, b], [0; 16]);
+    let wg = g.graph(&[sum]);
+    (g, wg)
+}
+
+#[test]
+fn hostile_graphs() {
+    type Mutate = fn(&mut WireGraph);
+    let cases: [(&str, Mutate); 9] = [
+        ("GHSA-j8rj: null buffer with a raw pointer", |g| {
+            g.tensors[0].buffer = 0
+        }),
+        ("custom op", |g| g.tensors[2].op = Op::Custom as u32),
+        ("map_custom op", |g| g.tensors[2].op = Op::MapCustom1 as u32),
+        ("op id out of range", |g| g.tensors[2].op = 101),
+        ("unknown node id", |g| g.node_ids = vec![999]),
+        ("node id 0", |g| g.node_ids = vec![0]),
+        ("unknown source id", |g| g.tensors[2].src[1] = 12345),
+        ("cycle", |g| g.tensors[0].src[0] = 3),
+        ("output larger than its buffer", |g| {
+            g.tensors[2].ne = [4096, 1, 1, 1]
+        }),
+    ];
+    for (name, mutate) in cases {
+        closes_only_itself(name, |c, b| {
+            let (_, mut wg) = add_graph(b);
+            mutate(&mut wg);
+            c.graph_compute(0, &wg).unwrap();
+        });
+    }
+    closes_only_itself("counts lie about the payload", |c, b| {
+        let (_, wg) = add_graph(b);
+        let mut p = wg.encode();
+        p[4..8].copy_from_slice(&1000u32.to_le_bytes());
+        c.send(Command::GraphCompute as u8, &p).unwrap();
+    });
+    closes_only_itself("graph payload beyond the limit", |c, _| {
+        let mut frame = vec![Command::GraphCompute as u8];
+        frame.extend_from_slice(&u64::MAX.to_le_bytes());
+        c.send_bytes(&frame).unwrap();
+    });
+}
+
+/// GHSA-2phh-px2f-2qmx: GRAPH_RECOMPUTE after FREE_BUFFER must not touch freed memory.
+#[test]
+fn recompute_after_free_is_refused() {
+    closes_only_itself("recompute after free", |c, b| {
+        let other = c.alloc(0, 4096).unwrap();
+        let (_, wg) = add_graph(b);
+        // The graph may or may not compute on this build; either way the stored graph is dropped by FREE.
+        c.graph_compute(0, &wg).unwrap();
+        c.free(other).unwrap();
+        c.graph_recompute(0).unwrap();
+    });
+}
+
+#[test]
+fn disconnect_mid_payload_leaves_the_server_serving() {
+    let s = common::start();
+    for _ in 0..20 {
+        let mut c = s.client();
+        let b = c.alloc(0, 1 << 16).unwrap();
+        let t = f32_at(b, 0, 1024);
+        let p = set_tensor_payload(&t, 0, &[0; 4096]);
+        let mut frame = vec![Command::SetTensor as u8];
+        frame.extend_from_slice(&(p.len() as u64).to_le_bytes());
+        frame.extend_from_slice(&p[..p.len() / 2]);
+        c.send_bytes(&frame).unwrap();
+    }
+    assert!(s.wait_used(0), "every aborted session freed its buffer");
+    assert_eq!(s.client().device_count().unwrap(), 1);
+}
