@@ -48,7 +48,7 @@ fn alloc_base_set_get_copy_memset_clear_free() {
     let align = c.alignment(0).unwrap();
     let buf = c.alloc(0, 4096).unwrap();
     assert_eq!(buf.size, 4096);
-    assert!(buf.base != 0 && buf.base % align == 0);
+    assert!(buf.base != 0 && buf.base.is_multiple_of(align));
     let other = c.alloc(0, 4096).unwrap();
     assert_ne!(other.handle, buf.handle);
     assert!(
@@ -92,7 +92,7 @@ fn alloc_base_set_get_copy_memset_clear_free() {
         ..t.clone()
     };
     assert_eq!(
-        c.alloc_size(0, &q, &[t.clone()]).unwrap(),
+        c.alloc_size(0, &q, std::slice::from_ref(&t)).unwrap(),
         wire_nbytes(&q).unwrap()
     );
 

@@ -102,11 +102,14 @@ pub enum DeviceKind {
     Gpu,
 }
 
+/// Opens a discovered device with the startup options.
+pub type Opener = Box<dyn FnOnce(&DeviceOptions) -> Result<Arc<dyn Device>, DeviceError>>;
+
 /// A device found at startup, not yet opened.
 pub struct Candidate {
     pub name: String,
     pub kind: DeviceKind,
-    pub open: Box<dyn FnOnce(&DeviceOptions) -> Result<Arc<dyn Device>, DeviceError>>,
+    pub open: Opener,
 }
 
 /// Every device this build can serve, in registry order.

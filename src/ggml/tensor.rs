@@ -133,7 +133,7 @@ pub fn contiguous_strides(typ: GgmlType, ne: [usize; MAX_DIMS]) -> [usize; MAX_D
 
 /// `ggml_nbytes` (PROTOCOL.md §4.2) with overflow checks.
 pub fn nbytes(typ: GgmlType, ne: [usize; MAX_DIMS], nb: [usize; MAX_DIMS]) -> Option<usize> {
-    if ne.iter().any(|&n| n == 0) {
+    if ne.contains(&0) {
         return Some(0);
     }
     let mut total = if typ.block_size() == 1 {

@@ -190,7 +190,7 @@ impl GgmlType {
 
     /// Bytes of one row of `n` elements, `None` when `n` is not a whole number of blocks or overflows.
     pub fn row_size(self, n: usize) -> Option<usize> {
-        if n % self.block_size() != 0 {
+        if !n.is_multiple_of(self.block_size()) {
             return None;
         }
         (n / self.block_size()).checked_mul(self.type_size())

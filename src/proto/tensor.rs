@@ -60,9 +60,9 @@ impl WireTensor {
             buffer: u64_at(b, 12)?,
             ..Default::default()
         };
-        for i in 0..4 {
-            t.ne[i] = u32_at(b, 20 + 4 * i)?;
-            t.nb[i] = u32_at(b, 36 + 4 * i)?;
+        for (i, (ne, nb)) in t.ne.iter_mut().zip(t.nb.iter_mut()).enumerate() {
+            *ne = u32_at(b, 20 + 4 * i)?;
+            *nb = u32_at(b, 36 + 4 * i)?;
         }
         t.op = u32_at(b, 52)?;
         for (i, p) in t.op_params.iter_mut().enumerate() {
@@ -106,8 +106,9 @@ impl WireTensor {
     /// Sets the name (truncated to 63 bytes, NUL-terminated like the client).
     pub fn with_name(mut self, name: &str) -> Self {
         self.name = [0; 64];
-        let n = name.len().min(63);
-        self.name[..n].copy_from_slice(&name.as_bytes()[..n]);
+        for (d, s) in self.name.iter_mut().zip(name.bytes().take(63)) {
+            *d = s;
+        }
         self
     }
 }

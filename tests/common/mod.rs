@@ -67,8 +67,7 @@ pub fn start_with(o: Options) -> TestServer {
 
 impl TestServer {
     pub fn client(&self) -> Client {
-        let c = Client::connect(self.addr).expect("connect");
-        c
+        Client::connect(self.addr).expect("connect")
     }
 
     /// Waits until the CPU device's allocations drop to `bytes` (sessions free asynchronously).
