@@ -13,6 +13,7 @@ mod get_rows;
 mod matmul;
 mod norm;
 mod reduce;
+mod rows;
 mod rope;
 mod softmax;
 #[cfg(test)]
