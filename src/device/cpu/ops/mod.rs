@@ -13,8 +13,8 @@ mod get_rows;
 mod matmul;
 mod norm;
 mod reduce;
-mod rows;
 mod rope;
+mod rows;
 mod softmax;
 #[cfg(test)]
 pub mod testutil;

@@ -194,7 +194,11 @@ mod tests {
             let var = r.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / r.len() as f64;
             r.iter().map(|x| (x - mean) / (var + e).sqrt()).collect()
         });
-        for src in [a.clone(), a.permuted([2, 0, 3, 1]), a.permuted([1, 2, 0, 3])] {
+        for src in [
+            a.clone(),
+            a.permuted([2, 0, 3, 1]),
+            a.permuted([1, 2, 0, 3]),
+        ] {
             let p = params_f32(&[eps]);
             assert_close(&run1(Op::RmsNorm, p, &src).unwrap(), &rms, 1e-5, "rms");
             assert_close(&run1(Op::L2Norm, p, &src).unwrap(), &l2, 1e-5, "l2");

@@ -126,9 +126,7 @@ impl Alibi {
         if h < self.n_head_log2 {
             self.m0.powf((h + 1) as f32)
         } else {
-            let e = 2u32
-                .wrapping_mul(h - self.n_head_log2)
-                .wrapping_add(1);
+            let e = 2u32.wrapping_mul(h - self.n_head_log2).wrapping_add(1);
             self.m1.powf(e as f32)
         }
     }
