@@ -56,13 +56,26 @@ where
                 },
             );
     }
-    let mut vals = vec![0f32; ne0 * nrows];
-    vals.par_chunks_mut(ne0)
-        .with_min_len(min_len)
-        .enumerate()
-        .try_for_each(|(r, row)| f(r, row))?;
-    access::write_all(dst, data, &vals)
+    // Strided destination: compute blocks of rows in parallel, then store them (bounded memory).
+    let block = (BLOCK_ELEMS / ne0).max(1);
+    let mut vals = vec![0f32; ne0 * block.min(nrows)];
+    for r0 in (0..nrows).step_by(block) {
+        let n = block.min(nrows - r0);
+        let vals = &mut vals[..n * ne0];
+        vals.par_chunks_mut(ne0)
+            .with_min_len(min_len)
+            .enumerate()
+            .try_for_each(|(r, row)| f(r0 + r, row))?;
+        for (r, row) in vals.chunks_exact(ne0).enumerate() {
+            let (i1, i2, i3) = access::unravel_row(dst, r0 + r);
+            access::write_row(dst, data, i1, i2, i3, row)?;
+        }
+    }
+    Ok(())
 }
+
+/// Elements per block of a strided destination.
+const BLOCK_ELEMS: usize = 1 << 20;
 
 /// Packs f32 values into a contiguous row of a scalar float type.
 fn encode(typ: GgmlType, vals: &[f32], bytes: &mut [u8]) {
@@ -158,5 +171,26 @@ mod tests {
         assert_eq!(a.slope(4), 2f32.powf(-1.0));
         assert_eq!(a.slope(5), 2f32.powf(-1.0).powf(3.0));
         assert_eq!(Alibi::new(0.0, 6).slope(5), 1.0);
+    }
+
+    #[test]
+    fn strided_destination_in_several_blocks() {
+        use crate::device::cpu::ops::testutil::HostTensor;
+        // More rows than one block holds, into a transposed f32 view and a packed f16 tensor.
+        let ne = [3, BLOCK_ELEMS / 3 + 5, 1, 1];
+        for mut d in [
+            HostTensor::zeros(GgmlType::F32, ne).permuted([1, 0, 2, 3]),
+            HostTensor::zeros(GgmlType::F16, ne),
+        ] {
+            par_rows(&d.t, &mut d.bytes, 3, |r, y| {
+                for (i, v) in y.iter_mut().enumerate() {
+                    *v = ((r * 3 + i) % 2048) as f32;
+                }
+                Ok(())
+            })
+            .unwrap();
+            let got = d.to_f32();
+            assert!(got.iter().enumerate().all(|(i, &v)| v == (i % 2048) as f32));
+        }
     }
 }
