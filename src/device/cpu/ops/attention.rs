@@ -1,16 +1,321 @@
-//! (placeholder: this family is being written)
+//! FLASH_ATTN_EXT with ggml's CPU online softmax: running maximum M, sum S and V accumulator per query
+//! row and head, keys skipped where the mask is -inf, optional logit softcap, ALiBi, sinks and GQA.
+//!
+//! Like ggml, two numeric flavours exist. The vector path (ggml's `one_chunk`, used for small batches
+//! such as decoding) rounds Q to K's dot-product type (f16 for an f16 cache), accumulates K·Q in f32
+//! and, for f16 V, keeps the V accumulator in f16. The tiled path (ggml's choice for batches of at
+//! least 64 query rows with f32 or f16 K and V of the same type) keeps Q, K·Q and V·softmax in f32 and
+//! updates the running maximum once per tile of 64 keys.
 
-use super::{Dst, Src};
+use half::{bf16, f16};
+
+use super::rows::{Alibi, par_rows, src, want_type};
+use super::{Dst, Src, access};
 use crate::device::DeviceError;
-use crate::ggml::{Graph, MAX_SRC};
+use crate::ggml::{GgmlType, Graph, MAX_SRC, Tensor};
+use crate::quant;
+
+/// ggml's GGML_FA_TILE_Q and GGML_FA_TILE_KV.
+const TILE_Q: usize = 64;
+const TILE_KV: usize = 64;
+
+const KV_TYPES: [GgmlType; 4] = [GgmlType::F32, GgmlType::F16, GgmlType::Bf16, GgmlType::Q8_0];
 
 pub fn check(graph: &Graph, node: usize) -> Result<(), String> {
-    Err(format!(
-        "{} is not implemented yet",
-        graph.tensors[node].op.name()
-    ))
+    let t = &graph.tensors[node];
+    let q = graph.src(node, 0).ok_or("FLASH_ATTN_EXT: missing q")?;
+    let k = graph.src(node, 1).ok_or("FLASH_ATTN_EXT: missing k")?;
+    let v = graph.src(node, 2).ok_or("FLASH_ATTN_EXT: missing v")?;
+    want_type(
+        "FLASH_ATTN_EXT q",
+        q.typ,
+        &[GgmlType::F32, GgmlType::F16, GgmlType::Bf16],
+    )?;
+    want_type("FLASH_ATTN_EXT k", k.typ, &KV_TYPES)?;
+    want_type("FLASH_ATTN_EXT v", v.typ, &KV_TYPES)?;
+    want_type("FLASH_ATTN_EXT dst", t.typ, &[GgmlType::F32])?;
+    for (name, x) in [("k", k), ("v", v)] {
+        if x.typ.is_quantized()
+            && (x.nb[0] != x.typ.type_size() || x.typ.row_size(x.ne[0]).is_none())
+        {
+            return Err(format!(
+                "FLASH_ATTN_EXT: {name} rows are not whole packed blocks"
+            ));
+        }
+    }
+    let [dk, n_batch, n_head, d3] = q.ne;
+    let dv = v.ne[0];
+    let bcast =
+        |x: &Tensor| x.ne[2] > 0 && x.ne[3] > 0 && n_head % x.ne[2] == 0 && d3 % x.ne[3] == 0;
+    if k.ne[0] != dk || k.ne[1] != v.ne[1] || !bcast(k) || !bcast(v) {
+        return Err(format!(
+            "FLASH_ATTN_EXT: q {:?}, k {:?}, v {:?} do not fit",
+            q.ne, k.ne, v.ne
+        ));
+    }
+    if t.ne != [dv, n_head, n_batch, d3] {
+        return Err(format!(
+            "FLASH_ATTN_EXT: dst {:?}, expected {:?}",
+            t.ne,
+            [dv, n_head, n_batch, d3]
+        ));
+    }
+    if let Some(m) = graph.src(node, 3) {
+        want_type(
+            "FLASH_ATTN_EXT mask",
+            m.typ,
+            &[GgmlType::F16, GgmlType::F32],
+        )?;
+        if m.ne[0] < k.ne[1] || m.ne[1] < n_batch || !bcast(m) {
+            return Err(format!(
+                "FLASH_ATTN_EXT: mask {:?} for {} keys, {} rows, {} heads",
+                m.ne, k.ne[1], n_batch, n_head
+            ));
+        }
+    }
+    if let Some(s) = graph.src(node, 4) {
+        want_type("FLASH_ATTN_EXT sinks", s.typ, &[GgmlType::F32])?;
+        if s.ne[0] < n_head {
+            return Err(format!(
+                "FLASH_ATTN_EXT: {} sinks for {n_head} heads",
+                s.ne[0]
+            ));
+        }
+    }
+    match t.param_i32(3) {
+        0 | 10 => Ok(()),
+        p => Err(format!("FLASH_ATTN_EXT: precision {p} is not supported")),
+    }
 }
 
-pub fn run(_src: &[Option<Src<'_>>; MAX_SRC], dst: Dst<'_>) -> Result<(), DeviceError> {
-    Err(DeviceError::op(dst.t.op.name(), "not implemented yet"))
+/// Everything a row needs.
+struct Attn<'a> {
+    q: &'a Src<'a>,
+    k: &'a Src<'a>,
+    v: &'a Src<'a>,
+    mask: Option<&'a Src<'a>>,
+    sinks: Option<&'a Src<'a>>,
+    /// Already divided by the softcap when there is one.
+    scale: f32,
+    softcap: f32,
+    alibi: Alibi,
+    tiled: bool,
 }
+
+pub fn run(srcs: &[Option<Src<'_>>; MAX_SRC], dst: Dst<'_>) -> Result<(), DeviceError> {
+    let t = dst.t;
+    let op = "FLASH_ATTN_EXT";
+    let (q, k, v) = (src(srcs, 0, op)?, src(srcs, 1, op)?, src(srcs, 2, op)?);
+    let softcap = t.param_f32(2);
+    let mut scale = t.param_f32(0);
+    if softcap != 0.0 {
+        scale /= softcap;
+    }
+    let kv_f = matches!(k.t.typ, GgmlType::F32 | GgmlType::F16);
+    let a = Attn {
+        q,
+        k,
+        v,
+        mask: srcs[3].as_ref(),
+        sinks: srcs[4].as_ref(),
+        scale,
+        softcap,
+        alibi: Alibi::new(t.param_f32(1), q.t.ne[2]),
+        // ggml (x86 AVX2 build) tiles when DV is a multiple of its 8-float SIMD width.
+        tiled: q.t.typ == GgmlType::F32
+            && kv_f
+            && k.t.typ == v.t.typ
+            && q.t.ne[1] >= TILE_Q
+            && v.t.ne[0] % 8 == 0,
+    };
+    let work = k.t.ne[1].saturating_mul(k.t.ne[0] + v.t.ne[0]);
+    par_rows(t, dst.data, work, |r, out| {
+        // dst row (head, query row, i3).
+        let (h, iq1, iq3) = access::unravel_row(t, r);
+        a.row(h, iq1, iq3, out)
+    })
+}
+
+impl Attn<'_> {
+    fn row(&self, h: usize, iq1: usize, iq3: usize, out: &mut [f32]) -> Result<(), DeviceError> {
+        let (dk, n_kv, dv) = (self.k.t.ne[0], self.k.t.ne[1], self.v.t.ne[0]);
+        let (nh, d3) = (self.q.t.ne[2], self.q.t.ne[3]);
+        let (ik2, ik3) = (h / (nh / self.k.t.ne[2]), iq3 / (d3 / self.k.t.ne[3]));
+        let (iv2, iv3) = (h / (nh / self.v.t.ne[2]), iq3 / (d3 / self.v.t.ne[3]));
+        let mut qv = vec![0f32; dk];
+        access::read_row(self.q.t, self.q.data, iq1, h, iq3, &mut qv)?;
+        if !self.tiled {
+            round_to(quant::vec_dot_type(self.k.t.typ), &mut qv)?;
+        }
+        let slope = self.alibi.slope(h);
+        let mask_at = |ic: usize| -> f32 {
+            self.mask.map_or(0.0, |m| {
+                let base = access::row_offset(m.t, iq1, h % m.t.ne[2], iq3 % m.t.ne[3]);
+                slope * access::load(m.t.typ, m.data, base + ic * m.t.nb[0])
+            })
+        };
+        let score = |ic: usize, kbuf: &mut [f32]| -> Result<f32, DeviceError> {
+            read_fast(self.k.t, self.k.data, ic, ik2, ik3, kbuf)?;
+            let mut s = dot(&qv, kbuf) * self.scale;
+            if self.softcap != 0.0 {
+                s = self.softcap * s.tanh();
+            }
+            Ok(s)
+        };
+        let mut kbuf = vec![0f32; dk];
+        let mut vbuf = vec![0f32; dv];
+        out.fill(0.0);
+        let mut m = f32::NEG_INFINITY;
+        let mut sum = 0f32;
+        if self.tiled {
+            let mut p = [0f32; TILE_KV];
+            let mut live = [false; TILE_KV];
+            for ic in (0..n_kv).step_by(TILE_KV) {
+                let n = TILE_KV.min(n_kv - ic);
+                let mut tile_max = f32::NEG_INFINITY;
+                for tk in 0..n {
+                    let mv = mask_at(ic + tk);
+                    live[tk] = mv != f32::NEG_INFINITY;
+                    if live[tk] {
+                        p[tk] = score(ic + tk, &mut kbuf)? + mv;
+                        tile_max = if tile_max > p[tk] { tile_max } else { p[tk] };
+                    }
+                }
+                if tile_max == f32::NEG_INFINITY {
+                    continue;
+                }
+                let m_new = m.max(tile_max);
+                if m_new > m {
+                    let ms = (m - m_new).exp();
+                    out.iter_mut().for_each(|o| *o *= ms);
+                    sum *= ms;
+                }
+                m = m_new;
+                let mut tile_sum = 0f64;
+                for tk in (0..n).filter(|&tk| live[tk]) {
+                    let e = (p[tk] - m).exp();
+                    tile_sum += e as f64;
+                    read_fast(self.v.t, self.v.data, ic + tk, iv2, iv3, &mut vbuf)?;
+                    axpy(out, &vbuf, e);
+                }
+                sum = (sum as f64 + tile_sum) as f32;
+            }
+        } else {
+            let acc_f16 = self.v.t.typ == GgmlType::F16;
+            for ic in 0..n_kv {
+                let mv = mask_at(ic);
+                if mv == f32::NEG_INFINITY {
+                    continue;
+                }
+                let s = score(ic, &mut kbuf)? + mv;
+                let (mut ms, mut vs) = (1f32, 1f32);
+                if s > m {
+                    ms = (m - s).exp();
+                    m = s;
+                    out.iter_mut().for_each(|o| *o *= ms);
+                    if acc_f16 {
+                        out.iter_mut().for_each(|o| *o = f16::from_f32(*o).to_f32());
+                    }
+                } else {
+                    vs = (s - m).exp();
+                }
+                read_fast(self.v.t, self.v.data, ic, iv2, iv3, &mut vbuf)?;
+                axpy(out, &vbuf, vs);
+                if acc_f16 {
+                    out.iter_mut().for_each(|o| *o = f16::from_f32(*o).to_f32());
+                }
+                sum = sum * ms + vs;
+            }
+        }
+        if let Some(sk) = self.sinks {
+            let s = access::load(GgmlType::F32, sk.data, h * sk.t.nb[0]);
+            let (mut ms, mut vs) = (1f32, 1f32);
+            if s > m {
+                ms = (m - s).exp();
+                out.iter_mut().for_each(|o| *o *= ms);
+            } else {
+                vs = (s - m).exp();
+            }
+            sum = sum * ms + vs;
+        }
+        let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+        out.iter_mut().for_each(|o| *o *= inv);
+        Ok(())
+    }
+}
+
+/// Rounds `x` through `typ` (what ggml's `from_float` into the K dot type does to Q).
+fn round_to(typ: GgmlType, x: &mut [f32]) -> Result<(), DeviceError> {
+    match typ {
+        GgmlType::F32 => {}
+        GgmlType::F16 => x.iter_mut().for_each(|v| *v = f16::from_f32(*v).to_f32()),
+        GgmlType::Bf16 => x.iter_mut().for_each(|v| *v = bf16::from_f32(*v).to_f32()),
+        _ => {
+            let err = |e: quant::QuantError| DeviceError::op("FLASH_ATTN_EXT", e.to_string());
+            let len = typ
+                .row_size(x.len())
+                .ok_or_else(|| DeviceError::op("FLASH_ATTN_EXT", "q row is not whole blocks"))?;
+            let mut bytes = vec![0u8; len];
+            quant::quantize_row(typ, x, &mut bytes).map_err(err)?;
+            quant::dequantize_row(typ, &bytes, x).map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+/// `access::read_row` with a fast path for packed f16 rows (hardware conversion when available).
+fn read_fast(
+    t: &Tensor,
+    b: &[u8],
+    i1: usize,
+    i2: usize,
+    i3: usize,
+    out: &mut [f32],
+) -> Result<(), DeviceError> {
+    if t.typ == GgmlType::F16 && t.nb[0] == 2 {
+        let base = access::row_offset(t, i1, i2, i3);
+        let bytes = b
+            .get(base..base + 2 * out.len())
+            .ok_or_else(|| DeviceError::op("FLASH_ATTN_EXT", "row outside tensor"))?;
+        if let Ok(h) = bytemuck::try_cast_slice::<u8, f16>(bytes) {
+            use half::slice::HalfFloatSliceExt;
+            h.convert_to_f32_slice(out);
+            return Ok(());
+        }
+    }
+    access::read_row(t, b, i1, i2, i3, out)
+}
+
+/// f32 dot product with 8 partial sums (ggml's SIMD accumulators are f32 too).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for j in 0..8 {
+            acc[j] += x[j] * y[j];
+        }
+    }
+    let s4 = [
+        acc[0] + acc[4],
+        acc[1] + acc[5],
+        acc[2] + acc[6],
+        acc[3] + acc[7],
+    ];
+    (s4[0] + s4[2]) + (s4[1] + s4[3]) + tail
+}
+
+/// `y += x * a`.
+fn axpy(y: &mut [f32], x: &[f32], a: f32) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += x * a;
+    }
+}
+
+#[cfg(test)]
+mod tests;

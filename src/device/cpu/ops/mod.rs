@@ -14,6 +14,7 @@ mod matmul;
 mod norm;
 mod reduce;
 mod rope;
+mod rows;
 mod softmax;
 #[cfg(test)]
 pub mod testutil;
