@@ -241,4 +241,4 @@ fn add_id(a: &Src<'_>, b: &Src<'_>, ids: &Src<'_>, dst: Dst<'_>) -> Result<(), D
 
 #[cfg(test)]
 #[path = "elementwise_tests.rs"]
-mod tests;
+pub(super) mod tests;
