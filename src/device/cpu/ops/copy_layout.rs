@@ -33,9 +33,9 @@ pub fn check_set_rows(graph: &Graph, node: usize) -> Result<(), String> {
             && d.ne[3] == b.ne[3]
             && idx.ne[0] == b.ne[1]
             && idx.ne[1] != 0
-            && b.ne[2] % idx.ne[1] == 0
+            && b.ne[2].is_multiple_of(idx.ne[1])
             && idx.ne[2] != 0
-            && b.ne[3] % idx.ne[2] == 0
+            && b.ne[3].is_multiple_of(idx.ne[2])
             && idx.ne[3] == 1,
         || {
             format!(
@@ -54,6 +54,9 @@ pub fn set_rows(b: &Src<'_>, idx: &Src<'_>, dst: Dst<'_>) -> Result<(), DeviceEr
     let [n, ne2, ne3] = [b.t.ne[1], b.t.ne[2], b.t.ne[3]];
     let (c1, c2) = (idx.t.ne[1], idx.t.ne[2]);
     let rows_dst = dst.t.ne[1];
+    if b.t.nelements() == 0 {
+        return Ok(());
+    }
     let mut targets = Vec::with_capacity(n * ne2 * ne3);
     for i3 in 0..ne3 {
         for i2 in 0..ne2 {
@@ -302,6 +305,9 @@ pub fn set_acc(a: &Src<'_>, b: &Src<'_>, dst: Dst<'_>) -> Result<(), DeviceError
         .get(..n)
         .ok_or_else(|| DeviceError::op(op, "a shorter than dst"))?;
     dst.data.copy_from_slice(from);
+    if b.t.nelements() == 0 {
+        return Ok(());
+    }
     let [nb1, nb2, nb3, offset] = view_params(dst.t);
     let es = dst.t.typ.type_size();
     let typ = dst.t.typ;

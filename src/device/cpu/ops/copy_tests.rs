@@ -20,7 +20,7 @@ fn dup_cpy_cont_convert_between_float_types_and_shapes() {
         for ts in [F32, F16, Bf16] {
             for td in [F32, F16, Bf16] {
                 for (k, (sne, dne)) in pairs.iter().enumerate() {
-                    let perm = (k % 2 == 0).then_some([2, 0, 3, 1]);
+                    let perm = k.is_multiple_of(2).then_some([2, 0, 3, 1]);
                     let (a, av) = input(&mut rng, ts, *sne, -3.0, 3.0, perm);
                     let mut d = HostTensor::zeros(td, *dne);
                     if k >= 2 {

@@ -86,7 +86,12 @@ pub fn run(src: &[Option<Src<'_>>; MAX_SRC], dst: Dst<'_>) -> Result<(), DeviceE
         Op::AddId => add_id(s0, src_at(src, 1, op)?, src_at(src, 2, op)?, dst),
         Op::Scale => {
             let (s, b) = (dst.t.param_f32(0), dst.t.param_f32(1));
-            map_each(s0, dst, move |x| x * s + b)
+            // ggml only adds the bias when it is non-zero (keeps -0.0 from x*s).
+            if b == 0.0 {
+                map_each(s0, dst, move |x| x * s)
+            } else {
+                map_each(s0, dst, move |x| x * s + b)
+            }
         }
         Op::Clamp => {
             let (lo, hi) = (dst.t.param_f32(0), dst.t.param_f32(1));
@@ -135,7 +140,7 @@ pub(super) fn can_repeat(b: &Tensor, a: &Tensor) -> bool {
     if b.nelements() == 0 {
         return a.nelements() == 0;
     }
-    (0..4).all(|d| a.ne[d] % b.ne[d] == 0)
+    (0..4).all(|d| a.ne[d].is_multiple_of(b.ne[d]))
 }
 
 fn check_binary(d: &Tensor, s0: &Tensor, s1: &Tensor) -> Result<(), String> {

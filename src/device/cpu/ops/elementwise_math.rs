@@ -191,6 +191,46 @@ pub fn unary(op: UnaryOp, x: f32, src: GgmlType, xi: Xielu) -> f32 {
     }
 }
 
+#[inline]
+fn each(row: &mut [f32], f: impl Fn(f32) -> f32) {
+    row.iter_mut().for_each(|v| *v = f(*v));
+}
+
+/// Applies `op` to a whole row; the op is matched once so each loop is specialised.
+pub fn unary_row(op: UnaryOp, row: &mut [f32], src: GgmlType, xi: Xielu) {
+    macro_rules! by_op {
+        ($($v:ident),*) => {
+            match op {
+                $(UnaryOp::$v => each(row, |x| unary(UnaryOp::$v, x, src, xi)),)*
+            }
+        };
+    }
+    by_op!(
+        Abs,
+        Sgn,
+        Neg,
+        Step,
+        Tanh,
+        Elu,
+        Relu,
+        Sigmoid,
+        Gelu,
+        GeluQuick,
+        Silu,
+        Hardswish,
+        Hardsigmoid,
+        Exp,
+        Expm1,
+        Softplus,
+        GeluErf,
+        Xielu,
+        Floor,
+        Ceil,
+        Round,
+        Trunc
+    );
+}
+
 /// GLU parameters (op_params f32 slots 2 and 3).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GluParams {
@@ -228,6 +268,29 @@ pub fn glu(op: GluOp, x: f32, g: f32, src: GgmlType, p: GluParams) -> f32 {
             silu(x) * y
         }
     }
+}
+
+/// Applies `op` to rows `x` and `g` (same length as `out`), matching the op once.
+pub fn glu_row(op: GluOp, out: &mut [f32], x: &[f32], g: &[f32], src: GgmlType, p: GluParams) {
+    macro_rules! by_op {
+        ($($v:ident),*) => {
+            match op {
+                $(GluOp::$v => out
+                    .iter_mut()
+                    .zip(x.iter().zip(g))
+                    .for_each(|(o, (&x, &g))| *o = glu(GluOp::$v, x, g, src, p)),)*
+            }
+        };
+    }
+    by_op!(
+        Reglu,
+        Geglu,
+        Swiglu,
+        SwigluOai,
+        GegluErf,
+        GegluQuick,
+        SwigluClamp
+    );
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ pub fn shape(t: &Tensor) -> String {
 
 /// Rows of a quantized tensor must be whole blocks.
 pub fn whole_blocks(t: &Tensor) -> bool {
-    t.ne[0] % t.typ.block_size() == 0
+    t.ne[0].is_multiple_of(t.typ.block_size())
 }
 
 /// Source `k` at run time (check already required it; this keeps `run` total).
@@ -73,9 +73,9 @@ where
         .ok_or_else(|| DeviceError::op(op, "row is not a whole number of blocks"))?;
     let nrows = t.nrows();
     if t.is_contiguous() {
-        let data = dst
-            .data
-            .get_mut(..row_bytes * nrows)
+        let data = row_bytes
+            .checked_mul(nrows)
+            .and_then(|n| dst.data.get_mut(..n))
             .ok_or_else(|| DeviceError::op(op, "destination shorter than its shape"))?;
         if t.nelements() >= PAR_MIN_ELEMS && nrows > 1 {
             let min_len = (PAR_TASK_ELEMS / t.ne[0]).max(1);

@@ -67,6 +67,9 @@ fn silu_ref(x: f64) -> f64 {
     x / (1.0 + (-x).exp())
 }
 
+type Binary = fn(f64, f64) -> f64;
+type Unary = fn(f64) -> f64;
+
 const BINARY_TYPES: [(GgmlType, GgmlType, GgmlType); 7] = [
     (F32, F32, F32),
     (F16, F16, F16),
@@ -86,7 +89,7 @@ fn binary_ops_broadcast_all_types_and_layouts() {
         ([5, 4, 3, 2], [5, 4, 3, 2]),
         ([9, 2, 1, 3], [1, 1, 1, 1]),
     ];
-    let ops: [(Op, fn(f64, f64) -> f64); 4] = [
+    let ops: [(Op, Binary); 4] = [
         (Op::Add, |a, b| a + b),
         (Op::Sub, |a, b| a - b),
         (Op::Mul, |a, b| a * b),
@@ -366,7 +369,7 @@ fn all_unary_ops_all_types() {
 #[test]
 fn math_ops_sqr_sqrt_log_sin_cos() {
     let mut rng = Rng::new(8);
-    let ops: [(Op, fn(f64) -> f64); 5] = [
+    let ops: [(Op, Unary); 5] = [
         (Op::Sqr, |x| x * x),
         (Op::Sqrt, f64::sqrt),
         (Op::Log, f64::ln),

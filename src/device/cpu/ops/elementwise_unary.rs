@@ -41,31 +41,38 @@ pub fn check(graph: &Graph, node: usize) -> Result<(), String> {
 pub fn run(s0: &Src<'_>, dst: Dst<'_>) -> Result<(), DeviceError> {
     let t = dst.t;
     let src_typ = s0.t.typ;
-    let f: Box<dyn Fn(f32) -> f32 + Sync + Send> = match t.op {
-        Op::Sqr => Box::new(|x| x * x),
-        Op::Sqrt => Box::new(f32::sqrt),
-        Op::Log => Box::new(f32::ln),
-        Op::Sin => Box::new(f32::sin),
-        Op::Cos => Box::new(f32::cos),
-        _ => {
-            let u = u32::try_from(t.param_i32(0))
+    let op = t.op;
+    let u = match op {
+        Op::Unary => Some(
+            u32::try_from(t.param_i32(0))
                 .ok()
                 .and_then(UnaryOp::from_u32)
-                .ok_or_else(|| DeviceError::op(t.op.name(), "unknown unary op"))?;
-            let xi = Xielu {
-                alpha_n: t.param_f32(1),
-                alpha_p: t.param_f32(2),
-                beta: t.param_f32(3),
-                eps: t.param_f32(4),
-            };
-            Box::new(move |x| math::unary(u, x, src_typ, xi))
-        }
+                .ok_or_else(|| DeviceError::op(op.name(), "unknown unary op"))?,
+        ),
+        _ => None,
+    };
+    let xi = Xielu {
+        alpha_n: t.param_f32(1),
+        alpha_p: t.param_f32(2),
+        beta: t.param_f32(3),
+        eps: t.param_f32(4),
     };
     map_rows(
         dst,
         || (),
-        |_, _, idx, out| {
+        move |_, _, idx, out| {
             read_row(s0, idx, out)?;
+            let f: fn(f32) -> f32 = match (op, u) {
+                (_, Some(u)) => {
+                    math::unary_row(u, out, src_typ, xi);
+                    return Ok(());
+                }
+                (Op::Sqr, _) => |x| x * x,
+                (Op::Sqrt, _) => f32::sqrt,
+                (Op::Log, _) => f32::ln,
+                (Op::Sin, _) => f32::sin,
+                _ => f32::cos,
+            };
             out.iter_mut().for_each(|v| *v = f(*v));
             Ok(())
         },
@@ -125,28 +132,23 @@ pub fn run_glu(s0: &Src<'_>, s1: Option<&Src<'_>>, dst: Dst<'_>) -> Result<(), D
     let ne00 = s0.t.ne[0];
     map_rows(
         dst,
-        || vec![0f32; ne00],
-        |buf, _, idx, out| {
+        || {
+            (
+                vec![0f32; ne00],
+                vec![0f32; if s1.is_some() { nc } else { 0 }],
+            )
+        },
+        |(buf, gbuf), _, idx, out| {
             read_row(s0, idx, buf)?;
-            let (x, g) = match s1 {
+            let (x, g): (&[f32], &[f32]) = match s1 {
                 Some(s1) => {
-                    read_row(s1, idx, out)?;
-                    (&buf[..nc], None)
+                    read_row(s1, idx, gbuf)?;
+                    (&buf[..nc], &gbuf[..])
                 }
-                None if swapped => (&buf[nc..2 * nc], Some(&buf[..nc])),
-                None => (&buf[..nc], Some(&buf[nc..2 * nc])),
+                None if swapped => (&buf[nc..2 * nc], &buf[..nc]),
+                None => (&buf[..nc], &buf[nc..2 * nc]),
             };
-            match g {
-                // Two-source mode: `out` holds g on entry.
-                None => out
-                    .iter_mut()
-                    .zip(x)
-                    .for_each(|(o, &x)| *o = math::glu(op, x, *o, typ, p)),
-                Some(g) => out
-                    .iter_mut()
-                    .zip(x.iter().zip(g))
-                    .for_each(|(o, (&x, &g))| *o = math::glu(op, x, g, typ, p)),
-            }
+            math::glu_row(op, out, x, g, typ, p);
             Ok(())
         },
     )
