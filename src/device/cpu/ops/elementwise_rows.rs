@@ -13,6 +13,8 @@ use crate::quant;
 const PAR_MIN_ELEMS: usize = 1 << 15;
 /// Aim for at least this many elements per rayon task.
 const PAR_TASK_ELEMS: usize = 1 << 12;
+/// Rows of a strided destination are computed this many bytes at a time before being scattered.
+const STRIDED_BLOCK_BYTES: usize = 1 << 20;
 
 /// Source `k` of `node`, or an error naming it.
 pub fn src_of(graph: &Graph, node: usize, k: usize) -> Result<&Tensor, String> {
@@ -55,10 +57,12 @@ pub fn row_index(t: &Tensor, r: usize) -> [usize; 3] {
 }
 
 /// Calls `f(state, r, [i1, i2, i3], packed)` for every row `r` of `dst`; `f` fills `packed` with the
-/// row in dst's type, elements (blocks) adjacent. Rows of a packed destination are written in place
-/// and in parallel; otherwise each row is scattered through `nb[0]`.
+/// row in dst's type, elements (blocks) adjacent. Rows of a packed destination are written in place;
+/// otherwise they are computed a block at a time and scattered through the strides. Large
+/// destinations are computed in parallel either way.
 pub fn for_each_row<S, I, F>(dst: Dst<'_>, init: I, f: F) -> Result<(), DeviceError>
 where
+    S: Send,
     I: Fn() -> S + Sync + Send,
     F: Fn(&mut S, usize, [usize; 3], &mut [u8]) -> Result<(), DeviceError> + Sync + Send,
 {
@@ -91,19 +95,37 @@ where
         }
         return Ok(());
     }
-    let mut s = init();
-    let mut packed = vec![0u8; row_bytes];
+    // Strided destination: compute blocks of rows (in parallel when large), then scatter each row
+    // through nb[0]; memory stays bounded by one block.
+    let block_rows = (STRIDED_BLOCK_BYTES / row_bytes).clamp(1, nrows);
+    let par = t.nelements() >= PAR_MIN_ELEMS && nrows > 1;
+    let mut packed = vec![0u8; block_rows * row_bytes];
+    let mut serial = init();
     let unit = t.typ.type_size();
-    for r in 0..nrows {
-        let idx = row_index(t, r);
-        f(&mut s, r, idx, &mut packed)?;
-        let base = access::row_offset(t, idx[0], idx[1], idx[2]);
-        for (j, u) in packed.chunks_exact(unit).enumerate() {
-            let off = base + j * t.nb[0];
-            dst.data
-                .get_mut(off..off + unit)
-                .ok_or_else(|| DeviceError::op(op, "row outside destination"))?
-                .copy_from_slice(u);
+    for r0 in (0..nrows).step_by(block_rows) {
+        let n = block_rows.min(nrows - r0);
+        let block = &mut packed[..n * row_bytes];
+        if par {
+            block
+                .par_chunks_mut(row_bytes)
+                .enumerate()
+                .with_min_len((PAR_TASK_ELEMS / t.ne[0]).max(1))
+                .try_for_each_init(&init, |s, (j, row)| f(s, r0 + j, row_index(t, r0 + j), row))?;
+        } else {
+            for (j, row) in block.chunks_mut(row_bytes).enumerate() {
+                f(&mut serial, r0 + j, row_index(t, r0 + j), row)?;
+            }
+        }
+        for (j, row) in block.chunks(row_bytes).enumerate() {
+            let [i1, i2, i3] = row_index(t, r0 + j);
+            let base = access::row_offset(t, i1, i2, i3);
+            for (k, u) in row.chunks_exact(unit).enumerate() {
+                let off = base + k * t.nb[0];
+                dst.data
+                    .get_mut(off..off + unit)
+                    .ok_or_else(|| DeviceError::op(op, "row outside destination"))?
+                    .copy_from_slice(u);
+            }
         }
     }
     Ok(())

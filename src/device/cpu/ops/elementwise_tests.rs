@@ -504,3 +504,19 @@ fn glu_rejects_bad_params_and_shapes() {
     let b = HostTensor::zeros(F32, [8, 1, 1, 1]);
     assert!(run_op(Op::Glu, p, &[Some(&a), Some(&b)], &mut d8).is_err());
 }
+
+#[test]
+fn large_strided_destination_in_blocks() {
+    // 307200 f32 = 1.2 MB of rows: two blocks of the strided path, each computed in parallel.
+    let mut rng = Rng::new(10);
+    let ne = [512, 600, 1, 1];
+    let (a, av) = input(&mut rng, F32, ne, -3.0, 3.0, None);
+    let (b, bv) = input(&mut rng, F32, [512, 1, 1, 1], -3.0, 3.0, None);
+    let mut d = HostTensor::zeros(F32, ne).permuted([1, 0, 2, 3]);
+    run_op(Op::Sub, [0; 16], &[Some(&a), Some(&b)], &mut d).unwrap();
+    let want: Vec<f64> = (0..av.len()).map(|i| av[i] - bv[i % 512]).collect();
+    assert_close(&d.to_f32(), &want, 1e-6, "strided sub");
+    let mut d = HostTensor::zeros(F16, ne).permuted([1, 0, 2, 3]);
+    run_op(Op::Cpy, [0; 16], &[Some(&a)], &mut d).unwrap();
+    assert_close(&d.to_f32(), &av, tol(F16), "strided f32 -> f16");
+}
