@@ -7,7 +7,7 @@ Environment:
   GGRPC_DEVICE          value of -d (default CPU)
   GGRPC_THREADS         value of -t (default 2)
   GGRPC_CLIENT_THREADS  threads of the client's own CPU backend (default 2)
-  GGRPC_CLIENT_TIMEOUT  seconds per client run (default 600)
+  GGRPC_CLIENT_TIMEOUT  seconds per client run (default 300)
   GGRPC_CACHE           cache folder for the venv, the model and local logits (default ~/.cache/ggrpc)
 """
 

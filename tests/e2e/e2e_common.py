@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -281,6 +282,14 @@ class ClientRun:
     def log_tail(self, n: int = 12000) -> str:
         return self.log.read_text(errors="replace")[-n:] if self.log.exists() else "(no log)"
 
+    def key_lines(self, limit: int = 20) -> str:
+        """The lines that say why a client failed (ggml aborts, RPC errors), before gdb's backtrace noise."""
+        if not self.log.exists():
+            return ""
+        pat = re.compile(r"ggml-rpc|GGML_ASSERT|GGML_ABORT|error|failed|abort|Traceback|Exception|crashed|#\d+ .* in \S*(rpc|ggml|llama)", re.I)
+        hits = [ln for ln in self.log.read_text(errors="replace").splitlines() if pat.search(ln)]
+        return "\n".join(hits[:limit])
+
 
 def client(kind: str, endpoint: str, workdir: Path, *extra: str) -> ClientRun:
     """Run `client.py KIND --endpoint ENDPOINT` in a subprocess; returns even if it crashed or hung."""
@@ -288,7 +297,7 @@ def client(kind: str, endpoint: str, workdir: Path, *extra: str) -> ClientRun:
     tag = f"{kind}-{'local' if endpoint == 'local' else 'rpc'}"
     info_path, log = workdir / f"{tag}.json", workdir / f"{tag}.log"
     info_path.unlink(missing_ok=True)
-    timeout = env_int("GGRPC_CLIENT_TIMEOUT", 600)
+    timeout = env_int("GGRPC_CLIENT_TIMEOUT", 300)
     cp = run_client([kind, "--endpoint", endpoint, "--info", str(info_path), *extra], log, timeout)
     info = json.loads(info_path.read_text()) if info_path.exists() else None
     return ClientRun(cp.returncode, info, log)

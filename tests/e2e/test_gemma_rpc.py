@@ -33,7 +33,8 @@ def check_run(run: common.ClientRun, server: common.Server, what: str) -> dict:
     if msg is None and not server.alive():
         msg = f"{what}: server exited during the run"
     if msg:
-        raise AssertionError(f"{msg}\n--- client log tail ({run.log}) ---\n{run.log_tail()}")
+        raise AssertionError(f"{msg}\n--- key client log lines ---\n{run.key_lines()}\n"
+                             f"--- client log tail ({run.log}) ---\n{run.log_tail()}")
     return run.info
 
 
