@@ -11,7 +11,8 @@
 #              ggrpc (target/release/rpc-server), reference (llama.cpp's server via ctypes), local (no RPC:
 #              the client computes on its own CPU), or the path of any rpc-server-compatible binary.
 #              DEVICE is passed as -d (default: --device, else $GGRPC_DEVICE, else CPU).
-#   --threads  server -t (default $GGRPC_THREADS or 2); client CPU threads: $GGRPC_CLIENT_THREADS (2).
+#   --threads  server -t, also the client's CPU threads unless $GGRPC_CLIENT_THREADS is set (default:
+#              $GGRPC_THREADS, else nproc/2 like rpc-server's own default; 1 on the 2-core machines).
 # Examples:
 #   scripts/bench-e2e.sh                                      # ggrpc vs reference on CPU
 #   scripts/bench-e2e.sh --servers reference,local --rounds 2  # the reference alone, and no RPC at all

@@ -80,11 +80,14 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3, help="measurements per client process")
     ap.add_argument("--pp", type=int, default=64, help="prompt tokens (one batch)")
     ap.add_argument("--tg", type=int, default=32, help="generated tokens (one at a time)")
-    ap.add_argument("--threads", type=int, default=common.server_threads(), help="server -t")
+    ap.add_argument("--threads", type=int, default=common.env_int("GGRPC_THREADS", max(1, (os.cpu_count() or 2) // 2)),
+                    help="server -t, and the client's CPU threads unless GGRPC_CLIENT_THREADS is set "
+                         "(default: $GGRPC_THREADS, else half the cores like rpc-server's own default)")
     ap.add_argument("--baseline", default=None, help="label the ratios are relative to (default: first reference)")
     ap.add_argument("--json", default=None, help="also write all measurements here")
     a = ap.parse_args()
 
+    os.environ.setdefault("GGRPC_CLIENT_THREADS", str(a.threads))  # read by the client subprocesses
     servers = parse_servers(a.servers, a.device)
     common.model_path()
     work = Path(tempfile.mkdtemp(prefix="ggrpc-bench-"))
