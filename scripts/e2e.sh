@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The real-client tier: prepares the Python environment (scripts/e2e-env.sh), builds the release server,
+# and runs pytest on tests/e2e with -s so the logits metrics and the generated text are shown.
+# Exit status = pytest's. Extra arguments go to pytest (e.g. -k logits).
+# Environment: GGRPC_SERVER (binary path, or `reference` for llama.cpp's own server; default
+# target/release/rpc-server), GGRPC_DEVICE (default CPU), GGRPC_THREADS (server -t, default 2);
+# see tests/e2e/conftest.py for the rest.
+set -uo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+py="$("$repo/scripts/e2e-env.sh" | tail -n 1)" || { echo "e2e: environment setup failed" >&2; exit 2; }
+if [[ "${GGRPC_SERVER:-}" != "reference" ]]; then
+  (cd "$repo" && cargo build --release) || { echo "e2e: cargo build --release failed" >&2; exit 2; }
+fi
+export NODEVICE_SELECT=1
+cd "$repo" && "$py" -m pytest -s -p no:cacheprovider tests/e2e "$@"
