@@ -97,6 +97,11 @@ pub fn dequantize_row(typ: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), 
     Ok(())
 }
 
+/// Whether `dequantize_row` supports `typ`.
+pub fn can_dequantize(typ: GgmlType) -> bool {
+    dequantize_row(typ, &[], &mut []).is_ok()
+}
+
 /// Converts one row of f32 to `typ` (`dst` = exactly `typ.row_size(src.len())` bytes), with ggml's
 /// reference quantizers (`quantize_row_*_ref`).
 pub fn quantize_row(typ: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
