@@ -10,20 +10,38 @@ use super::f16_at;
 
 pub(super) const QK_K: usize = 256;
 
-/// `get_scale_min_k4` for all eight pairs of a Q4_K/Q5_K block: (scales, mins).
+/// The eight 6-bit scale/min pairs of a Q4_K/Q5_K block as four u32 whose bytes are scales 0..7
+/// then mins 0..7 (ggml's `utmp` unpacking; equal to `get_scale_min_k4` for every pair).
+#[inline(always)]
+pub(super) fn k4_packed(s: &[u8; 12]) -> [u32; 4] {
+    const KMASK1: u32 = 0x3f3f_3f3f;
+    const KMASK2: u32 = 0x0f0f_0f0f;
+    const KMASK3: u32 = 0x0303_0303;
+    let u0 = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+    let u1 = u32::from_le_bytes([s[4], s[5], s[6], s[7]]);
+    let u2 = u32::from_le_bytes([s[8], s[9], s[10], s[11]]);
+    [
+        u0 & KMASK1,
+        (u2 & KMASK2) | (((u0 >> 6) & KMASK3) << 4),
+        u1 & KMASK1,
+        ((u2 >> 4) & KMASK2) | (((u1 >> 6) & KMASK3) << 4),
+    ]
+}
+
+/// (scales, mins) of a Q4_K/Q5_K block.
 #[inline(always)]
 pub(super) fn scale_min_k4(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
-    let mut sc = [0u8; 8];
-    let mut mn = [0u8; 8];
-    for j in 0..4 {
-        sc[j] = s[j] & 63;
-        mn[j] = s[j + 4] & 63;
-    }
-    for j in 4..8 {
-        sc[j] = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
-        mn[j] = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-    }
-    (sc, mn)
+    let p = k4_packed(s);
+    let (a, b, c, d) = (
+        p[0].to_le_bytes(),
+        p[1].to_le_bytes(),
+        p[2].to_le_bytes(),
+        p[3].to_le_bytes(),
+    );
+    (
+        [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]],
+        [c[0], c[1], c[2], c[3], d[0], d[1], d[2], d[3]],
+    )
 }
 
 /// The sixteen 6-bit Q3_K scales, already minus 32.

@@ -14,6 +14,13 @@
 //! `k_quants` (Q2_K..Q6_K decoding), `k_dot` (their dot products), `iq4` (IQ4_NL/IQ4_XS),
 //! `mxfp4`.
 
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma",
+    target_feature = "f16c"
+))]
+mod avx2;
 mod float;
 mod iq4;
 mod k_dot;
@@ -145,8 +152,39 @@ pub fn vec_dot_type(typ: GgmlType) -> GgmlType {
     }
 }
 
-/// The dot-product kernel for weight rows of `typ`, if this crate has one.
+/// The dot-product kernel for weight rows of `typ`, if this crate has one: the AVX2 version where the
+/// build has one, else the portable one.
 pub fn dot_fn(typ: GgmlType) -> Option<DotFn> {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c"
+    ))]
+    {
+        use GgmlType::*;
+        let f: Option<DotFn> = match typ {
+            Q4_0 => Some(avx2::dot_q4_0),
+            Q4_1 => Some(avx2::dot_q4_1),
+            Q5_0 => Some(avx2::dot_q5_0),
+            Q5_1 => Some(avx2::dot_q5_1),
+            Q8_0 => Some(avx2::dot_q8_0),
+            Q4K => Some(avx2::dot_q4_k),
+            Q5K => Some(avx2::dot_q5_k),
+            Q6K => Some(avx2::dot_q6_k),
+            Iq4Nl => Some(avx2::dot_iq4_nl),
+            Mxfp4 => Some(avx2::dot_mxfp4),
+            _ => None,
+        };
+        if f.is_some() {
+            return f;
+        }
+    }
+    scalar_dot_fn(typ)
+}
+
+/// The portable dot-product kernels (integer loops LLVM vectorizes), for every weight type.
+pub fn scalar_dot_fn(typ: GgmlType) -> Option<DotFn> {
     use GgmlType::*;
     Some(match typ {
         F32 => float::dot_f32,

@@ -44,12 +44,16 @@ fn vec_dot_matches_dequantized_reference() {
                     .zip(&yf)
                     .map(|(a, b)| (*a as f64 * *b as f64).abs())
                     .sum();
+                let tol = 1e-5 * scale + q8_1_slack(typ, &x, &y) + 1e-9;
                 let got = vec_dot(typ, n, &x, &y).unwrap() as f64;
-                assert!(
-                    (got - want).abs() <= 1e-5 * scale + q8_1_slack(typ, &x, &y) + 1e-9,
-                    "{} n={n}: got {got}, want {want} (scale {scale})",
-                    typ.name()
-                );
+                let scalar = scalar_dot_fn(typ).unwrap()(&x, &y) as f64;
+                for (kernel, got) in [("dispatched", got), ("portable", scalar)] {
+                    assert!(
+                        (got - want).abs() <= tol,
+                        "{} {kernel} n={n}: got {got}, want {want} (scale {scale})",
+                        typ.name()
+                    );
+                }
             }
         }
     }

@@ -405,3 +405,66 @@ fn out_prod_matches_reference() {
         assert_close(&dst.to_f32(), &want, 1e-5, typ.name());
     }
 }
+
+/// Throughput of the decode hot path: `cargo test --release --lib bench_mat_vec -- --ignored
+/// --nocapture`. Prints GB/s of weights for a 640×2048 mat-vec, single-threaded `vec_dot` and
+/// MUL_MAT on 2 threads, with the weights hot in cache and cycling through 160 MB of copies.
+#[test]
+#[ignore = "timing only"]
+fn bench_mat_vec() {
+    use std::time::Instant;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let mut rng = Rng::new(99);
+    for (typ, k, m) in [
+        (GgmlType::Q5_0, 640, 2048),
+        (GgmlType::Q8_0, 640, 2048),
+        (GgmlType::Q4K, 2048, 640),
+        (GgmlType::Q6K, 2048, 640),
+        (GgmlType::Q5_0, 2048, 640),
+        (GgmlType::Q8_0, 2048, 640),
+        (GgmlType::F16, 640, 2048),
+    ] {
+        let a = weights(typ, [k, m, 1, 1], &mut rng);
+        let bytes = a.bytes.len();
+        let copies = (160 << 20) / bytes + 1;
+        let cold: Vec<HostTensor> = (0..copies).map(|_| a.clone()).collect();
+        let b = acts([k, 1, 1, 1], &mut rng);
+        let vt = quant::vec_dot_type(typ);
+        let mut y = vec![0u8; vt.row_size(k).unwrap()];
+        quant::quantize_row_for_dot(vt, &b.to_f32(), &mut y).unwrap();
+        let row = typ.row_size(k).unwrap();
+        let iters = 200;
+        let t0 = Instant::now();
+        let mut sink = 0f32;
+        for _ in 0..iters {
+            for r in a.bytes.chunks_exact(row) {
+                sink += quant::vec_dot(typ, k, r, &y).unwrap();
+            }
+        }
+        let dot_hot = (bytes * iters) as f64 / t0.elapsed().as_secs_f64() / 1e9;
+        let mut dst = HostTensor::zeros(GgmlType::F32, [m, 1, 1, 1]);
+        let mut time = |ts: &[HostTensor], n: usize| {
+            let t0 = Instant::now();
+            pool.install(|| {
+                for i in 0..n {
+                    let a = &ts[i % ts.len()];
+                    run_op(Op::MulMat, [0; 16], &[Some(a), Some(&b)], &mut dst).unwrap();
+                }
+            });
+            (bytes * n) as f64 / t0.elapsed().as_secs_f64() / 1e9
+        };
+        let (mm_hot, mm_cold) = (
+            time(std::slice::from_ref(&a), iters),
+            time(&cold, 2 * copies),
+        );
+        println!(
+            "{:5} K={k:4} M={m:4} ({:7} B): vec_dot 1 thread hot {dot_hot:5.1} GB/s | \
+             MUL_MAT 2 threads hot {mm_hot:5.1} GB/s, cold {mm_cold:5.1} GB/s  [{sink:.0}]",
+            typ.name(),
+            bytes
+        );
+    }
+}
