@@ -4,6 +4,36 @@
 //! `quantize_row` does the reverse for the types a KV cache or an activation can be stored in;
 //! `vec_dot` is ggml's dot product of a weight row with an activation row already converted to
 //! `vec_dot_type(weight type)`, so MUL_MAT matches ggml's numerics.
+//!
+//! Numerics follow ggml exactly: `dequantize_row_*`, `quantize_row_*_ref` and the generic
+//! `ggml_vec_dot_*_q8_*` (integer sums per block, then one float scale per block or sub-block).
+//! `quantize_row_for_dot` is ggml-cpu's `from_float` on x86 (AVX2 path for Q8_0/Q8_1), the
+//! conversion MUL_MAT applies to activations.
+//!
+//! Files: `float` (F32/F16/BF16), `legacy` (Q4_0/Q4_1/Q5_0/Q5_1), `q8` (Q8_0/Q8_1/Q8_K),
+//! `k_quants` (Q2_K..Q6_K decoding), `k_dot` (their dot products), `iq4` (IQ4_NL/IQ4_XS),
+//! `mxfp4`.
+
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma",
+    target_feature = "f16c"
+))]
+mod avx2;
+mod float;
+mod iq4;
+mod k_dot;
+mod k_quants;
+mod legacy;
+mod mxfp4;
+mod q8;
+#[cfg(test)]
+pub(crate) mod testdata;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_dot;
 
 use crate::ggml::GgmlType;
 
@@ -19,25 +49,168 @@ pub enum QuantError {
     },
 }
 
-/// Converts one row (`src` = exactly `typ.row_size(dst.len())` bytes) to f32.
-pub fn dequantize_row(typ: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
-    let _ = (src, dst);
-    Err(QuantError::Unsupported(typ.name()))
+/// A dot-product kernel: `x` a row of the weight type, `y` the same number of elements of its
+/// `vec_dot_type`. Lengths must already match (`vec_dot` checks them); a mismatch never panics,
+/// the extra blocks of the longer side are ignored.
+pub type DotFn = fn(&[u8], &[u8]) -> f32;
+
+/// Checks that `bytes` is exactly one row of `n` elements of `typ`.
+fn check_len(typ: GgmlType, n: usize, bytes: usize) -> Result<(), QuantError> {
+    if typ.row_size(n) == Some(bytes) {
+        Ok(())
+    } else {
+        Err(QuantError::BadLength {
+            typ: typ.name(),
+            n,
+            bytes,
+        })
+    }
 }
 
-/// Converts one row of f32 to `typ` (`dst` = exactly `typ.row_size(src.len())` bytes).
+/// Reads a little-endian binary16 at `b[0..2]`.
+#[inline(always)]
+fn f16_at(b0: u8, b1: u8) -> f32 {
+    half::f16::from_bits(u16::from_le_bytes([b0, b1])).to_f32()
+}
+
+/// Rounds to binary16 (round to nearest even, like F16C) and returns the two bytes.
+#[inline(always)]
+fn f16_bytes(v: f32) -> [u8; 2] {
+    half::f16::from_f32(v).to_le_bytes()
+}
+
+/// Converts one row (`src` = exactly `typ.row_size(dst.len())` bytes) to f32.
+pub fn dequantize_row(typ: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
+    use GgmlType::*;
+    check_len(typ, dst.len(), src.len())?;
+    match typ {
+        F32 | F16 | Bf16 => float::to_f32(typ, src, dst),
+        Q4_0 => legacy::dequant_q4_0(src, dst),
+        Q4_1 => legacy::dequant_q4_1(src, dst),
+        Q5_0 => legacy::dequant_q5_0(src, dst),
+        Q5_1 => legacy::dequant_q5_1(src, dst),
+        Q8_0 => q8::dequant_q8_0(src, dst),
+        Q8K => q8::dequant_q8_k(src, dst),
+        Q2K => k_quants::dequant_q2_k(src, dst),
+        Q3K => k_quants::dequant_q3_k(src, dst),
+        Q4K => k_quants::dequant_q4_k(src, dst),
+        Q5K => k_quants::dequant_q5_k(src, dst),
+        Q6K => k_quants::dequant_q6_k(src, dst),
+        Iq4Nl => iq4::dequant_iq4_nl(src, dst),
+        Iq4Xs => iq4::dequant_iq4_xs(src, dst),
+        Mxfp4 => mxfp4::dequant(src, dst),
+        _ => return Err(QuantError::Unsupported(typ.name())),
+    }
+    Ok(())
+}
+
+/// Whether `dequantize_row` supports `typ`.
+pub fn can_dequantize(typ: GgmlType) -> bool {
+    dequantize_row(typ, &[], &mut []).is_ok()
+}
+
+/// Converts one row of f32 to `typ` (`dst` = exactly `typ.row_size(src.len())` bytes), with ggml's
+/// reference quantizers (`quantize_row_*_ref`).
 pub fn quantize_row(typ: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
-    let _ = (src, dst);
-    Err(QuantError::Unsupported(typ.name()))
+    use GgmlType::*;
+    check_len(typ, src.len(), dst.len())?;
+    match typ {
+        F32 | F16 | Bf16 => float::from_f32(typ, src, dst),
+        Q4_0 => legacy::quant_q4_0(src, dst),
+        Q4_1 => legacy::quant_q4_1(src, dst),
+        Q5_0 => legacy::quant_q5_0(src, dst),
+        Q5_1 => legacy::quant_q5_1(src, dst),
+        Q8_0 => q8::quant_q8_0_ref(src, dst),
+        Q8_1 => q8::quant_q8_1_ref(src, dst),
+        Q8K => q8::quant_q8_k(src, dst),
+        Iq4Nl => iq4::quant_iq4_nl(src, dst),
+        _ => return Err(QuantError::Unsupported(typ.name())),
+    }
+    Ok(())
+}
+
+/// Converts activations to a `vec_dot_type` the way ggml-cpu's `from_float` does on x86 with AVX2:
+/// identical to `quantize_row` except Q8_0/Q8_1, which scale by `127/amax` and round half to even.
+pub fn quantize_row_for_dot(typ: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
+    check_len(typ, src.len(), dst.len())?;
+    match typ {
+        GgmlType::Q8_0 => q8::quant_q8_0_cpu(src, dst),
+        GgmlType::Q8_1 => q8::quant_q8_1_cpu(src, dst),
+        _ => return quantize_row(typ, src, dst),
+    }
+    Ok(())
 }
 
 /// The type ggml converts activations to before a dot product with a weight row of type `typ`.
 pub fn vec_dot_type(typ: GgmlType) -> GgmlType {
-    typ
+    use GgmlType::*;
+    match typ {
+        Q4_0 | Q5_0 | Q8_0 | Iq4Nl | Mxfp4 => Q8_0,
+        Q4_1 | Q5_1 => Q8_1,
+        Q2K | Q3K | Q4K | Q5K | Q6K | Iq4Xs => Q8K,
+        _ => typ,
+    }
+}
+
+/// The dot-product kernel for weight rows of `typ`, if this crate has one: the AVX2 version where the
+/// build has one, else the portable one.
+pub fn dot_fn(typ: GgmlType) -> Option<DotFn> {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c"
+    ))]
+    {
+        use GgmlType::*;
+        let f: Option<DotFn> = match typ {
+            Q4_0 => Some(avx2::dot_q4_0),
+            Q4_1 => Some(avx2::dot_q4_1),
+            Q5_0 => Some(avx2::dot_q5_0),
+            Q5_1 => Some(avx2::dot_q5_1),
+            Q8_0 => Some(avx2::dot_q8_0),
+            Q4K => Some(avx2::dot_q4_k),
+            Q5K => Some(avx2::dot_q5_k),
+            Q6K => Some(avx2::dot_q6_k),
+            Iq4Nl => Some(avx2::dot_iq4_nl),
+            Mxfp4 => Some(avx2::dot_mxfp4),
+            _ => None,
+        };
+        if f.is_some() {
+            return f;
+        }
+    }
+    scalar_dot_fn(typ)
+}
+
+/// The portable dot-product kernels (integer loops LLVM vectorizes), for every weight type.
+pub fn scalar_dot_fn(typ: GgmlType) -> Option<DotFn> {
+    use GgmlType::*;
+    Some(match typ {
+        F32 => float::dot_f32,
+        F16 => float::dot_f16,
+        Bf16 => float::dot_bf16,
+        Q4_0 => legacy::dot_q4_0,
+        Q4_1 => legacy::dot_q4_1,
+        Q5_0 => legacy::dot_q5_0,
+        Q5_1 => legacy::dot_q5_1,
+        Q8_0 => q8::dot_q8_0,
+        Q2K => k_dot::dot_q2_k,
+        Q3K => k_dot::dot_q3_k,
+        Q4K => k_dot::dot_q4_k,
+        Q5K => k_dot::dot_q5_k,
+        Q6K => k_dot::dot_q6_k,
+        Iq4Nl => iq4::dot_iq4_nl,
+        Iq4Xs => iq4::dot_iq4_xs,
+        Mxfp4 => mxfp4::dot,
+        _ => return None,
+    })
 }
 
 /// Dot product of `n` elements: `x` a row of `typ`, `y` a row of `vec_dot_type(typ)`.
 pub fn vec_dot(typ: GgmlType, n: usize, x: &[u8], y: &[u8]) -> Result<f32, QuantError> {
-    let _ = (n, x, y);
-    Err(QuantError::Unsupported(typ.name()))
+    let dot = dot_fn(typ).ok_or(QuantError::Unsupported(typ.name()))?;
+    check_len(typ, n, x.len())?;
+    check_len(vec_dot_type(typ), n, y.len())?;
+    Ok(dot(x, y))
 }

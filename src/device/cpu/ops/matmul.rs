@@ -1,16 +1,411 @@
-//! (placeholder: this family is being written)
+//! MUL_MAT, MUL_MAT_ID and OUT_PROD.
+//!
+//! MUL_MAT and MUL_MAT_ID follow ggml-cpu: every activation row is converted once to the weight type's
+//! `vec_dot_type` (in parallel), then each output element is `quant::vec_dot(weight row, activation
+//! row)`. Both ops reduce to "groups": one weight matrix (a plane of src0, or one expert) and the
+//! activation rows (columns of the result) multiplied by it. Each group is cut into tasks of weight
+//! rows × columns that rayon runs in parallel; a task walks 16 weight rows at a time across its
+//! columns so the rows stay in L1 while the columns stream from L2. Results are scattered into dst
+//! through its strides afterwards, so dst may have any layout.
 
+use rayon::prelude::*;
+
+use super::access::{self, read_row, unravel_row};
 use super::{Dst, Src};
 use crate::device::DeviceError;
-use crate::ggml::{Graph, MAX_SRC};
+use crate::ggml::{GgmlType, Graph, MAX_SRC, Op, Tensor};
+use crate::quant::{self, DotFn};
 
 pub fn check(graph: &Graph, node: usize) -> Result<(), String> {
-    Err(format!(
-        "{} is not implemented yet",
-        graph.tensors[node].op.name()
-    ))
+    let t = &graph.tensors[node];
+    let src = |k: usize| {
+        graph
+            .src(node, k)
+            .ok_or_else(|| format!("{}: missing source {k}", t.op.name()))
+    };
+    if t.typ != GgmlType::F32 {
+        return Err(format!(
+            "{}: result must be f32, not {}",
+            t.op.name(),
+            t.typ.name()
+        ));
+    }
+    match t.op {
+        Op::MulMat => check_mul_mat(t, src(0)?, src(1)?),
+        Op::MulMatId => check_mul_mat_id(t, src(0)?, src(1)?, src(2)?),
+        Op::OutProd => check_out_prod(t, src(0)?, src(1)?),
+        op => Err(format!("{} is not a matmul op", op.name())),
+    }
 }
 
-pub fn run(_src: &[Option<Src<'_>>; MAX_SRC], dst: Dst<'_>) -> Result<(), DeviceError> {
-    Err(DeviceError::op(dst.t.op.name(), "not implemented yet"))
+/// Weight type, activation type and the shared inner dimension.
+fn check_operands(a: &Tensor, b: &Tensor) -> Result<(), String> {
+    if quant::dot_fn(a.typ).is_none() {
+        return Err(format!(
+            "weights of type {} are not supported",
+            a.typ.name()
+        ));
+    }
+    if a.typ.is_quantized() && a.nb[0] != a.typ.type_size() {
+        return Err("quantized weights must have packed blocks".into());
+    }
+    if !access::is_scalar_float(b.typ) {
+        return Err(format!(
+            "activations of type {} are not supported",
+            b.typ.name()
+        ));
+    }
+    let k = a.ne[0];
+    if b.ne[0] != k {
+        return Err(format!("inner dimensions differ: {} vs {}", k, b.ne[0]));
+    }
+    if a.typ.row_size(k).is_none() || quant::vec_dot_type(a.typ).row_size(k).is_none() {
+        return Err(format!(
+            "row of {k} is not a whole number of {} blocks",
+            a.typ.name()
+        ));
+    }
+    Ok(())
 }
+
+fn check_mul_mat(t: &Tensor, a: &Tensor, b: &Tensor) -> Result<(), String> {
+    check_operands(a, b).map_err(|e| format!("MUL_MAT: {e}"))?;
+    if t.ne != [a.ne[1], b.ne[1], b.ne[2], b.ne[3]] {
+        return Err(format!(
+            "MUL_MAT: result shape {:?} != [{}, {:?}]",
+            t.ne,
+            a.ne[1],
+            &b.ne[1..]
+        ));
+    }
+    if a.ne[2] == 0 || a.ne[3] == 0 || b.ne[2] % a.ne[2] != 0 || b.ne[3] % a.ne[3] != 0 {
+        return Err(format!(
+            "MUL_MAT: cannot broadcast {:?} over {:?}",
+            a.ne, b.ne
+        ));
+    }
+    Ok(())
+}
+
+fn check_mul_mat_id(t: &Tensor, a: &Tensor, b: &Tensor, ids: &Tensor) -> Result<(), String> {
+    check_operands(a, b).map_err(|e| format!("MUL_MAT_ID: {e}"))?;
+    let (n_used, n_tok) = (ids.ne[0], ids.ne[1]);
+    if ids.typ != GgmlType::I32 || ids.ne[2] != 1 || ids.ne[3] != 1 {
+        return Err("MUL_MAT_ID: ids must be a 2-d i32 tensor".into());
+    }
+    if a.ne[3] != 1 || b.ne[3] != 1 || b.ne[2] != n_tok || b.ne[1] == 0 || n_used % b.ne[1] != 0 {
+        return Err(format!(
+            "MUL_MAT_ID: shapes {:?} {:?} {:?} do not fit",
+            a.ne, b.ne, ids.ne
+        ));
+    }
+    if t.ne != [a.ne[1], n_used, n_tok, 1] {
+        return Err(format!("MUL_MAT_ID: result shape {:?} is wrong", t.ne));
+    }
+    Ok(())
+}
+
+fn check_out_prod(t: &Tensor, a: &Tensor, b: &Tensor) -> Result<(), String> {
+    let packed = access::is_scalar_float(a.typ) || a.nb[0] == a.typ.type_size();
+    if !quant::can_dequantize(a.typ) || !packed || a.typ.row_size(a.ne[0]).is_none() {
+        return Err(format!(
+            "OUT_PROD: src0 of type {} is not supported",
+            a.typ.name()
+        ));
+    }
+    if !access::is_scalar_float(b.typ) {
+        return Err(format!(
+            "OUT_PROD: src1 of type {} is not supported",
+            b.typ.name()
+        ));
+    }
+    if a.ne[1] != b.ne[1] || t.ne != [a.ne[0], b.ne[0], b.ne[2], b.ne[3]] {
+        return Err(format!(
+            "OUT_PROD: shapes {:?} {:?} -> {:?} do not fit",
+            a.ne, b.ne, t.ne
+        ));
+    }
+    if a.ne[2] == 0 || a.ne[3] == 0 || b.ne[2] % a.ne[2] != 0 || b.ne[3] % a.ne[3] != 0 {
+        return Err(format!(
+            "OUT_PROD: cannot broadcast {:?} over {:?}",
+            a.ne, b.ne
+        ));
+    }
+    Ok(())
+}
+
+pub fn run(src: &[Option<Src<'_>>; MAX_SRC], dst: Dst<'_>) -> Result<(), DeviceError> {
+    let op = dst.t.op;
+    let get = |k: usize| {
+        src[k]
+            .as_ref()
+            .ok_or_else(|| DeviceError::op(op.name(), format!("missing source {k}")))
+    };
+    if dst.t.nelements() == 0 {
+        return Ok(());
+    }
+    match op {
+        Op::MulMat => mul_mat(get(0)?, get(1)?, dst),
+        Op::MulMatId => mul_mat_id(get(0)?, get(1)?, get(2)?, dst),
+        Op::OutProd => out_prod(get(0)?, get(1)?, dst),
+        _ => Err(DeviceError::op(op.name(), "not a matmul op")),
+    }
+}
+
+/// One weight matrix and the activation rows it multiplies.
+struct Group {
+    /// Byte offset of the matrix (its row 0) in src0.
+    a_off: usize,
+    /// Per column: the activation row (index into the converted rows) and the byte offset in dst of
+    /// the result element for weight row 0.
+    cols: Vec<(usize, usize)>,
+}
+
+/// Converts every row of `b` (in `unravel_row` order) to `vt`, in parallel.
+fn convert_rows(b: &Src<'_>, vt: GgmlType, op: &'static str) -> Result<Vec<u8>, DeviceError> {
+    let k = b.t.ne[0];
+    let row = vt
+        .row_size(k)
+        .ok_or_else(|| DeviceError::op(op, "activation row is not whole blocks"))?;
+    let mut out = vec![0u8; row * b.t.nrows()];
+    out.par_chunks_mut(row).enumerate().try_for_each_init(
+        || vec![0f32; k],
+        |tmp, (r, dst)| {
+            let (i1, i2, i3) = unravel_row(b.t, r);
+            read_row(b.t, b.data, i1, i2, i3, tmp)?;
+            quant::quantize_row_for_dot(vt, tmp, dst)
+                .map_err(|e| DeviceError::op(op, e.to_string()))
+        },
+    )?;
+    Ok(out)
+}
+
+/// Weight rows of one task (`rows`) times some of its group's columns (`cols`).
+struct Task {
+    group: usize,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+}
+
+/// Splits groups of `m` weight rows into tasks: columns in tiles of 64, rows in chunks sized so that
+/// there are about 8 tasks per thread (at least 16 rows per task unless the matrix is smaller).
+fn plan(groups: &[Group], m: usize) -> Vec<Task> {
+    const COL_TILE: usize = 64;
+    let tiles: usize = groups.iter().map(|g| g.cols.len().div_ceil(COL_TILE)).sum();
+    let want = 8 * rayon::current_num_threads();
+    let per_tile = want.div_ceil(tiles.max(1)).max(1);
+    let chunk = m.div_ceil(per_tile).max(16.min(m)).max(1);
+    let mut tasks = Vec::new();
+    for (gi, g) in groups.iter().enumerate() {
+        for c0 in (0..g.cols.len()).step_by(COL_TILE) {
+            for r0 in (0..m).step_by(chunk) {
+                tasks.push(Task {
+                    group: gi,
+                    rows: r0..(r0 + chunk).min(m),
+                    cols: c0..(c0 + COL_TILE).min(g.cols.len()),
+                });
+            }
+        }
+    }
+    tasks
+}
+
+/// The weight operand: its bytes, geometry and dot kernel.
+struct Weights<'a> {
+    t: &'a Tensor,
+    data: &'a [u8],
+    row_bytes: usize,
+    /// Rows whose elements are not adjacent (float views with `nb[0] != type size`) are gathered.
+    gather: bool,
+    dot: DotFn,
+}
+
+impl<'a> Weights<'a> {
+    fn new(a: &'a Src<'a>, op: &'static str) -> Result<Self, DeviceError> {
+        let t = a.t;
+        let dot = quant::dot_fn(t.typ).ok_or_else(|| DeviceError::op(op, "no dot kernel"))?;
+        let row_bytes = t
+            .typ
+            .row_size(t.ne[0])
+            .ok_or_else(|| DeviceError::op(op, "weight row is not whole blocks"))?;
+        let gather = !t.typ.is_quantized() && t.ne[0] > 1 && t.nb[0] != t.typ.type_size();
+        Ok(Weights {
+            t,
+            data: a.data,
+            row_bytes,
+            gather,
+            dot,
+        })
+    }
+
+    /// The bytes of the row starting at byte `off`, gathered into `buf` when strided.
+    fn row<'s>(&'s self, off: usize, buf: &'s mut Vec<u8>) -> Option<&'s [u8]> {
+        if !self.gather {
+            return self.data.get(off..off.checked_add(self.row_bytes)?);
+        }
+        let ts = self.t.typ.type_size();
+        buf.clear();
+        for i in 0..self.t.ne[0] {
+            let o = off.checked_add(i.checked_mul(self.t.nb[0])?)?;
+            buf.extend_from_slice(self.data.get(o..o.checked_add(ts)?)?);
+        }
+        Some(buf)
+    }
+}
+
+/// Runs all tasks and writes every result element into dst (f32 at `col offset + row * nb[0]`).
+fn execute(
+    w: &Weights<'_>,
+    act: &[u8],
+    act_row: usize,
+    groups: &[Group],
+    dst: Dst<'_>,
+) -> Result<(), DeviceError> {
+    const ROW_BLOCK: usize = 16;
+    let op = dst.t.op.name();
+    let m = w.t.ne[1];
+    let tasks = plan(groups, m);
+    let results: Vec<Vec<f32>> = tasks
+        .par_iter()
+        .map_init(Vec::new, |buf, task| {
+            let g = &groups[task.group];
+            let nrows = task.rows.len();
+            let mut out = vec![0f32; nrows * task.cols.len()];
+            for r0 in task.rows.clone().step_by(ROW_BLOCK) {
+                let r1 = (r0 + ROW_BLOCK).min(task.rows.end);
+                for (ci, &(col, _)) in g.cols[task.cols.clone()].iter().enumerate() {
+                    let y = act
+                        .get(col * act_row..(col + 1) * act_row)
+                        .ok_or_else(|| DeviceError::op(op, "activation row out of range"))?;
+                    for r in r0..r1 {
+                        let x = w
+                            .row(g.a_off + r * w.t.nb[1], buf)
+                            .ok_or_else(|| DeviceError::op(op, "weight row outside src0"))?;
+                        out[ci * nrows + (r - task.rows.start)] = (w.dot)(x, y);
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .collect::<Result<_, DeviceError>>()?;
+    let nb0 = dst.t.nb[0];
+    for (task, out) in tasks.iter().zip(&results) {
+        let g = &groups[task.group];
+        let nrows = task.rows.len();
+        for (ci, &(_, base)) in g.cols[task.cols.clone()].iter().enumerate() {
+            for (i, v) in out[ci * nrows..(ci + 1) * nrows].iter().enumerate() {
+                let o = base + (task.rows.start + i) * nb0;
+                dst.data
+                    .get_mut(o..o + 4)
+                    .ok_or_else(|| DeviceError::op(op, "result element outside dst"))?
+                    .copy_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn mul_mat(a: &Src<'_>, b: &Src<'_>, dst: Dst<'_>) -> Result<(), DeviceError> {
+    let op = dst.t.op.name();
+    let (at, bt, dt) = (a.t, b.t, dst.t);
+    if at.ne[0] == 0 {
+        return access::write_all(dt, dst.data, &vec![0f32; dt.nelements()]);
+    }
+    let w = Weights::new(a, op)?;
+    let vt = quant::vec_dot_type(at.typ);
+    let act = convert_rows(b, vt, op)?;
+    let act_row = vt.row_size(bt.ne[0]).unwrap_or(0);
+    let (r2, r3) = (bt.ne[2] / at.ne[2].max(1), bt.ne[3] / at.ne[3].max(1));
+    let mut groups = Vec::with_capacity(bt.ne[2] * bt.ne[3]);
+    for i3 in 0..bt.ne[3] {
+        for i2 in 0..bt.ne[2] {
+            let first = (i3 * bt.ne[2] + i2) * bt.ne[1];
+            groups.push(Group {
+                a_off: (i2 / r2.max(1)) * at.nb[2] + (i3 / r3.max(1)) * at.nb[3],
+                cols: (0..bt.ne[1])
+                    .map(|n| (first + n, n * dt.nb[1] + i2 * dt.nb[2] + i3 * dt.nb[3]))
+                    .collect(),
+            });
+        }
+    }
+    execute(&w, &act, act_row, &groups, dst)
+}
+
+fn mul_mat_id(a: &Src<'_>, b: &Src<'_>, ids: &Src<'_>, dst: Dst<'_>) -> Result<(), DeviceError> {
+    let op = dst.t.op.name();
+    let (at, bt, it, dt) = (a.t, b.t, ids.t, dst.t);
+    let (n_used, n_tok, n_b, n_exp) = (it.ne[0], it.ne[1], bt.ne[1], at.ne[2]);
+    let mut groups: Vec<Group> = (0..n_exp)
+        .map(|e| Group {
+            a_off: e * at.nb[2],
+            cols: Vec::new(),
+        })
+        .collect();
+    for t in 0..n_tok {
+        for e in 0..n_used {
+            let o = e * it.nb[0] + t * it.nb[1];
+            let raw = ids
+                .data
+                .get(o..o + 4)
+                .map(|_| access::load_i32(ids.data, o))
+                .ok_or_else(|| DeviceError::op(op, "id outside src2"))?;
+            let g = usize::try_from(raw)
+                .ok()
+                .and_then(|x| groups.get_mut(x))
+                .ok_or_else(|| {
+                    DeviceError::op(op, format!("expert id {raw} out of range 0..{n_exp}"))
+                })?;
+            g.cols
+                .push((t * n_b + e % n_b.max(1), e * dt.nb[1] + t * dt.nb[2]));
+        }
+    }
+    groups.retain(|g| !g.cols.is_empty());
+    if at.ne[0] == 0 {
+        return access::write_all(dt, dst.data, &vec![0f32; dt.nelements()]);
+    }
+    let w = Weights::new(a, op)?;
+    let vt = quant::vec_dot_type(at.typ);
+    let act = convert_rows(b, vt, op)?;
+    let act_row = vt.row_size(bt.ne[0]).unwrap_or(0);
+    execute(&w, &act, act_row, &groups, dst)
+}
+
+/// `dst[i0, i1, i2, i3] = Σ_k a[i0, k, i2/r2, i3/r3] · b[i1, k, i2, i3]`, accumulated in f32 in
+/// increasing k with FMA like ggml's `ggml_vec_mad_f32`.
+fn out_prod(a: &Src<'_>, b: &Src<'_>, dst: Dst<'_>) -> Result<(), DeviceError> {
+    let (at, bt, dt) = (a.t, b.t, dst.t);
+    let (ne0, k) = (at.ne[0], at.ne[1]);
+    let a_vals = access::read_all(at, a.data)?;
+    let (r2, r3) = (bt.ne[2] / at.ne[2].max(1), bt.ne[3] / at.ne[3].max(1));
+    let rows: Vec<Vec<f32>> = (0..dt.nrows())
+        .into_par_iter()
+        .map(|r| {
+            let (i1, i2, i3) = unravel_row(dt, r);
+            let plane = ((i3 / r3.max(1)) * at.ne[2] + i2 / r2.max(1)) * k * ne0;
+            let mut acc = vec![0f32; ne0];
+            for kk in 0..k {
+                let off = access::offset(bt, [i1, kk, i2, i3]);
+                if off + bt.typ.type_size() > b.data.len() {
+                    return Err(DeviceError::op("OUT_PROD", "src1 element out of range"));
+                }
+                let v = access::load(bt.typ, b.data, off);
+                let row = a_vals
+                    .get(plane + kk * ne0..plane + (kk + 1) * ne0)
+                    .ok_or_else(|| DeviceError::op("OUT_PROD", "src0 row out of range"))?;
+                for (d, &x) in acc.iter_mut().zip(row) {
+                    *d = x.mul_add(v, *d);
+                }
+            }
+            Ok(acc)
+        })
+        .collect::<Result<_, DeviceError>>()?;
+    for (r, row) in rows.iter().enumerate() {
+        let (i1, i2, i3) = unravel_row(dt, r);
+        access::write_row(dt, dst.data, i1, i2, i3, row)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "matmul_tests.rs"]
+mod tests;

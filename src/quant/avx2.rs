@@ -1,0 +1,351 @@
+//! AVX2 versions of the hot dot products (compiled when the build targets AVX2 + FMA + F16C, as the
+//! server's `target-cpu=native` build does on x86-64). Same integer sums per (sub-)block as the
+//! scalar kernels, same f32 scales; the per-block float terms accumulate in 8 lanes with FMA like
+//! ggml's own AVX2 code, so results differ from the scalar kernels only by f32 rounding.
+//!
+//! Every load goes through `load`/`load16`, which assert that the bytes lie inside the block array.
+
+use std::arch::x86_64::*;
+
+use super::f16_at;
+use super::k_quants::{k4_packed, scale_bytes};
+use super::q8::{q8k_bsums, q8k_d};
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn load<const B: usize>(b: &[u8; B], off: usize) -> __m256i {
+    assert!(off + 32 <= B);
+    // SAFETY: the assert keeps the unaligned 32-byte load inside `b`; AVX is a compile-time target
+    // feature of this module (see the `cfg` on `mod avx2`).
+    unsafe { _mm256_loadu_si256(b.as_ptr().add(off) as *const __m256i) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn load16<const B: usize>(b: &[u8; B], off: usize) -> __m128i {
+    assert!(off + 16 <= B);
+    // SAFETY: as in `load`, for a 16-byte load.
+    unsafe { _mm_loadu_si128(b.as_ptr().add(off) as *const __m128i) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn hsum(x: __m256) -> f32 {
+    let r = _mm_add_ps(_mm256_extractf128_ps::<1>(x), _mm256_castps256_ps128(x));
+    let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
+}
+
+/// 32 nibbles (16 bytes at `off`, nibble order) as bytes 0..15.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn nibbles<const B: usize>(b: &[u8; B], off: usize) -> __m256i {
+    let t = load16(b, off);
+    let both = _mm256_set_m128i(_mm_srli_epi16::<4>(t), t);
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+}
+
+/// The 32 bits of `v` as 32 bytes of 0xFF (bit set) or 0x00.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn bits_to_bytes(v: u32) -> __m256i {
+    let shuf = _mm256_set_epi64x(
+        0x0303_0303_0303_0303,
+        0x0202_0202_0202_0202,
+        0x0101_0101_0101_0101,
+        0,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(v as i32), shuf);
+    let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
+    _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+}
+
+/// Σ x·y of signed bytes, as 8 partial i32 sums.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn dot_i8(x: __m256i, y: __m256i) -> __m256i {
+    let ax = _mm256_sign_epi8(x, x);
+    let sy = _mm256_sign_epi8(y, x);
+    _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
+}
+
+/// Σ x·y with unsigned `x` (< 128) and signed `y`, as 8 partial i32 sums.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn dot_u8(x: __m256i, y: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn fma(d: f32, s: __m256i, acc: __m256) -> __m256 {
+    _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q4_0_impl(x: &[u8], y: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (b, q) in x.as_chunks::<18>().0.iter().zip(y.as_chunks::<34>().0) {
+        let qx = _mm256_sub_epi8(nibbles(b, 2), _mm256_set1_epi8(8));
+        let d = f16_at(b[0], b[1]) * f16_at(q[0], q[1]);
+        acc = fma(d, dot_i8(qx, load(q, 2)), acc);
+    }
+    hsum(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q4_1_impl(x: &[u8], y: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut summ = 0f32;
+    for (b, q) in x.as_chunks::<20>().0.iter().zip(y.as_chunks::<36>().0) {
+        let d = f16_at(b[0], b[1]) * f16_at(q[0], q[1]);
+        summ += f16_at(b[2], b[3]) * f16_at(q[2], q[3]);
+        acc = fma(d, dot_u8(nibbles(b, 4), load(q, 4)), acc);
+    }
+    hsum(acc) + summ
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q5_0_impl(x: &[u8], y: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (b, q) in x.as_chunks::<22>().0.iter().zip(y.as_chunks::<34>().0) {
+        // Quant − 16 is the nibble with 0xF0 or'ed in where the fifth bit is clear.
+        let hi = bits_to_bytes(u32::from_le_bytes([b[2], b[3], b[4], b[5]]));
+        let qx = _mm256_or_si256(
+            nibbles(b, 6),
+            _mm256_andnot_si256(hi, _mm256_set1_epi8(-16)),
+        );
+        let d = f16_at(b[0], b[1]) * f16_at(q[0], q[1]);
+        acc = fma(d, dot_i8(qx, load(q, 2)), acc);
+    }
+    hsum(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q5_1_impl(x: &[u8], y: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut summ = 0f32;
+    for (b, q) in x.as_chunks::<24>().0.iter().zip(y.as_chunks::<36>().0) {
+        let hi = bits_to_bytes(u32::from_le_bytes([b[4], b[5], b[6], b[7]]));
+        let qx = _mm256_or_si256(nibbles(b, 8), _mm256_and_si256(hi, _mm256_set1_epi8(16)));
+        let d = f16_at(b[0], b[1]) * f16_at(q[0], q[1]);
+        summ += f16_at(b[2], b[3]) * f16_at(q[2], q[3]);
+        acc = fma(d, dot_u8(qx, load(q, 4)), acc);
+    }
+    hsum(acc) + summ
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q8_0_impl(x: &[u8], y: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (b, q) in x.as_chunks::<34>().0.iter().zip(y.as_chunks::<34>().0) {
+        let d = f16_at(b[0], b[1]) * f16_at(q[0], q[1]);
+        acc = fma(d, dot_i8(load(b, 2), load(q, 2)), acc);
+    }
+    hsum(acc)
+}
+
+/// IQ4_NL / MXFP4: nibbles index a 16-entry i8 table.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn lookup<const B: usize>(table: &[i8; 16], b: &[u8; B], off: usize) -> __m256i {
+    let t = load16(&table.map(|v| v as u8), 0);
+    _mm256_shuffle_epi8(_mm256_set_m128i(t, t), nibbles(b, off))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_iq4_nl_impl(x: &[u8], y: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (b, q) in x.as_chunks::<18>().0.iter().zip(y.as_chunks::<34>().0) {
+        let d = f16_at(q[0], q[1]) * f16_at(b[0], b[1]);
+        acc = fma(
+            d,
+            dot_i8(lookup(&super::iq4::KVALUES, b, 2), load(q, 2)),
+            acc,
+        );
+    }
+    hsum(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_mxfp4_impl(x: &[u8], y: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (b, q) in x.as_chunks::<17>().0.iter().zip(y.as_chunks::<34>().0) {
+        let d = f16_at(q[0], q[1]) * super::mxfp4::e8m0_half(b[0]);
+        acc = fma(
+            d,
+            dot_i8(lookup(&super::mxfp4::KVALUES, b, 1), load(q, 2)),
+            acc,
+        );
+    }
+    hsum(acc)
+}
+
+/// One Q4_K/Q5_K super-block: `d·Σ_j scale_j·(quants_j · q8_j)` goes into `acc`, and
+/// `−dmin·Σ_j min_j·(Σ q8_j)` into `acc_m`. `quants[c]` holds chunk c's (low, high) sub-blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn k4_block<const B: usize>(
+    b: &[u8; B],
+    q: &[u8; 292],
+    quants: [(__m256i, __m256i); 4],
+    acc: &mut __m256,
+    acc_m: &mut __m128,
+) {
+    // Packed with 32-bit masks like ggml (byte-wise unpacking makes LLVM emit slow SSE4a `insertq`).
+    let u = k4_packed(&scale_bytes::<4, B>(b));
+    let sm = _mm256_cvtepu8_epi16(_mm_set_epi32(
+        u[3] as i32,
+        u[2] as i32,
+        u[1] as i32,
+        u[0] as i32,
+    ));
+    let dy = q8k_d(q);
+    let bsums = load(q, 260);
+    let q8s = _mm_hadd_epi16(
+        _mm256_castsi256_si128(bsums),
+        _mm256_extracti128_si256::<1>(bsums),
+    );
+    let prod = _mm_madd_epi16(_mm256_extracti128_si256::<1>(sm), q8s);
+    let dmin = -dy * f16_at(b[2], b[3]);
+    *acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), *acc_m);
+    let sc = _mm256_castsi256_si128(sm);
+    let scales = _mm256_set_m128i(sc, sc);
+    let mut sumi = _mm256_setzero_si256();
+    for (c, (lo, hi)) in quants.into_iter().enumerate() {
+        // Broadcast i16 lane 2c (resp. 2c + 1): bytes 4c, 4c + 1 (resp. 4c + 2, 4c + 3).
+        let sel_l = _mm256_set1_epi16((((4 * c + 1) << 8) | (4 * c)) as i16);
+        let sel_h = _mm256_set1_epi16((((4 * c + 3) << 8) | (4 * c + 2)) as i16);
+        let pl = _mm256_maddubs_epi16(lo, load(q, 4 + 64 * c));
+        let ph = _mm256_maddubs_epi16(hi, load(q, 36 + 64 * c));
+        let pl = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, sel_l), pl);
+        let ph = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, sel_h), ph);
+        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+    }
+    *acc = fma(f16_at(b[0], b[1]) * dy, sumi, *acc);
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn hsum4(x: __m128) -> f32 {
+    let r = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q4_k_impl(x: &[u8], y: &[u8]) -> f32 {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let (mut acc, mut acc_m) = (_mm256_setzero_ps(), _mm_setzero_ps());
+    for (b, q) in x.as_chunks::<144>().0.iter().zip(y.as_chunks::<292>().0) {
+        let mut quants = [(_mm256_setzero_si256(), _mm256_setzero_si256()); 4];
+        for (c, qc) in quants.iter_mut().enumerate() {
+            let bits = load(b, 16 + 32 * c);
+            *qc = (
+                _mm256_and_si256(bits, m4),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4),
+            );
+        }
+        k4_block(b, q, quants, &mut acc, &mut acc_m);
+    }
+    hsum(acc) + hsum4(acc_m)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q5_k_impl(x: &[u8], y: &[u8]) -> f32 {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let one = _mm256_set1_epi8(1);
+    let (mut acc, mut acc_m) = (_mm256_setzero_ps(), _mm_setzero_ps());
+    for (b, q) in x.as_chunks::<176>().0.iter().zip(y.as_chunks::<292>().0) {
+        let hb = load(b, 16);
+        let mut quants = [(_mm256_setzero_si256(), _mm256_setzero_si256()); 4];
+        for (c, qc) in quants.iter_mut().enumerate() {
+            let bits = load(b, 48 + 32 * c);
+            // Bit 2c (resp. 2c + 1) of each qh byte, moved to bit 4.
+            let h0 = _mm256_and_si256(_mm256_srl_epi16(hb, _mm_cvtsi32_si128(2 * c as i32)), one);
+            let h1 = _mm256_and_si256(
+                _mm256_srl_epi16(hb, _mm_cvtsi32_si128(2 * c as i32 + 1)),
+                one,
+            );
+            let lo = _mm256_or_si256(_mm256_and_si256(bits, m4), _mm256_slli_epi16::<4>(h0));
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
+            *qc = (lo, _mm256_or_si256(hi, _mm256_slli_epi16::<4>(h1)));
+        }
+        k4_block(b, q, quants, &mut acc, &mut acc_m);
+    }
+    hsum(acc) + hsum4(acc_m)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q6_k_impl(x: &[u8], y: &[u8]) -> f32 {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m3 = _mm256_set1_epi8(3);
+    let mut acc = _mm256_setzero_ps();
+    for (b, q) in x.as_chunks::<210>().0.iter().zip(y.as_chunks::<292>().0) {
+        let sc: [i16; 16] = std::array::from_fn(|g| b[192 + g] as i8 as i16);
+        // Quants are used unsigned (0..63); the −32 comes back as 32·Σ scale·bsum.
+        let bs = q8k_bsums(q);
+        let offset: i32 = (0..16).map(|g| sc[g] as i32 * bs[g]).sum::<i32>() * 32;
+        let mut sumi = _mm256_setzero_si256();
+        for h in 0..2 {
+            let l0 = load(b, 64 * h);
+            let l1 = load(b, 64 * h + 32);
+            let qh = load(b, 128 + 32 * h);
+            let quants = [
+                _mm256_or_si256(
+                    _mm256_and_si256(l0, m4),
+                    _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m3)),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(l1, m4),
+                    _mm256_slli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(12))),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(l0), m4),
+                    _mm256_and_si256(qh, _mm256_set1_epi8(48)),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(l1), m4),
+                    _mm256_srli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(-64))),
+                ),
+            ];
+            for (k, qv) in quants.into_iter().enumerate() {
+                let g = 8 * h + 2 * k;
+                let p = _mm256_maddubs_epi16(qv, load(q, 4 + 128 * h + 32 * k));
+                let s = _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s, p));
+            }
+        }
+        let d = f16_at(b[208], b[209]) * q8k_d(q);
+        acc = fma(
+            d,
+            _mm256_sub_epi32(sumi, _mm256_setr_epi32(offset, 0, 0, 0, 0, 0, 0, 0)),
+            acc,
+        );
+    }
+    hsum(acc)
+}
+
+/// Safe entry points. SAFETY (for every `unsafe` below): this module is compiled only when avx2, fma
+/// and f16c are compile-time target features (`cfg` on `mod avx2`), so every CPU that runs this
+/// binary has them; the kernels themselves only read inside their slices.
+macro_rules! entries {
+    ($($name:ident => $imp:ident),* $(,)?) => {$(
+        pub(super) fn $name(x: &[u8], y: &[u8]) -> f32 {
+            // SAFETY: see the macro's comment: the required target features are always present.
+            unsafe { $imp(x, y) }
+        }
+    )*};
+}
+
+entries! {
+    dot_q4_0 => dot_q4_0_impl,
+    dot_q4_1 => dot_q4_1_impl,
+    dot_q5_0 => dot_q5_0_impl,
+    dot_q5_1 => dot_q5_1_impl,
+    dot_q8_0 => dot_q8_0_impl,
+    dot_iq4_nl => dot_iq4_nl_impl,
+    dot_mxfp4 => dot_mxfp4_impl,
+    dot_q4_k => dot_q4_k_impl,
+    dot_q5_k => dot_q5_k_impl,
+    dot_q6_k => dot_q6_k_impl,
+}

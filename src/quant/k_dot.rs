@@ -1,0 +1,141 @@
+//! `ggml_vec_dot_q{2..6}_K_q8_K`: integer sums per 16- or 32-element sub-block, weighted by the
+//! integer sub-block scales, then one float scale per super-block (mins through Q8_K's `bsums`).
+
+use super::f16_at;
+use super::k_quants::{QK_K, scale_bytes, scale_min_k4, scales_q3_k, unpack_q6_k};
+use super::q8::{q8k_bsums, q8k_d};
+
+/// Σ a[l]·q[OFF + l] over 16 elements (`q` read as i8).
+#[inline(always)]
+fn sum16<const B: usize>(a: &[i8], q: &[u8; B], off: usize) -> i32 {
+    let mut s = 0i32;
+    for l in 0..16 {
+        s += a[l] as i32 * q[off + l] as i8 as i32;
+    }
+    s
+}
+
+/// Σ a[l]·q[off + l] over 32 elements.
+#[inline(always)]
+fn sum32(a: &[u8; 32], q: &[u8; 292], off: usize) -> i32 {
+    let mut s = 0i32;
+    for l in 0..32 {
+        s += a[l] as i32 * q[off + l] as i8 as i32;
+    }
+    s
+}
+
+pub(super) fn dot_q2_k(x: &[u8], y: &[u8]) -> f32 {
+    let mut sumf = 0f32;
+    for (b, q) in x.as_chunks::<84>().0.iter().zip(y.as_chunks::<292>().0) {
+        let bsums = q8k_bsums(q);
+        let mut summs = 0i32;
+        for g in 0..16 {
+            summs += bsums[g] * (b[g] >> 4) as i32;
+        }
+        let mut isum = 0i32;
+        for half in 0..2 {
+            for shift in 0..4 {
+                let a: [i8; 32] =
+                    std::array::from_fn(|l| ((b[16 + 32 * half + l] >> (2 * shift)) & 3) as i8);
+                let g = 8 * half + 2 * shift;
+                let off = 4 + 128 * half + 32 * shift;
+                isum += (b[g] & 0x0F) as i32 * sum16(&a[..16], q, off);
+                isum += (b[g + 1] & 0x0F) as i32 * sum16(&a[16..], q, off + 16);
+            }
+        }
+        let dy = q8k_d(q);
+        let dall = dy * f16_at(b[80], b[81]);
+        let dmin = dy * f16_at(b[82], b[83]);
+        sumf += dall * isum as f32 - dmin * summs as f32;
+    }
+    sumf
+}
+
+pub(super) fn dot_q3_k(x: &[u8], y: &[u8]) -> f32 {
+    let mut sumf = 0f32;
+    for (b, q) in x.as_chunks::<110>().0.iter().zip(y.as_chunks::<292>().0) {
+        let sc = scales_q3_k(&scale_bytes::<96, 110>(b));
+        let mut isum = 0i32;
+        for half in 0..2 {
+            for shift in 0..4 {
+                let m = 4 * half + shift;
+                let a: [i8; 32] = std::array::from_fn(|l| {
+                    let q2 = ((b[32 + 32 * half + l] >> (2 * shift)) & 3) as i8;
+                    q2 - (((b[l] >> m) & 1) ^ 1) as i8 * 4
+                });
+                let g = 8 * half + 2 * shift;
+                let off = 4 + 128 * half + 32 * shift;
+                isum += sc[g] * sum16(&a[..16], q, off);
+                isum += sc[g + 1] * sum16(&a[16..], q, off + 16);
+            }
+        }
+        sumf += (f16_at(b[108], b[109]) * q8k_d(q)) * isum as f32;
+    }
+    sumf
+}
+
+pub(super) fn dot_q4_k(x: &[u8], y: &[u8]) -> f32 {
+    let mut sumf = 0f32;
+    for (b, q) in x.as_chunks::<144>().0.iter().zip(y.as_chunks::<292>().0) {
+        let (sc, mn) = scale_min_k4(&scale_bytes::<4, 144>(b));
+        let bsums = q8k_bsums(q);
+        let mut summ = 0i32;
+        for g in 0..16 {
+            summ += bsums[g] * mn[g / 2] as i32;
+        }
+        let mut isum = 0i32;
+        for c in 0..4 {
+            let lo: [u8; 32] = std::array::from_fn(|l| b[16 + 32 * c + l] & 0x0F);
+            let hi: [u8; 32] = std::array::from_fn(|l| b[16 + 32 * c + l] >> 4);
+            isum += sc[2 * c] as i32 * sum32(&lo, q, 4 + 64 * c);
+            isum += sc[2 * c + 1] as i32 * sum32(&hi, q, 4 + 64 * c + 32);
+        }
+        let dy = q8k_d(q);
+        let d = f16_at(b[0], b[1]) * dy;
+        let dmin = f16_at(b[2], b[3]) * dy;
+        sumf += d * isum as f32 - dmin * summ as f32;
+    }
+    sumf
+}
+
+pub(super) fn dot_q5_k(x: &[u8], y: &[u8]) -> f32 {
+    let mut sumf = 0f32;
+    for (b, q) in x.as_chunks::<176>().0.iter().zip(y.as_chunks::<292>().0) {
+        let (sc, mn) = scale_min_k4(&scale_bytes::<4, 176>(b));
+        let bsums = q8k_bsums(q);
+        let mut summ = 0i32;
+        for g in 0..16 {
+            summ += bsums[g] * mn[g / 2] as i32;
+        }
+        let mut isum = 0i32;
+        for c in 0..4 {
+            let lo: [u8; 32] = std::array::from_fn(|l| {
+                (b[48 + 32 * c + l] & 0x0F) | (((b[16 + l] >> (2 * c)) & 1) << 4)
+            });
+            let hi: [u8; 32] = std::array::from_fn(|l| {
+                (b[48 + 32 * c + l] >> 4) | (((b[16 + l] >> (2 * c + 1)) & 1) << 4)
+            });
+            isum += sc[2 * c] as i32 * sum32(&lo, q, 4 + 64 * c);
+            isum += sc[2 * c + 1] as i32 * sum32(&hi, q, 4 + 64 * c + 32);
+        }
+        let dy = q8k_d(q);
+        let d = f16_at(b[0], b[1]) * dy;
+        let dmin = f16_at(b[2], b[3]) * dy;
+        sumf += d * isum as f32 - dmin * summ as f32;
+    }
+    sumf
+}
+
+pub(super) fn dot_q6_k(x: &[u8], y: &[u8]) -> f32 {
+    let mut sumf = 0f32;
+    for (b, q) in x.as_chunks::<210>().0.iter().zip(y.as_chunks::<292>().0) {
+        let a = unpack_q6_k(b);
+        let mut isum = 0i32;
+        for g in 0..QK_K / 16 {
+            isum += (b[192 + g] as i8) as i32 * sum16(&a[16 * g..16 * g + 16], q, 4 + 16 * g);
+        }
+        sumf += (f16_at(b[208], b[209]) * q8k_d(q)) * isum as f32;
+    }
+    sumf
+}

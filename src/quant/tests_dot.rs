@@ -1,0 +1,114 @@
+//! Dot-product tests: every weight type against an f64 dot of the dequantized rows.
+
+use super::testdata::{WEIGHT_TYPES, dequant, random_row};
+use super::*;
+use crate::device::cpu::ops::testutil::Rng;
+
+/// Activations for a weight row of `typ`: random values in [-1, 1) converted like MUL_MAT does.
+fn activations(typ: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
+    let vt = vec_dot_type(typ);
+    let x = rng.vec(n, -1.0, 1.0);
+    let mut y = vec![0u8; vt.row_size(n).unwrap()];
+    quantize_row_for_dot(vt, &x, &mut y).unwrap();
+    y
+}
+
+/// The kernels sum integers exactly and scale once per (sub-)block in f32, so they agree with the
+/// f64 dot of the dequantized rows to about f32 rounding of the per-block terms: 1e-5 relative to
+/// Σ|x·y| (a wrong index or scale is off by O(1)). Q4_1/Q5_1 also use Q8_1's `s = d·Σq`, which is
+/// stored as f16: each block adds up to |m·s|·2^-11 on top.
+fn q8_1_slack(typ: GgmlType, x: &[u8], y: &[u8]) -> f64 {
+    if vec_dot_type(typ) != GgmlType::Q8_1 {
+        return 0.0;
+    }
+    let f16 = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32() as f64;
+    let ts = typ.type_size();
+    x.chunks_exact(ts)
+        .zip(y.chunks_exact(36))
+        .map(|(xb, yb)| (f16(&xb[2..]) * f16(&yb[2..])).abs() * 2f64.powi(-11))
+        .sum()
+}
+
+#[test]
+fn vec_dot_matches_dequantized_reference() {
+    let mut rng = Rng::new(11);
+    for typ in WEIGHT_TYPES {
+        for n in [256, 512, 1024 + 256] {
+            for _ in 0..4 {
+                let x = random_row(typ, n, &mut rng);
+                let y = activations(typ, n, &mut rng);
+                let (xf, yf) = (dequant(typ, &x, n), dequant(vec_dot_type(typ), &y, n));
+                let want: f64 = xf.iter().zip(&yf).map(|(a, b)| *a as f64 * *b as f64).sum();
+                let scale: f64 = xf
+                    .iter()
+                    .zip(&yf)
+                    .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                    .sum();
+                let tol = 1e-5 * scale + q8_1_slack(typ, &x, &y) + 1e-9;
+                let got = vec_dot(typ, n, &x, &y).unwrap() as f64;
+                let scalar = scalar_dot_fn(typ).unwrap()(&x, &y) as f64;
+                for (kernel, got) in [("dispatched", got), ("portable", scalar)] {
+                    assert!(
+                        (got - want).abs() <= tol,
+                        "{} {kernel} n={n}: got {got}, want {want} (scale {scale})",
+                        typ.name()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn vec_dot_types_follow_ggml_cpu() {
+    use GgmlType::*;
+    for (t, v) in [
+        (Q4_0, Q8_0),
+        (Q5_0, Q8_0),
+        (Q8_0, Q8_0),
+        (Iq4Nl, Q8_0),
+        (Mxfp4, Q8_0),
+        (Q4_1, Q8_1),
+        (Q5_1, Q8_1),
+        (Q2K, Q8K),
+        (Q3K, Q8K),
+        (Q4K, Q8K),
+        (Q5K, Q8K),
+        (Q6K, Q8K),
+        (Iq4Xs, Q8K),
+        (F16, F16),
+        (Bf16, Bf16),
+        (F32, F32),
+    ] {
+        assert_eq!(vec_dot_type(t), v, "{}", t.name());
+    }
+}
+
+#[test]
+fn q8_0_dot_by_hand() {
+    // x: d = 0.5, all quants 2; y: d = 0.25, quants j. Σ 2·j = 992, times 0.125 = 124.
+    let mut x = vec![0x00, 0x38];
+    x.extend([2u8; 32]);
+    let mut y = vec![0x00, 0x34];
+    y.extend(0..32u8);
+    assert_eq!(vec_dot(GgmlType::Q8_0, 32, &x, &y), Ok(124.0));
+}
+
+#[test]
+fn float_dots_handle_tails() {
+    let mut rng = Rng::new(3);
+    for typ in [GgmlType::F32, GgmlType::F16, GgmlType::Bf16] {
+        for n in [1, 7, 31, 32, 33, 64, 100] {
+            let x = random_row(typ, n, &mut rng);
+            let y = random_row(typ, n, &mut rng);
+            let (xf, yf) = (dequant(typ, &x, n), dequant(typ, &y, n));
+            let want: f64 = xf.iter().zip(&yf).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let got = vec_dot(typ, n, &x, &y).unwrap() as f64;
+            assert!(
+                (got - want).abs() <= 1e-5 * n as f64,
+                "{} n={n}",
+                typ.name()
+            );
+        }
+    }
+}
