@@ -7,7 +7,6 @@
 
 use std::arch::x86_64::*;
 
-use super::f16_at;
 use super::k_quants::{k4_packed, scale_bytes};
 use super::q8::{q8k_bsums, q8k_d};
 
@@ -34,6 +33,24 @@ fn hsum(x: __m256) -> f32 {
     let r = _mm_add_ps(_mm256_extractf128_ps::<1>(x), _mm256_castps256_ps128(x));
     let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
     _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
+}
+
+/// The product of two binary16 values given as their bytes. Converted with a zero-extending `movd`:
+/// `half`'s scalar conversion inserts into a live register, a false dependency on the FMA chain.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn f16_mul(x0: u8, x1: u8, y0: u8, y1: u8) -> f32 {
+    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([x0, x1, y0, y1])));
+    _mm_cvtss_f32(_mm_mul_ss(v, _mm_movehdup_ps(v)))
+}
+
+/// One binary16 value given as its bytes (see `f16_mul`).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn f16v(x0: u8, x1: u8) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([
+        x0, x1, 0, 0,
+    ]))))
 }
 
 /// 32 nibbles (16 bytes at `off`, nibble order) as bytes 0..15.
@@ -87,7 +104,7 @@ fn dot_q4_0_impl(x: &[u8], y: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (b, q) in x.as_chunks::<18>().0.iter().zip(y.as_chunks::<34>().0) {
         let qx = _mm256_sub_epi8(nibbles(b, 2), _mm256_set1_epi8(8));
-        let d = f16_at(b[0], b[1]) * f16_at(q[0], q[1]);
+        let d = f16_mul(b[0], b[1], q[0], q[1]);
         acc = fma(d, dot_i8(qx, load(q, 2)), acc);
     }
     hsum(acc)
@@ -98,8 +115,8 @@ fn dot_q4_1_impl(x: &[u8], y: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut summ = 0f32;
     for (b, q) in x.as_chunks::<20>().0.iter().zip(y.as_chunks::<36>().0) {
-        let d = f16_at(b[0], b[1]) * f16_at(q[0], q[1]);
-        summ += f16_at(b[2], b[3]) * f16_at(q[2], q[3]);
+        let d = f16_mul(b[0], b[1], q[0], q[1]);
+        summ += f16_mul(b[2], b[3], q[2], q[3]);
         acc = fma(d, dot_u8(nibbles(b, 4), load(q, 4)), acc);
     }
     hsum(acc) + summ
@@ -115,7 +132,7 @@ fn dot_q5_0_impl(x: &[u8], y: &[u8]) -> f32 {
             nibbles(b, 6),
             _mm256_andnot_si256(hi, _mm256_set1_epi8(-16)),
         );
-        let d = f16_at(b[0], b[1]) * f16_at(q[0], q[1]);
+        let d = f16_mul(b[0], b[1], q[0], q[1]);
         acc = fma(d, dot_i8(qx, load(q, 2)), acc);
     }
     hsum(acc)
@@ -128,8 +145,8 @@ fn dot_q5_1_impl(x: &[u8], y: &[u8]) -> f32 {
     for (b, q) in x.as_chunks::<24>().0.iter().zip(y.as_chunks::<36>().0) {
         let hi = bits_to_bytes(u32::from_le_bytes([b[4], b[5], b[6], b[7]]));
         let qx = _mm256_or_si256(nibbles(b, 8), _mm256_and_si256(hi, _mm256_set1_epi8(16)));
-        let d = f16_at(b[0], b[1]) * f16_at(q[0], q[1]);
-        summ += f16_at(b[2], b[3]) * f16_at(q[2], q[3]);
+        let d = f16_mul(b[0], b[1], q[0], q[1]);
+        summ += f16_mul(b[2], b[3], q[2], q[3]);
         acc = fma(d, dot_u8(qx, load(q, 4)), acc);
     }
     hsum(acc) + summ
@@ -139,7 +156,7 @@ fn dot_q5_1_impl(x: &[u8], y: &[u8]) -> f32 {
 fn dot_q8_0_impl(x: &[u8], y: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (b, q) in x.as_chunks::<34>().0.iter().zip(y.as_chunks::<34>().0) {
-        let d = f16_at(b[0], b[1]) * f16_at(q[0], q[1]);
+        let d = f16_mul(b[0], b[1], q[0], q[1]);
         acc = fma(d, dot_i8(load(b, 2), load(q, 2)), acc);
     }
     hsum(acc)
@@ -157,7 +174,7 @@ fn lookup<const B: usize>(table: &[i8; 16], b: &[u8; B], off: usize) -> __m256i 
 fn dot_iq4_nl_impl(x: &[u8], y: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (b, q) in x.as_chunks::<18>().0.iter().zip(y.as_chunks::<34>().0) {
-        let d = f16_at(q[0], q[1]) * f16_at(b[0], b[1]);
+        let d = f16_mul(q[0], q[1], b[0], b[1]);
         acc = fma(
             d,
             dot_i8(lookup(&super::iq4::KVALUES, b, 2), load(q, 2)),
@@ -171,7 +188,7 @@ fn dot_iq4_nl_impl(x: &[u8], y: &[u8]) -> f32 {
 fn dot_mxfp4_impl(x: &[u8], y: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (b, q) in x.as_chunks::<17>().0.iter().zip(y.as_chunks::<34>().0) {
-        let d = f16_at(q[0], q[1]) * super::mxfp4::e8m0_half(b[0]);
+        let d = f16v(q[0], q[1]) * super::mxfp4::e8m0_half(b[0]);
         acc = fma(
             d,
             dot_i8(lookup(&super::mxfp4::KVALUES, b, 1), load(q, 2)),
@@ -207,7 +224,7 @@ fn k4_block<const B: usize>(
         _mm256_extracti128_si256::<1>(bsums),
     );
     let prod = _mm_madd_epi16(_mm256_extracti128_si256::<1>(sm), q8s);
-    let dmin = -dy * f16_at(b[2], b[3]);
+    let dmin = -dy * f16v(b[2], b[3]);
     *acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), *acc_m);
     let sc = _mm256_castsi256_si128(sm);
     let scales = _mm256_set_m128i(sc, sc);
@@ -222,7 +239,7 @@ fn k4_block<const B: usize>(
         let ph = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, sel_h), ph);
         sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
     }
-    *acc = fma(f16_at(b[0], b[1]) * dy, sumi, *acc);
+    *acc = fma(f16v(b[0], b[1]) * dy, sumi, *acc);
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -315,7 +332,7 @@ fn dot_q6_k_impl(x: &[u8], y: &[u8]) -> f32 {
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s, p));
             }
         }
-        let d = f16_at(b[208], b[209]) * q8k_d(q);
+        let d = f16v(b[208], b[209]) * q8k_d(q);
         acc = fma(
             d,
             _mm256_sub_epi32(sumi, _mm256_setr_epi32(offset, 0, 0, 0, 0, 0, 0, 0)),
@@ -323,6 +340,41 @@ fn dot_q6_k_impl(x: &[u8], y: &[u8]) -> f32 {
         );
     }
     hsum(acc)
+}
+
+/// F16 × F16 (`ggml_vec_dot_f16`): four 8-lane FMA accumulators over 32 elements per step; the tail
+/// goes through the portable kernel (f64 sum of products, as ggml does).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_f16_impl(x: &[u8], y: &[u8]) -> f32 {
+    let (xb, xt) = x.as_chunks::<64>();
+    let (yb, yt) = y.as_chunks::<64>();
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for (a, b) in xb.iter().zip(yb) {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let xa = _mm256_cvtph_ps(load16(a, 16 * k));
+            let ya = _mm256_cvtph_ps(load16(b, 16 * k));
+            *acc = _mm256_fmadd_ps(xa, ya, *acc);
+        }
+    }
+    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+    (hsum(sum) as f64 + super::float::dot_f16(xt, yt) as f64) as f32
+}
+
+/// F32 × F32 (`ggml_vec_dot_f32`), same structure as `dot_f16_impl`.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_f32_impl(x: &[u8], y: &[u8]) -> f32 {
+    let (xb, xt) = x.as_chunks::<128>();
+    let (yb, yt) = y.as_chunks::<128>();
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for (a, b) in xb.iter().zip(yb) {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let xa = _mm256_castsi256_ps(load(a, 32 * k));
+            let ya = _mm256_castsi256_ps(load(b, 32 * k));
+            *acc = _mm256_fmadd_ps(xa, ya, *acc);
+        }
+    }
+    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+    (hsum(sum) as f64 + super::float::dot_f32(xt, yt) as f64) as f32
 }
 
 /// Safe entry points. SAFETY (for every `unsafe` below): this module is compiled only when avx2, fma
@@ -348,4 +400,6 @@ entries! {
     dot_q4_k => dot_q4_k_impl,
     dot_q5_k => dot_q5_k_impl,
     dot_q6_k => dot_q6_k_impl,
+    dot_f16 => dot_f16_impl,
+    dot_f32 => dot_f32_impl,
 }

@@ -164,6 +164,8 @@ pub fn dot_fn(typ: GgmlType) -> Option<DotFn> {
     {
         use GgmlType::*;
         let f: Option<DotFn> = match typ {
+            F32 => Some(avx2::dot_f32),
+            F16 => Some(avx2::dot_f16),
             Q4_0 => Some(avx2::dot_q4_0),
             Q4_1 => Some(avx2::dot_q4_1),
             Q5_0 => Some(avx2::dot_q5_0),
