@@ -154,7 +154,6 @@ fn binary_rejects_bad_shapes_and_types() {
 }
 
 #[test]
-#[ignore = "needs quant"]
 fn add_cast_quantized_src0() {
     let mut rng = Rng::new(3);
     let ne = [64, 3, 1, 1];
