@@ -78,7 +78,11 @@ fn check_mul_mat(t: &Tensor, a: &Tensor, b: &Tensor) -> Result<(), String> {
             &b.ne[1..]
         ));
     }
-    if a.ne[2] == 0 || a.ne[3] == 0 || b.ne[2] % a.ne[2] != 0 || b.ne[3] % a.ne[3] != 0 {
+    if a.ne[2] == 0
+        || a.ne[3] == 0
+        || !b.ne[2].is_multiple_of(a.ne[2])
+        || !b.ne[3].is_multiple_of(a.ne[3])
+    {
         return Err(format!(
             "MUL_MAT: cannot broadcast {:?} over {:?}",
             a.ne, b.ne
@@ -125,7 +129,11 @@ fn check_out_prod(t: &Tensor, a: &Tensor, b: &Tensor) -> Result<(), String> {
             a.ne, b.ne, t.ne
         ));
     }
-    if a.ne[2] == 0 || a.ne[3] == 0 || b.ne[2] % a.ne[2] != 0 || b.ne[3] % a.ne[3] != 0 {
+    if a.ne[2] == 0
+        || a.ne[3] == 0
+        || !b.ne[2].is_multiple_of(a.ne[2])
+        || !b.ne[3].is_multiple_of(a.ne[3])
+    {
         return Err(format!(
             "OUT_PROD: cannot broadcast {:?} over {:?}",
             a.ne, b.ne
