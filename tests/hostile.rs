@@ -7,18 +7,6 @@ use ggrpc::client::{Client, GraphBuilder, RemoteBuffer};
 use ggrpc::ggml::{GgmlType, Op};
 use ggrpc::proto::{Command, WireGraph, WireTensor};
 
-fn f32_at(buf: RemoteBuffer, offset: u64, n: u32) -> WireTensor {
-    WireTensor {
-        id: 1,
-        typ: 0,
-        buffer: buf.handle,
-        ne: [n, 1, 1, 1],
-        nb: [4, 4 * n, 4 * n, 4 * n],
-        data: buf.base + offset,
-        ..Default::default()
-    }
-}
-
 fn tensor_offset_size(t: &WireTensor, offset: u64, size: u64) -> Vec<u8> {
     let mut p = t.encode().to_vec();
     p.extend_from_slice(&offset.to_le_bytes());
@@ -40,7 +28,7 @@ fn closes_only_itself(name: &str, attack: impl FnOnce(&mut Client, RemoteBuffer)
     let s = common::start();
     let mut bystander = s.client();
     let bb = bystander.alloc(0, 4096).unwrap();
-    let bt = f32_at(bb, 0, 4);
+    let bt = common::f32_at(bb, 0, 4);
     bystander.set_f32(&bt, &[1.0, 2.0, 3.0, 4.0]).unwrap();
 
     let mut evil = s.client();
@@ -119,7 +107,7 @@ fn arbitrary_write_and_read_are_refused() {
     closes_only_itself("SET_TENSOR outside buffer", |c, b| {
         let t = WireTensor {
             data: 0x4141_4141,
-            ..f32_at(b, 0, 4)
+            ..common::f32_at(b, 0, 4)
         };
         c.send(
             Command::SetTensor as u8,
@@ -128,12 +116,12 @@ fn arbitrary_write_and_read_are_refused() {
         .unwrap();
     });
     closes_only_itself("GET_TENSOR outside buffer", |c, b| {
-        let t = f32_at(b, 4096 - 8, 4);
+        let t = common::f32_at(b, 4096 - 8, 4);
         c.send(Command::GetTensor as u8, &tensor_offset_size(&t, 0, 16))
             .unwrap();
     });
     closes_only_itself("SET_TENSOR past the tensor", |c, b| {
-        let t = f32_at(b, 0, 4);
+        let t = common::f32_at(b, 0, 4);
         c.send(
             Command::SetTensor as u8,
             &set_tensor_payload(&t, 8, &[0; 16]),
@@ -141,7 +129,7 @@ fn arbitrary_write_and_read_are_refused() {
         .unwrap();
     });
     closes_only_itself("GET_TENSOR offset+size wraps", |c, b| {
-        let t = f32_at(b, 0, 4);
+        let t = common::f32_at(b, 0, 4);
         c.send(
             Command::GetTensor as u8,
             &tensor_offset_size(&t, u64::MAX - 3, 8),
@@ -149,20 +137,20 @@ fn arbitrary_write_and_read_are_refused() {
         .unwrap();
     });
     closes_only_itself("MEMSET offset+size wraps", |c, b| {
-        let mut p = tensor_offset_size(&f32_at(b, 0, 4), 8, u64::MAX - 4);
+        let mut p = tensor_offset_size(&common::f32_at(b, 0, 4), 8, u64::MAX - 4);
         p.push(0);
         c.send(Command::MemsetTensor as u8, &p).unwrap();
     });
     closes_only_itself("exabyte SET_TENSOR", |c, b| {
-        let t = f32_at(b, 0, 4);
+        let t = common::f32_at(b, 0, 4);
         let mut frame = vec![Command::SetTensor as u8];
         frame.extend_from_slice(&(1u64 << 60).to_le_bytes());
         frame.extend_from_slice(&set_tensor_payload(&t, 0, &[]));
         c.send_bytes(&frame).unwrap();
     });
     closes_only_itself("COPY_TENSOR larger source", |c, b| {
-        let src = f32_at(b, 0, 512);
-        let dst = f32_at(b, 4096 - 16, 4);
+        let src = common::f32_at(b, 0, 512);
+        let dst = common::f32_at(b, 4096 - 16, 4);
         let mut p = src.encode().to_vec();
         p.extend_from_slice(&dst.encode());
         c.send(Command::CopyTensor as u8, &p).unwrap();
@@ -181,7 +169,7 @@ fn bad_types_and_shapes() {
             let t = WireTensor {
                 typ,
                 ne: [ne0, 1, 1, 1],
-                ..f32_at(b, 0, 4)
+                ..common::f32_at(b, 0, 4)
             };
             c.send(Command::GetTensor as u8, &tensor_offset_size(&t, 0, 4))
                 .unwrap();
@@ -190,7 +178,7 @@ fn bad_types_and_shapes() {
     closes_only_itself("element count overflow", |c, b| {
         let t = WireTensor {
             ne: [u32::MAX; 4],
-            ..f32_at(b, 0, 4)
+            ..common::f32_at(b, 0, 4)
         };
         c.send(Command::InitTensor as u8, &t.encode()).unwrap();
     });
@@ -262,7 +250,7 @@ fn disconnect_mid_payload_leaves_the_server_serving() {
     for _ in 0..20 {
         let mut c = s.client();
         let b = c.alloc(0, 1 << 16).unwrap();
-        let t = f32_at(b, 0, 1024);
+        let t = common::f32_at(b, 0, 1024);
         let p = set_tensor_payload(&t, 0, &[0; 4096]);
         let mut frame = vec![Command::SetTensor as u8];
         frame.extend_from_slice(&(p.len() as u64).to_le_bytes());
@@ -271,4 +259,68 @@ fn disconnect_mid_payload_leaves_the_server_serving() {
     }
     assert!(s.wait_used(0), "every aborted session freed its buffer");
     assert_eq!(s.client().device_count().unwrap(), 1);
+}
+
+/// Values inside tensors are checked where a kernel indexes with them.
+#[test]
+fn out_of_range_indices_in_tensor_data() {
+    closes_only_itself("GET_ROWS index out of range", |c, b| {
+        let mut g = GraphBuilder::new(b, 64);
+        let table = g.input(GgmlType::F32, [4, 3, 1, 1]);
+        let idx = g.input(GgmlType::I32, [2, 1, 1, 1]);
+        let rows = g.op(
+            Op::GetRows,
+            GgmlType::F32,
+            [4, 2, 1, 1],
+            &[table, idx],
+            [0; 16],
+        );
+        let bad: Vec<u8> = [1i32, 1000].iter().flat_map(|v| v.to_le_bytes()).collect();
+        c.set_tensor(&g.tensor(idx), 0, &bad, false).unwrap();
+        c.graph_compute(0, &g.graph(&[rows])).unwrap();
+    });
+    closes_only_itself("SET_ROWS negative index", |c, b| {
+        let mut g = GraphBuilder::new(b, 64);
+        let vals = g.input(GgmlType::F32, [4, 1, 1, 1]);
+        let idx = g.input(GgmlType::I64, [1, 1, 1, 1]);
+        let cache = g.input(GgmlType::F16, [4, 8, 1, 1]);
+        let set = g.op(
+            Op::SetRows,
+            GgmlType::F16,
+            [4, 8, 1, 1],
+            &[vals, idx, cache],
+            [0; 16],
+        );
+        let data = g.tensor(cache).data;
+        g.tensor_mut(set).data = data;
+        c.set_tensor(&g.tensor(idx), 0, &(-3i64).to_le_bytes(), false)
+            .unwrap();
+        c.graph_compute(0, &g.graph(&[set])).unwrap();
+    });
+}
+
+#[test]
+fn valid_get_rows_still_works() {
+    let s = common::start();
+    let mut c = s.client();
+    let b = c.alloc(0, 4096).unwrap();
+    let mut g = GraphBuilder::new(b, 64);
+    let table = g.input(GgmlType::F32, [2, 3, 1, 1]);
+    let idx = g.input(GgmlType::I32, [2, 1, 1, 1]);
+    let rows = g.op(
+        Op::GetRows,
+        GgmlType::F32,
+        [2, 2, 1, 1],
+        &[table, idx],
+        [0; 16],
+    );
+    c.set_f32(&g.tensor(table), &[0.0, 1.0, 10.0, 11.0, 20.0, 21.0])
+        .unwrap();
+    let ids: Vec<u8> = [2i32, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    c.set_tensor(&g.tensor(idx), 0, &ids, false).unwrap();
+    c.graph_compute(0, &g.graph(&[rows])).unwrap();
+    assert_eq!(
+        c.get_f32(&g.tensor(rows)).unwrap(),
+        vec![20.0, 21.0, 0.0, 1.0]
+    );
 }

@@ -6,18 +6,6 @@ use ggrpc::client::{Client, GraphBuilder, wire_nbytes};
 use ggrpc::ggml::{GgmlType, Op};
 use ggrpc::proto::{Command, WireTensor};
 
-fn f32_tensor(buf: ggrpc::client::RemoteBuffer, offset: u64, n: u32) -> WireTensor {
-    WireTensor {
-        id: 1,
-        typ: 0,
-        buffer: buf.handle,
-        ne: [n, 1, 1, 1],
-        nb: [4, 4 * n, 4 * n, 4 * n],
-        data: buf.base + offset,
-        ..Default::default()
-    }
-}
-
 #[test]
 fn hello_reply_is_version_7_with_zero_caps() {
     let s = common::start();
@@ -56,7 +44,7 @@ fn alloc_base_set_get_copy_memset_clear_free() {
         "windows must not overlap"
     );
 
-    let t = f32_tensor(buf, 64, 8);
+    let t = common::f32_at(buf, 64, 8);
     let data: Vec<u8> = (0..32).collect();
     c.set_tensor(&t, 0, &data, false).unwrap();
     assert_eq!(c.get_tensor(&t, 0, 32).unwrap(), data);
@@ -65,7 +53,7 @@ fn alloc_base_set_get_copy_memset_clear_free() {
     assert_eq!(&c.get_tensor(&t, 4, 12).unwrap()[4..8], &[0xee; 4]);
 
     // COPY_TENSOR into the other buffer.
-    let dst = f32_tensor(other, 128, 8);
+    let dst = common::f32_at(other, 128, 8);
     assert!(c.copy_tensor(&t, &dst).unwrap());
     assert_eq!(
         c.get_tensor(&dst, 0, 32).unwrap(),
@@ -184,7 +172,7 @@ fn cache_round_trip_and_truncated_file_is_a_miss() {
     });
     let mut c = s.client();
     let buf = c.alloc(0, 1 << 16).unwrap();
-    let t = f32_tensor(buf, 0, 1024);
+    let t = common::f32_at(buf, 0, 1024);
     let data: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
     assert!(!c.set_tensor_hash(&t, 0, &data).unwrap(), "cold cache");
     c.set_tensor(&t, 0, &data, true).unwrap();
@@ -192,12 +180,12 @@ fn cache_round_trip_and_truncated_file_is_a_miss() {
     let name = format!("{:016x}", ggrpc::proto::hash::fnv1a(&data));
     assert_eq!(std::fs::read(dir.join(&name)).unwrap(), data);
     // A warm hit loads the bytes into another tensor.
-    let t2 = f32_tensor(buf, 8192, 1024);
+    let t2 = common::f32_at(buf, 8192, 1024);
     assert!(c.set_tensor_hash(&t2, 0, &data).unwrap());
     assert_eq!(c.get_tensor(&t2, 0, 4096).unwrap(), data);
     // A truncated file is a miss, not garbage.
     std::fs::write(dir.join(&name), &data[..100]).unwrap();
-    let t3 = f32_tensor(buf, 16384, 1024);
+    let t3 = common::f32_at(buf, 16384, 1024);
     assert!(!c.set_tensor_hash(&t3, 0, &data).unwrap());
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -210,14 +198,14 @@ fn two_concurrent_clients_keep_separate_state() {
     let ba = a.alloc(0, 4096).unwrap();
     let bb = b.alloc(0, 4096).unwrap();
     assert_ne!(ba.handle, bb.handle);
-    let ta = f32_tensor(ba, 0, 4);
-    let tb = f32_tensor(bb, 0, 4);
+    let ta = common::f32_at(ba, 0, 4);
+    let tb = common::f32_at(bb, 0, 4);
     a.set_f32(&ta, &[1.0; 4]).unwrap();
     b.set_f32(&tb, &[2.0; 4]).unwrap();
     assert_eq!(a.get_f32(&ta).unwrap(), vec![1.0; 4]);
     assert_eq!(b.get_f32(&tb).unwrap(), vec![2.0; 4]);
     // Handles are meaningless on another connection: b using a's handle is closed.
-    let stolen = f32_tensor(ba, 0, 4);
+    let stolen = common::f32_at(ba, 0, 4);
     b.send(Command::GetTensor as u8, &{
         let mut p = stolen.encode().to_vec();
         p.extend_from_slice(&0u64.to_le_bytes());

@@ -96,3 +96,16 @@ pub fn assert_closed(c: &mut Client) {
     c.set_read_timeout(Some(Duration::from_secs(5)));
     assert!(c.is_closed(), "server should have closed this connection");
 }
+
+/// A contiguous f32 vector of `n` elements at byte `offset` of `buf`.
+pub fn f32_at(buf: ggrpc::client::RemoteBuffer, offset: u64, n: u32) -> ggrpc::proto::WireTensor {
+    ggrpc::proto::WireTensor {
+        id: 1,
+        typ: 0,
+        buffer: buf.handle,
+        ne: [n, 1, 1, 1],
+        nb: [4, 4 * n, 4 * n, 4 * n],
+        data: buf.base + offset,
+        ..Default::default()
+    }
+}
