@@ -93,10 +93,27 @@ pub fn run_node(graph: &Graph, node: usize, buffers: &BufferSet) -> Result<(), D
     }
 }
 
-/// Runs every compute node in order.
+/// Runs every compute node in order. With `RUST_LOG=ggrpc::profile=trace`, logs the time spent per op.
 pub fn run_graph(graph: &Graph, buffers: &BufferSet) -> Result<(), DeviceError> {
+    if !tracing::enabled!(target: "ggrpc::profile", tracing::Level::TRACE) {
+        for node in graph.compute_nodes() {
+            run_node(graph, node, buffers)?;
+        }
+        return Ok(());
+    }
+    let mut per_op: std::collections::BTreeMap<&'static str, (u32, std::time::Duration)> =
+        Default::default();
     for node in graph.compute_nodes() {
+        let started = std::time::Instant::now();
         run_node(graph, node, buffers)?;
+        let e = per_op.entry(graph.tensors[node].op.name()).or_default();
+        e.0 += 1;
+        e.1 += started.elapsed();
+    }
+    let mut rows: Vec<_> = per_op.into_iter().collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1.1));
+    for (op, (n, t)) in rows {
+        tracing::trace!(target: "ggrpc::profile", "{op:<16} x{n:<4} {:>9.3} ms", t.as_secs_f64() * 1e3);
     }
     Ok(())
 }

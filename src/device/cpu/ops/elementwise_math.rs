@@ -65,10 +65,17 @@ pub fn gelu(x: f32, src: GgmlType) -> f32 {
     match src {
         GgmlType::F32 if x <= -10.0 => 0.0,
         GgmlType::F32 if x >= 10.0 => x,
-        GgmlType::F32 | GgmlType::F16 => round_f16(gelu_exact(round_f16(x))),
+        GgmlType::F32 | GgmlType::F16 => GELU_TABLE[f16::from_f32(x).to_bits() as usize].to_f32(),
         _ => gelu_exact(x),
     }
 }
+
+/// ggml's `ggml_table_gelu_f16`: GELU of every f16 value, rounded to f16 (built once, 128 KiB).
+static GELU_TABLE: std::sync::LazyLock<Vec<f16>> = std::sync::LazyLock::new(|| {
+    (0..=u16::MAX)
+        .map(|h| f16::from_f32(gelu_exact(f16::from_bits(h).to_f32())))
+        .collect()
+});
 
 /// GELU_QUICK through the f16 table (no clamping, so large |x| saturate like ggml's table does).
 #[inline]
