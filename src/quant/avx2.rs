@@ -301,7 +301,11 @@ fn dot_q6_k_impl(x: &[u8], y: &[u8]) -> f32 {
         let sc: [i16; 16] = std::array::from_fn(|g| b[192 + g] as i8 as i16);
         // Quants are used unsigned (0..63); the −32 comes back as 32·Σ scale·bsum.
         let bs = q8k_bsums(q);
-        let offset: i32 = (0..16).map(|g| sc[g] as i32 * bs[g]).sum::<i32>() * 32;
+        // ggml subtracts 32·Σ scale·bsum lane by lane (lane l: groups 2l and 2l+1), and the lanes
+        // are summed in float later, so the split matters for rounding.
+        let off: [i32; 8] = std::array::from_fn(|l| {
+            (sc[2 * l] as i32 * bs[2 * l] + sc[2 * l + 1] as i32 * bs[2 * l + 1]) * 32
+        });
         let mut sumi = _mm256_setzero_si256();
         for h in 0..2 {
             let l0 = load(b, 64 * h);
@@ -335,7 +339,12 @@ fn dot_q6_k_impl(x: &[u8], y: &[u8]) -> f32 {
         let d = f16v(b[208], b[209]) * q8k_d(q);
         acc = fma(
             d,
-            _mm256_sub_epi32(sumi, _mm256_setr_epi32(offset, 0, 0, 0, 0, 0, 0, 0)),
+            _mm256_sub_epi32(
+                sumi,
+                _mm256_setr_epi32(
+                    off[0], off[1], off[2], off[3], off[4], off[5], off[6], off[7],
+                ),
+            ),
             acc,
         );
     }

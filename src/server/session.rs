@@ -277,6 +277,22 @@ impl Session {
         let wg = WireGraph::parse(payload)?;
         let device = self.device(wg.device)?;
         let graph = build_graph(&wg, self)?;
+        if tracing::enabled!(target: "ggrpc::graph", tracing::Level::TRACE) {
+            for &n in &graph.nodes {
+                let t = &graph.tensors[n];
+                let srcs: Vec<String> = t
+                    .src
+                    .iter()
+                    .flatten()
+                    .map(|&s| {
+                        let s = &graph.tensors[s];
+                        format!("{}:{}{:?}{:?}", s.name, s.typ.name(), s.ne, s.nb)
+                    })
+                    .collect();
+                tracing::trace!(target: "ggrpc::graph", "{} {} {} {:?} {:?} flags={} params={:?} <- {}",
+                    t.name, t.op.name(), t.typ.name(), t.ne, t.nb, t.flags, t.op_params, srcs.join(" , "));
+            }
+        }
         device.check_graph(&graph)?;
         let mut buffers = BufferSet::new();
         for t in &graph.tensors {

@@ -82,6 +82,8 @@ class Session:
         cp = llama.llama_context_default_params()
         cp.n_ctx, cp.n_batch, cp.n_ubatch = n_ctx, n_batch, n_batch
         cp.n_threads = cp.n_threads_batch = common.client_threads()
+        if os.environ.get("GGRPC_FLASH_ATTN"):  # -1 auto (default), 0 off, 1 on: for diagnosis
+            cp.flash_attn_type = int(os.environ["GGRPC_FLASH_ATTN"])
         self.ctx = llama.llama_init_from_model(self.model, cp)
         if not self.ctx:
             raise RuntimeError("llama_init_from_model failed")

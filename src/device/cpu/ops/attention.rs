@@ -168,18 +168,29 @@ impl Attn<'_> {
         let mut m = f32::NEG_INFINITY;
         let mut sum = 0f32;
         if self.tiled {
-            let mut p = [0f32; TILE_KV];
-            let mut live = [false; TILE_KV];
+            // ggml's tiled path, rounding step for step: K·Q as one FMA chain over DK, scale, mask, the
+            // tile's softmax through the vector exp, and V accumulated by FMA in key order.
+            let mut p = [f32::NEG_INFINITY; TILE_KV];
             for ic in (0..n_kv).step_by(TILE_KV) {
                 let n = TILE_KV.min(n_kv - ic);
+                p.fill(f32::NEG_INFINITY);
                 let mut tile_max = f32::NEG_INFINITY;
-                for tk in 0..n {
+                for (tk, pk) in p.iter_mut().enumerate().take(n) {
                     let mv = mask_at(ic + tk);
-                    live[tk] = mv != f32::NEG_INFINITY;
-                    if live[tk] {
-                        p[tk] = score(ic + tk, &mut kbuf)? + mv;
-                        tile_max = if tile_max > p[tk] { tile_max } else { p[tk] };
+                    if mv == f32::NEG_INFINITY {
+                        continue;
                     }
+                    read_fast(self.k.t, self.k.data, ic + tk, ik2, ik3, &mut kbuf)?;
+                    let kq = qv
+                        .iter()
+                        .zip(&kbuf)
+                        .fold(0f32, |acc, (q, k)| q.mul_add(*k, acc));
+                    let mut sc = kq * self.scale;
+                    if self.softcap != 0.0 {
+                        sc = sc.tanh() * self.softcap;
+                    }
+                    *pk = sc + mv;
+                    tile_max = if tile_max > *pk { tile_max } else { *pk };
                 }
                 if tile_max == f32::NEG_INFINITY {
                     continue;
@@ -191,14 +202,16 @@ impl Attn<'_> {
                     sum *= ms;
                 }
                 m = m_new;
-                let mut tile_sum = 0f64;
-                for tk in (0..n).filter(|&tk| live[tk]) {
-                    let e = (p[tk] - m).exp();
-                    tile_sum += e as f64;
+                sum = (sum as f64 + super::vexp::soft_max(&mut p, m)) as f32;
+                for (tk, &e) in p.iter().enumerate().take(n) {
+                    if e == 0.0 {
+                        continue; // fma(0, v, acc) == acc: masked and underflowed keys add nothing
+                    }
                     read_fast(self.v.t, self.v.data, ic + tk, iv2, iv3, &mut vbuf)?;
-                    axpy(out, &vbuf, e);
+                    for (o, v) in out.iter_mut().zip(&vbuf) {
+                        *o = e.mul_add(*v, *o);
+                    }
                 }
-                sum = (sum as f64 + tile_sum) as f32;
             }
         } else {
             let acc_f16 = self.v.t.typ == GgmlType::F16;

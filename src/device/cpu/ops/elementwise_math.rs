@@ -49,7 +49,7 @@ fn round_f16(x: f32) -> f32 {
 /// `ggml_gelu_f32`: the tanh approximation.
 #[inline]
 pub fn gelu_exact(x: f32) -> f32 {
-    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh())
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (GELU_COEF_A * x).mul_add(x, 1.0)).tanh())
 }
 
 /// `ggml_gelu_quick_f32`.

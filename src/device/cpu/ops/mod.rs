@@ -18,6 +18,7 @@ mod rows;
 mod softmax;
 #[cfg(test)]
 pub mod testutil;
+mod vexp;
 
 use crate::device::DeviceError;
 use crate::ggml::{Graph, MAX_SRC, Op, Tensor};

@@ -261,8 +261,8 @@ pub fn run(srcs: &[Option<Src<'_>>; MAX_SRC], dst: Dst<'_>) -> Result<(), Device
                 Some(o) => (o[a], o[b]),
                 None => (y[a], y[b]),
             };
-            y[a] = x0 * cs[0] - x1 * cs[1];
-            y[b] = x0 * cs[1] + x1 * cs[0];
+            y[a] = x0.mul_add(cs[0], -(x1 * cs[1]));
+            y[b] = x0.mul_add(cs[1], x1 * cs[0]);
         }
         Ok(())
     })

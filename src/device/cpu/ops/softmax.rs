@@ -88,11 +88,7 @@ pub fn run(srcs: &[Option<Src<'_>>; MAX_SRC], dst: Dst<'_>) -> Result<(), Device
         if let Some(s) = sink {
             max = cmax(max, s);
         }
-        let mut sum = 0f64;
-        for v in y.iter_mut() {
-            *v = (*v - max).exp();
-            sum += *v as f64;
-        }
+        let mut sum = super::vexp::soft_max(y, max);
         if let Some(s) = sink {
             sum += (s - max).exp() as f64;
         }
