@@ -23,7 +23,7 @@ pub fn v_expf(x: f32) -> f32 {
             f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)),
         )
         .mul_add(u, f32::from_bits(0x3f7f_fff6) * b);
-    if !(n.abs() > 126.0) {
+    if n.abs() <= 126.0 || n.is_nan() {
         return k.mul_add(j, k);
     }
     let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
