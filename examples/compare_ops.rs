@@ -63,9 +63,12 @@ fn random_bytes(rng: &mut Rng, t: &WireTensor, scale: f32) -> Vec<u8> {
     }
 }
 
+/// Builds a case's graph: returns the inputs (with the magnitude of their random values) and the output.
+type Build = Box<dyn Fn(&mut GraphBuilder) -> (Vec<(TensorId, f32)>, TensorId)>;
+
 struct Case {
     name: String,
-    build: Box<dyn Fn(&mut GraphBuilder) -> (Vec<(TensorId, f32)>, TensorId)>,
+    build: Build,
 }
 
 fn params(vals: &[(usize, f32)], ints: &[(usize, i32)]) -> [i32; 16] {
