@@ -38,8 +38,20 @@ fn mul_mat(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     let row = p.a_base + r * p.a_nb1 + (i2 / p.r2) * p.a_nb2 + (i3 / p.r3) * p.a_nb3;
     let vb = p.b_base + i1 * p.b_nb1 + i2 * p.b_nb2 + i3 * p.b_nb3;
     var s = 0.0;
-    for (var k = li; k < p.k; k += 64u) {
-        s += deq(p.typ, row, k) * bitcast<f32>(b[(vb + k * p.b_nb0) >> 2u]);
+    if (p.k % 32u == 0u) {
+        // Whole 32-element chunks: one scale read and word loads per chunk.
+        var w: array<f32, 32>;
+        for (var c = li; c < p.k / 32u; c += 64u) {
+            deq32(p.typ, row, c, &w);
+            let base = vb + 32u * c * p.b_nb0;
+            for (var j = 0u; j < 32u; j++) {
+                s += w[j] * bitcast<f32>(b[(base + j * p.b_nb0) >> 2u]);
+            }
+        }
+    } else {
+        for (var k = li; k < p.k; k += 64u) {
+            s += deq(p.typ, row, k) * bitcast<f32>(b[(vb + k * p.b_nb0) >> 2u]);
+        }
     }
     red[li] = s;
     workgroupBarrier();
@@ -53,4 +65,38 @@ fn mul_mat(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
         let o = p.d_base + (p.r0 + r) * p.d_nb0 + i1 * p.d_nb1 + i2 * p.d_nb2 + i3 * p.d_nb3;
         d[o >> 2u] = bitcast<u32>(red[0]);
     }
+}
+
+// The same product with one invocation per dst element (no workgroup reduction): on SIMD-over-
+// invocations implementations (lavapipe) this keeps every lane busy on a different weight row.
+@compute @workgroup_size(64)
+fn mul_mat_thread(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let id = wg_linear(wg, nwg) * 64u + li;
+    if (id >= p.nr * p.ncols) {
+        return;
+    }
+    let r = id % p.nr;
+    let col = id / p.nr;
+    let i1 = col % p.ne11;
+    let i2 = (col / p.ne11) % p.ne12;
+    let i3 = col / (p.ne11 * p.ne12);
+    let row = p.a_base + r * p.a_nb1 + (i2 / p.r2) * p.a_nb2 + (i3 / p.r3) * p.a_nb3;
+    let vb = p.b_base + i1 * p.b_nb1 + i2 * p.b_nb2 + i3 * p.b_nb3;
+    var s = 0.0;
+    if (p.k % 32u == 0u) {
+        var w: array<f32, 32>;
+        for (var c = 0u; c < p.k / 32u; c++) {
+            deq32(p.typ, row, c, &w);
+            let base = vb + 32u * c * p.b_nb0;
+            for (var j = 0u; j < 32u; j++) {
+                s += w[j] * bitcast<f32>(b[(base + j * p.b_nb0) >> 2u]);
+            }
+        }
+    } else {
+        for (var k = 0u; k < p.k; k++) {
+            s += deq(p.typ, row, k) * bitcast<f32>(b[(vb + k * p.b_nb0) >> 2u]);
+        }
+    }
+    let o = p.d_base + (p.r0 + r) * p.d_nb0 + i1 * p.d_nb1 + i2 * p.d_nb2 + i3 * p.d_nb3;
+    d[o >> 2u] = bitcast<u32>(s);
 }

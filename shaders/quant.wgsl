@@ -87,3 +87,95 @@ fn deq(typ: u32, row: u32, i: u32) -> f32 {
         default: { return 0.0; }
     }
 }
+
+// The 4 bytes at any byte address (two loads when unaligned).
+fn u32_at(a: u32) -> u32 {
+    let s = (a & 3u) * 8u;
+    let w0 = src0[a >> 2u];
+    if (s == 0u) {
+        return w0;
+    }
+    return (w0 >> s) | (src0[(a >> 2u) + 1u] << (32u - s));
+}
+
+// Elements [32c, 32c + 32) of the row at byte `row`, decoded with word loads and one scale read per
+// chunk (the mat-vec hot path). Types with 1-element blocks need a row length that is a multiple of 32.
+fn deq32(typ: u32, row: u32, c: u32, out: ptr<function, array<f32, 32>>) {
+    switch typ {
+        case 0u: {
+            for (var j = 0u; j < 32u; j++) {
+                (*out)[j] = rdf(row + 128u * c + 4u * j);
+            }
+        }
+        case 1u: {
+            for (var j = 0u; j < 16u; j++) {
+                let h = unpack2x16float(u32_at(row + 64u * c + 4u * j));
+                (*out)[2u * j] = h.x;
+                (*out)[2u * j + 1u] = h.y;
+            }
+        }
+        case 8u: {
+            let b = row + c * 34u;
+            let d = rdh(b);
+            for (var w = 0u; w < 8u; w++) {
+                let q = u32_at(b + 2u + 4u * w);
+                for (var k = 0u; k < 4u; k++) {
+                    (*out)[4u * w + k] = d * f32(sext8((q >> (8u * k)) & 0xffu));
+                }
+            }
+        }
+        case 6u: {
+            let b = row + c * 22u;
+            let d = rdh(b);
+            let qh = u32_at(b + 2u);
+            for (var w = 0u; w < 4u; w++) {
+                let q = u32_at(b + 6u + 4u * w);
+                for (var k = 0u; k < 4u; k++) {
+                    let j = 4u * w + k;
+                    let byte = (q >> (8u * k)) & 0xffu;
+                    (*out)[j] = d * (f32((byte & 0xfu) | (((qh >> j) & 1u) << 4u)) - 16.0);
+                    (*out)[j + 16u] = d * (f32((byte >> 4u) | (((qh >> (j + 16u)) & 1u) << 4u)) - 16.0);
+                }
+            }
+        }
+        case 12u: {
+            let b = row + (c / 8u) * 144u;
+            let sub = c % 8u;
+            let sm = q4k_scale_min(b + 4u, sub);
+            let dl = rdh(b) * sm.x;
+            let ml = rdh(b + 2u) * sm.y;
+            let shift = (sub % 2u) * 4u;
+            for (var w = 0u; w < 8u; w++) {
+                let q = u32_at(b + 16u + (sub / 2u) * 32u + 4u * w);
+                for (var k = 0u; k < 4u; k++) {
+                    (*out)[4u * w + k] = dl * f32((q >> (8u * k + shift)) & 0xfu) - ml;
+                }
+            }
+        }
+        case 14u: {
+            let b = row + (c / 8u) * 210u;
+            let sub = c % 8u;
+            let n = sub / 4u;
+            let qq = sub % 4u;
+            let d = rdh(b + 208u);
+            let s0 = d * f32(sext8(rd8(b + 192u + 8u * n + 2u * qq)));
+            let s1 = d * f32(sext8(rd8(b + 192u + 8u * n + 2u * qq + 1u)));
+            let lshift = select(0u, 4u, qq >= 2u);
+            for (var w = 0u; w < 8u; w++) {
+                let ql = u32_at(b + 64u * n + (qq & 1u) * 32u + 4u * w);
+                let qh = u32_at(b + 128u + 32u * n + 4u * w);
+                for (var k = 0u; k < 4u; k++) {
+                    let lo = (ql >> (8u * k + lshift)) & 0xfu;
+                    let hi = (qh >> (8u * k + 2u * qq)) & 3u;
+                    let sc = select(s1, s0, w < 4u);
+                    (*out)[4u * w + k] = sc * (f32(lo | (hi << 4u)) - 32.0);
+                }
+            }
+        }
+        default: {
+            for (var j = 0u; j < 32u; j++) {
+                (*out)[j] = 0.0;
+            }
+        }
+    }
+}

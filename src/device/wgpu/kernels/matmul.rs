@@ -77,7 +77,15 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
         return Ok(None);
     };
     let ncols = b.ne[1] * b.ne[2] * b.ne[3];
-    let pipeline = ctx.pipeline(Source::MatMul, "mul_mat");
+    // One invocation per dst element unless it is a long reduction over few outputs, where a
+    // workgroup per element spreads K over 64 invocations.
+    let per_thread = a.ne[0] <= 8192 || rows * b.ne[1] >= 4096;
+    let (entry, per_group) = if per_thread {
+        ("mul_mat_thread", 64)
+    } else {
+        ("mul_mat", 1)
+    };
+    let pipeline = ctx.pipeline(Source::MatMul, entry);
     let mut out = Vec::new();
     let mut r0 = 0;
     while r0 < rows {
@@ -116,7 +124,7 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
             pipeline: pipeline.clone(),
             params,
             bindings: vec![va.window, vb.window.clone(), vd.window.clone()],
-            groups: groups(ctx.gpu, (nr * ncols) as u64)?,
+            groups: groups(ctx.gpu, ((nr * ncols) as u64).div_ceil(per_group))?,
         });
         r0 += nr;
     }

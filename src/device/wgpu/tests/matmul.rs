@@ -79,6 +79,17 @@ fn mul_mat_every_weight_type() {
         mat_mul_case(&dev, typ, [k, 5, 2, 1], [k, 3, 4, 1], &mut rng);
     }
     mat_mul_case(&dev, GgmlType::F32, [33, 9, 1, 2], [33, 4, 3, 2], &mut rng);
+    // Long rows with few outputs take the workgroup-per-element kernel.
+    for typ in [GgmlType::F32, GgmlType::Q8_0, GgmlType::Q4K] {
+        mat_mul_case(&dev, typ, [9216, 2, 1, 1], [9216, 1, 1, 1], &mut rng);
+    }
+    mat_mul_case(
+        &dev,
+        GgmlType::F32,
+        [9217, 2, 1, 1],
+        [9217, 1, 1, 1],
+        &mut rng,
+    );
 }
 
 #[test]
