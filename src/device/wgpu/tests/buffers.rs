@@ -133,3 +133,26 @@ fn discovery_names_and_software_adapters_need_a_name() {
         assert_eq!(picked[0].name(), name);
     }
 }
+
+#[test]
+fn validation_errors_become_device_errors() {
+    let Some(dev) = device_or_skip("validation_errors_become_device_errors") else {
+        return;
+    };
+    let gpu = &dev.gpu;
+    let err = gpu
+        .scoped("test", || {
+            // Mapping a storage buffer for reading is invalid usage.
+            gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: 16,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        })
+        .unwrap_err();
+    assert!(err.to_string().starts_with("test: wgpu:"), "{err}");
+    // The device still works afterwards.
+    let b = dev.alloc(8).unwrap();
+    b.write(0, &[1; 8]).unwrap();
+}
