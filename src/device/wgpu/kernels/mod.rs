@@ -7,6 +7,7 @@
 //! dispatch, and ggml tensors often share a buffer). Tensor addresses are byte offsets from the start
 //! of the bound window; f32 is read with `bitcast`, f16 with `unpack2x16float`, block types byte by byte.
 
+pub mod attention;
 pub mod copy;
 pub mod elementwise;
 pub mod fill;
@@ -41,10 +42,11 @@ pub enum Source {
     SoftMax,
     Rope,
     Copy,
+    Attention,
 }
 
 impl Source {
-    pub const ALL: [Source; 9] = [
+    pub const ALL: [Source; 10] = [
         Source::Fill,
         Source::Binary,
         Source::Unary,
@@ -54,6 +56,7 @@ impl Source {
         Source::SoftMax,
         Source::Rope,
         Source::Copy,
+        Source::Attention,
     ];
 
     /// The op family's own file.
@@ -68,6 +71,7 @@ impl Source {
             Source::SoftMax => include_str!("../../../../shaders/softmax.wgsl"),
             Source::Rope => include_str!("../../../../shaders/rope.wgsl"),
             Source::Copy => include_str!("../../../../shaders/copy.wgsl"),
+            Source::Attention => include_str!("../../../../shaders/attention.wgsl"),
         }
     }
 
@@ -77,6 +81,7 @@ impl Source {
         match self {
             Source::Fill => 1,
             Source::Norm => 2,
+            Source::Attention => 5,
             _ => 3,
         }
     }
@@ -406,6 +411,7 @@ pub fn supports(graph: &Graph, node: usize) -> bool {
         Op::GetRows => get_rows::supports(graph, node),
         Op::SoftMax => softmax::supports(graph, node),
         Op::Rope => rope::supports(graph, node),
+        Op::FlashAttnExt => attention::supports(graph, node),
         _ => false,
     }
 }
@@ -423,6 +429,7 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
         Op::GetRows => get_rows::plan(ctx, graph, node),
         Op::SoftMax => softmax::plan(ctx, graph, node),
         Op::Rope => rope::plan(ctx, graph, node),
+        Op::FlashAttnExt => attention::plan(ctx, graph, node),
         _ => elementwise::plan(ctx, graph, node),
     }
 }
