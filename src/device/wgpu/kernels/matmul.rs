@@ -71,7 +71,7 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
     let per = if View::new(ctx.gpu, &wa.buf, a_off, a_len).is_some() {
         rows.max(1)
     } else if a.ne[2] == 1 && a.ne[3] == 1 && a.nb[1] > 0 {
-        let half = ctx.gpu.limits.max_storage_buffer_binding_size as usize / 2;
+        let half = ctx.gpu.limits.max_storage_buffer_binding_size.min(1 << 31) as usize / 2;
         (half / a.nb[1]).max(1)
     } else {
         return Ok(None);
