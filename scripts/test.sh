@@ -10,6 +10,13 @@ if ! command -v cargo >/dev/null; then
 fi
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
+# lavapipe (Mesa's CPU Vulkan driver) for the wgpu device tests; they fail under CI without an adapter.
+if [ ! -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] && command -v apt-get >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    mesa-vulkan-drivers libvulkan1 >/dev/null
+fi
+export NODEVICE_SELECT=1 # silences Mesa's device-select layer ("XDG_RUNTIME_DIR is invalid")
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -81,6 +81,9 @@ fn main() -> ExitCode {
                         m.total / MIB,
                         m.free / MIB
                     );
+                    if let Some(details) = d.details() {
+                        println!("      {details}");
+                    }
                 }
                 ExitCode::SUCCESS
             }

@@ -1,6 +1,7 @@
 //! The `Device` trait every backend implements, and device discovery.
 
 pub mod cpu;
+pub mod wgpu;
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -63,6 +64,10 @@ pub trait Device: Send + Sync {
     fn name(&self) -> &str;
     /// Human description for the banner (CPU model, adapter name).
     fn description(&self) -> String;
+    /// Extra facts for `--list-devices` (device type, API, driver).
+    fn details(&self) -> Option<String> {
+        None
+    }
     fn memory(&self) -> Memory;
     /// Base-address alignment of buffers (GET_ALIGNMENT).
     fn alignment(&self) -> u64;
@@ -100,6 +105,8 @@ pub struct DeviceOptions {
 pub enum DeviceKind {
     Cpu,
     Gpu,
+    /// A GPU API implemented in software (lavapipe's llvmpipe, WARP): listed, served only when named.
+    Software,
 }
 
 /// Opens a discovered device with the startup options.
@@ -114,13 +121,15 @@ pub struct Candidate {
 
 /// Every device this build can serve, in registry order.
 pub fn discover() -> Vec<Candidate> {
-    vec![Candidate {
+    let mut all = wgpu::discovery::candidates();
+    all.push(Candidate {
         name: "CPU".into(),
         kind: DeviceKind::Cpu,
         open: Box::new(|o: &DeviceOptions| {
             Ok(Arc::new(cpu::CpuDevice::new(o.threads, o.mem_cap)?) as Arc<dyn Device>)
         }),
-    }]
+    });
+    all
 }
 
 /// Picks devices: the named ones in order (case-insensitive), else every GPU, else the CPU.

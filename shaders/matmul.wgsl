@@ -1,0 +1,102 @@
+// MUL_MAT: dst[i, j] = sum_k src0[k, i] * src1[k, j] (ggml layout: src0 rows are weight rows, dst is
+// f32 [ne01, ne11, ne12, ne13], src0 broadcast over dims 2 and 3). src0 of any type in quant.wgsl,
+// dequantized in-shader; src1 f32. One workgroup per dst element (mat-vec shape: the weight row is read
+// once per activation column).
+// Large weights are split by rows: this dispatch covers src0 rows [r0, r0 + nr).
+
+struct P {
+    typ: u32,
+    k: u32,
+    r0: u32,
+    nr: u32,
+    ncols: u32,
+    ne11: u32, ne12: u32,
+    r2: u32, r3: u32,
+    a_base: u32, a_nb1: u32, a_nb2: u32, a_nb3: u32,
+    b_base: u32, b_nb0: u32, b_nb1: u32, b_nb2: u32, b_nb3: u32,
+    d_base: u32, d_nb0: u32, d_nb1: u32, d_nb2: u32, d_nb3: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> src0: array<u32>;
+@group(0) @binding(2) var<storage, read_write> b: array<u32>;
+@group(0) @binding(3) var<storage, read_write> d: array<u32>;
+
+var<workgroup> red: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn mul_mat(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let id = wg_linear(wg, nwg);
+    if (id >= p.nr * p.ncols) {
+        return;
+    }
+    let r = id % p.nr;
+    let col = id / p.nr;
+    let i1 = col % p.ne11;
+    let i2 = (col / p.ne11) % p.ne12;
+    let i3 = col / (p.ne11 * p.ne12);
+    let row = p.a_base + r * p.a_nb1 + (i2 / p.r2) * p.a_nb2 + (i3 / p.r3) * p.a_nb3;
+    let vb = p.b_base + i1 * p.b_nb1 + i2 * p.b_nb2 + i3 * p.b_nb3;
+    var s = 0.0;
+    if (p.k % 32u == 0u) {
+        // Whole 32-element chunks: one scale read and word loads per chunk.
+        var w: array<f32, 32>;
+        for (var c = li; c < p.k / 32u; c += 64u) {
+            deq32(p.typ, row, c, &w);
+            let base = vb + 32u * c * p.b_nb0;
+            for (var j = 0u; j < 32u; j++) {
+                s += w[j] * bitcast<f32>(b[(base + j * p.b_nb0) >> 2u]);
+            }
+        }
+    } else {
+        for (var k = li; k < p.k; k += 64u) {
+            s += deq(p.typ, row, k) * bitcast<f32>(b[(vb + k * p.b_nb0) >> 2u]);
+        }
+    }
+    red[li] = s;
+    workgroupBarrier();
+    for (var h = 32u; h > 0u; h >>= 1u) {
+        if (li < h) {
+            red[li] += red[li + h];
+        }
+        workgroupBarrier();
+    }
+    if (li == 0u) {
+        let o = p.d_base + (p.r0 + r) * p.d_nb0 + i1 * p.d_nb1 + i2 * p.d_nb2 + i3 * p.d_nb3;
+        d[o >> 2u] = bitcast<u32>(red[0]);
+    }
+}
+
+// The same product with one invocation per dst element (no workgroup reduction): on SIMD-over-
+// invocations implementations (lavapipe) this keeps every lane busy on a different weight row.
+@compute @workgroup_size(64)
+fn mul_mat_thread(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let id = wg_linear(wg, nwg) * 64u + li;
+    if (id >= p.nr * p.ncols) {
+        return;
+    }
+    let r = id % p.nr;
+    let col = id / p.nr;
+    let i1 = col % p.ne11;
+    let i2 = (col / p.ne11) % p.ne12;
+    let i3 = col / (p.ne11 * p.ne12);
+    let row = p.a_base + r * p.a_nb1 + (i2 / p.r2) * p.a_nb2 + (i3 / p.r3) * p.a_nb3;
+    let vb = p.b_base + i1 * p.b_nb1 + i2 * p.b_nb2 + i3 * p.b_nb3;
+    var s = 0.0;
+    if (p.k % 32u == 0u) {
+        var w: array<f32, 32>;
+        for (var c = 0u; c < p.k / 32u; c++) {
+            deq32(p.typ, row, c, &w);
+            let base = vb + 32u * c * p.b_nb0;
+            for (var j = 0u; j < 32u; j++) {
+                s += w[j] * bitcast<f32>(b[(base + j * p.b_nb0) >> 2u]);
+            }
+        }
+    } else {
+        for (var k = 0u; k < p.k; k++) {
+            s += deq(p.typ, row, k) * bitcast<f32>(b[(vb + k * p.b_nb0) >> 2u]);
+        }
+    }
+    let o = p.d_base + (p.r0 + r) * p.d_nb0 + i1 * p.d_nb1 + i2 * p.d_nb2 + i3 * p.d_nb3;
+    d[o >> 2u] = bitcast<u32>(s);
+}

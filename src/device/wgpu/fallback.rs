@@ -1,0 +1,61 @@
+//! Runs one node on the host: reads the sources' and the destination's byte ranges from the GPU,
+//! calls a CPU kernel on plain byte slices (`cpu::ops::run` in production), and writes the destination
+//! range back. Slow (two transfers per tensor) but makes every op the CPU device runs correct here.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use crate::device::cpu::ops::{self, Dst, Src};
+use crate::device::{Buffer, DeviceError};
+use crate::ggml::{Graph, MAX_SRC};
+
+use super::kernels::Ctx;
+
+/// A host kernel: what `cpu::ops::run` is.
+pub type HostKernel = fn(&[Option<Src<'_>>; MAX_SRC], Dst<'_>) -> Result<(), DeviceError>;
+
+/// Reads a tensor's bytes from the device.
+fn download(ctx: &Ctx, graph: &Graph, i: usize) -> Result<Vec<u8>, DeviceError> {
+    let (wb, off, len) = ctx.place(&graph.tensors[i])?;
+    let mut out = vec![0u8; len as usize];
+    wb.read(off as usize, &mut out)?;
+    Ok(out)
+}
+
+/// Runs `graph.tensors[node]` with `kernel` on host copies of its tensors. All GPU work submitted so
+/// far is ordered before the reads (same queue).
+pub fn run_node(
+    ctx: &Ctx,
+    graph: &Graph,
+    node: usize,
+    kernel: HostKernel,
+) -> Result<(), DeviceError> {
+    let t = &graph.tensors[node];
+    let mut owned: [Vec<u8>; MAX_SRC] = Default::default();
+    for (k, slot) in owned.iter_mut().enumerate() {
+        match t.src[k] {
+            Some(s) if ops::reads_src(t.op, k) => *slot = download(ctx, graph, s)?,
+            _ => {}
+        }
+    }
+    let mut dst = download(ctx, graph, node)?;
+    let srcs: [Option<Src<'_>>; MAX_SRC] = std::array::from_fn(|k| {
+        Some(Src {
+            t: &graph.tensors[t.src[k]?],
+            data: &owned[k],
+        })
+    });
+    let res = catch_unwind(AssertUnwindSafe(|| {
+        kernel(&srcs, Dst { t, data: &mut dst })
+    }))
+    .unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Err(DeviceError::Panic(format!("{}: {msg}", t.op.name())))
+    });
+    res?;
+    let (wb, off, _) = ctx.place(t)?;
+    wb.write(off as usize, &dst)
+}

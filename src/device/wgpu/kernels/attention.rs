@@ -1,0 +1,108 @@
+//! FLASH_ATTN_EXT with f32 q, f16/f32 k and v, optional f16/f32 mask, GQA and logit softcap (no
+//! ALiBi, no sinks, Dv <= 512): `call_flash_attn`.
+
+use super::{Ctx, Dispatch, Source, addr, f, groups, small, u};
+use crate::device::DeviceError;
+use crate::ggml::{GgmlType, Graph, Tensor};
+
+fn half_or_float(t: &Tensor) -> bool {
+    let a = if t.typ == GgmlType::F16 { 2 } else { 4 };
+    matches!(t.typ, GgmlType::F32 | GgmlType::F16) && t.nb.iter().all(|n| n % a == 0) && small(t)
+}
+
+pub fn supports(graph: &Graph, node: usize) -> bool {
+    let t = &graph.tensors[node];
+    let (Some(q), Some(k), Some(v)) = (graph.src(node, 0), graph.src(node, 1), graph.src(node, 2))
+    else {
+        return false;
+    };
+    let mask_ok = graph.src(node, 3).is_none_or(|m| {
+        half_or_float(m) && m.ne[0] >= k.ne[1] && m.ne[1] >= q.ne[1] && m.ne[2] > 0 && m.ne[3] > 0
+    });
+    q.typ == GgmlType::F32
+        && q.nb.iter().all(|n| n % 4 == 0)
+        && small(q)
+        && half_or_float(k)
+        && half_or_float(v)
+        && t.typ == GgmlType::F32
+        && t.nb.iter().all(|n| n % 4 == 0)
+        && small(t)
+        && q.ne[0] == k.ne[0]
+        && k.ne[1] == v.ne[1]
+        && k.ne[2] == v.ne[2]
+        && k.ne[3] == v.ne[3]
+        && v.ne[0] <= 512
+        && t.ne == [v.ne[0], q.ne[2], q.ne[1], q.ne[3]]
+        && k.ne[2] > 0
+        && q.ne[2].is_multiple_of(k.ne[2])
+        && k.ne[3] > 0
+        && q.ne[3].is_multiple_of(k.ne[3])
+        && mask_ok
+        && graph.src(node, 4).is_none()
+        && t.param_f32(1) == 0.0
+}
+
+pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch>>, DeviceError> {
+    let t = &graph.tensors[node];
+    let (Some(q), Some(k), Some(v)) = (graph.src(node, 0), graph.src(node, 1), graph.src(node, 2))
+    else {
+        return Ok(None);
+    };
+    let mask = graph.src(node, 3);
+    let (Some(vq), Some(vk), Some(vv), Some(vd)) =
+        (ctx.view(q)?, ctx.view(k)?, ctx.view(v)?, ctx.view(t)?)
+    else {
+        return Ok(None);
+    };
+    let vm = match mask {
+        Some(m) => match ctx.view(m)? {
+            Some(x) => Some(x),
+            None => return Ok(None),
+        },
+        None => None,
+    };
+    let (has_mask, am, m2, m3) = match (mask, &vm) {
+        (Some(m), Some(x)) => {
+            let (Some(am), Some(m2), Some(m3)) = (addr(x, m), u(m.ne[2]), u(m.ne[3])) else {
+                return Ok(None);
+            };
+            (if m.typ == GgmlType::F16 { 2 } else { 1 }, am, m2, m3)
+        }
+        _ => (0, [0; 5], 1, 1),
+    };
+    let head = [
+        u(q.ne[0]),
+        u(v.ne[0]),
+        u(k.ne[1]),
+        u(q.ne[1]),
+        u(q.ne[2]),
+        u(q.ne[2] / k.ne[2]),
+        u(q.ne[3] / k.ne[3]),
+    ];
+    let (Some(head), Some(aq), Some(ak), Some(av), Some(ad)) = (
+        head.into_iter().collect::<Option<Vec<u32>>>(),
+        addr(&vq, q),
+        addr(&vk, k),
+        addr(&vv, v),
+        addr(&vd, t),
+    ) else {
+        return Ok(None);
+    };
+    let is_f16 = |x: &Tensor| u32::from(x.typ == GgmlType::F16);
+    let mut params = head;
+    params.extend([f(t.param_f32(0)), f(t.param_f32(2))]);
+    params.extend([is_f16(k), is_f16(v), has_mask, m2, m3]);
+    params.extend(aq);
+    params.extend(ak);
+    params.extend(av);
+    params.extend(am);
+    params.extend(ad);
+    let mw = vm.map_or_else(|| vq.window.clone(), |x| x.window);
+    let n = (q.ne[1] * q.ne[2] * q.ne[3]) as u64;
+    Ok(Some(vec![Dispatch {
+        pipeline: ctx.pipeline(Source::Attention, "flash_attn"),
+        params,
+        bindings: vec![vq.window, vk.window, vv.window, mw, vd.window],
+        groups: groups(ctx.gpu, n)?,
+    }]))
+}

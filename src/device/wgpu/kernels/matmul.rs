@@ -1,0 +1,132 @@
+//! MUL_MAT with src0 f32/f16/q8_0/q5_0/q4_K/q6_K (dequantized in-shader) and src1 f32: `call_mul_mat`.
+//! A src0 larger than one storage binding (Gemma 3's tied 170 MiB output matrix) is split into row
+//! ranges, one dispatch each.
+
+use super::{Ctx, Dispatch, Source, View, addr, groups, small, u};
+use crate::device::DeviceError;
+use crate::ggml::{GgmlType, Graph, Tensor};
+
+/// The weight types `deq` in quant.wgsl decodes (ggml type ids).
+pub fn weight_type_id(t: GgmlType) -> Option<u32> {
+    Some(match t {
+        GgmlType::F32 => 0,
+        GgmlType::F16 => 1,
+        GgmlType::Q5_0 => 6,
+        GgmlType::Q8_0 => 8,
+        GgmlType::Q4K => 12,
+        GgmlType::Q6K => 14,
+        _ => return None,
+    })
+}
+
+/// Rows of a weight tensor whose elements are contiguous (nb0 = element size for scalar types;
+/// block types always are) and start on 4-byte (f32) or 2-byte (f16, blocks) boundaries.
+pub fn weight_rows_ok(a: &Tensor) -> bool {
+    let elem_ok = !matches!(a.typ, GgmlType::F32 | GgmlType::F16) || a.nb[0] == a.typ.type_size();
+    let align = if a.typ == GgmlType::F32 { 4 } else { 2 };
+    weight_type_id(a.typ).is_some()
+        && elem_ok
+        && a.nb[1..].iter().all(|n| n % align == 0)
+        && a.data.is_none_or(|d| d.offset % align == 0)
+}
+
+pub fn supports(graph: &Graph, node: usize) -> bool {
+    let t = &graph.tensors[node];
+    let (Some(a), Some(b)) = (graph.src(node, 0), graph.src(node, 1)) else {
+        return false;
+    };
+    weight_rows_ok(a)
+        && b.typ == GgmlType::F32
+        && t.typ == GgmlType::F32
+        && b.nb.iter().chain(&t.nb).all(|n| n % 4 == 0)
+        && a.ne[0] == b.ne[0]
+        && a.ne[1] == t.ne[0]
+        && b.ne[1] == t.ne[1]
+        && b.ne[2] == t.ne[2]
+        && b.ne[3] == t.ne[3]
+        && a.ne[2] > 0
+        && a.ne[3] > 0
+        && b.ne[2] % a.ne[2] == 0
+        && b.ne[3] % a.ne[3] == 0
+        && small(b)
+        && small(t)
+}
+
+pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch>>, DeviceError> {
+    let t = &graph.tensors[node];
+    let (Some(a), Some(b)) = (graph.src(node, 0), graph.src(node, 1)) else {
+        return Ok(None);
+    };
+    let (Some(vb), Some(vd)) = (ctx.view(b)?, ctx.view(t)?) else {
+        return Ok(None);
+    };
+    let (wa, a_off, a_len) = ctx.place(a)?;
+    let (Some(ab), Some(ad), Some(typ)) = (addr(&vb, b), addr(&vd, t), weight_type_id(a.typ))
+    else {
+        return Ok(None);
+    };
+    let rows = a.ne[1];
+    // Rows per dispatch: all of them when src0 fits one binding, else as many as fit half of one
+    // (2-D weights only; the window start is rounded down to the offset alignment).
+    let per = if View::new(ctx.gpu, &wa.buf, a_off, a_len).is_some() {
+        rows.max(1)
+    } else if a.ne[2] == 1 && a.ne[3] == 1 && a.nb[1] > 0 {
+        let half = ctx.gpu.limits.max_storage_buffer_binding_size.min(1 << 31) as usize / 2;
+        (half / a.nb[1]).max(1)
+    } else {
+        return Ok(None);
+    };
+    let ncols = b.ne[1] * b.ne[2] * b.ne[3];
+    // One invocation per dst element unless it is a long reduction over few outputs, where a
+    // workgroup per element spreads K over 64 invocations.
+    let per_thread = a.ne[0] <= 8192 || rows * b.ne[1] >= 4096;
+    let (entry, per_group) = if per_thread {
+        ("mul_mat_thread", 64)
+    } else {
+        ("mul_mat", 1)
+    };
+    let pipeline = ctx.pipeline(Source::MatMul, entry);
+    let mut out = Vec::new();
+    let mut r0 = 0;
+    while r0 < rows {
+        let nr = per.min(rows - r0);
+        let start = a_off + (r0 * a.nb[1]) as u64;
+        let len = if nr == rows {
+            a_len
+        } else {
+            (nr * a.nb[1]) as u64
+        };
+        let Some(va) = View::new(ctx.gpu, &wa.buf, start, len) else {
+            return Ok(None);
+        };
+        let Some(aa) = addr(&va, a) else {
+            return Ok(None);
+        };
+        let p = [
+            Some(typ),
+            u(a.ne[0]),
+            u(r0),
+            u(nr),
+            u(ncols),
+            u(b.ne[1]),
+            u(b.ne[2]),
+            u(b.ne[2] / a.ne[2]),
+            u(b.ne[3] / a.ne[3]),
+        ];
+        let Some(p) = p.into_iter().collect::<Option<Vec<u32>>>() else {
+            return Ok(None);
+        };
+        let mut params = p;
+        params.extend([aa[0], aa[2], aa[3], aa[4]]);
+        params.extend(ab);
+        params.extend(ad);
+        out.push(Dispatch {
+            pipeline: pipeline.clone(),
+            params,
+            bindings: vec![va.window, vb.window.clone(), vd.window.clone()],
+            groups: groups(ctx.gpu, ((nr * ncols) as u64).div_ceil(per_group))?,
+        });
+        r0 += nr;
+    }
+    Ok(Some(out))
+}

@@ -1,0 +1,347 @@
+//! WGSL kernels: the sources (`include_str!`, one file per op family), a registry that compiles each
+//! pipeline once and caches it by (source, entry point), and the batch encoder every op goes through.
+//!
+//! Conventions shared by every shader: binding 0 is a uniform `P` with the op's parameters (u32/i32/f32
+//! scalars only, in the order the Rust side pushes them); bindings 1.. are `array<u32>` storage buffers
+//! declared `read_write` (wgpu forbids mixing read-only and read-write bindings of one buffer in a
+//! dispatch, and ggml tensors often share a buffer). Tensor addresses are byte offsets from the start
+//! of the bound window; f32 is read with `bitcast`, f16 with `unpack2x16float`, block types byte by byte.
+
+pub mod attention;
+mod batch;
+pub mod copy;
+pub mod elementwise;
+pub mod fill;
+pub mod get_rows;
+pub mod matmul;
+pub mod norm;
+pub mod rope;
+pub mod softmax;
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+pub use batch::{Dispatch, groups, submit};
+
+use super::buffer::WgpuBuffer;
+use super::gpu::{Gpu, WORD, align_down, align_up};
+use crate::device::DeviceError;
+use crate::ggml::{Graph, Op, Tensor};
+
+/// Shared WGSL helpers (byte and f16 access, dequantization), prepended to the sources that use them.
+const COMMON: &str = include_str!("../../../../shaders/common.wgsl");
+/// Weight-element access into `src0` (needs a `src0` binding), for the sources that dequantize.
+const QUANT: &str = include_str!("../../../../shaders/quant.wgsl");
+
+/// One WGSL program per op family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    Fill,
+    Binary,
+    Unary,
+    Norm,
+    MatMul,
+    GetRows,
+    SoftMax,
+    Rope,
+    Copy,
+    Attention,
+}
+
+impl Source {
+    pub const ALL: [Source; 10] = [
+        Source::Fill,
+        Source::Binary,
+        Source::Unary,
+        Source::Norm,
+        Source::MatMul,
+        Source::GetRows,
+        Source::SoftMax,
+        Source::Rope,
+        Source::Copy,
+        Source::Attention,
+    ];
+
+    /// The op family's own file.
+    fn body(self) -> &'static str {
+        match self {
+            Source::Fill => include_str!("../../../../shaders/fill.wgsl"),
+            Source::Binary => include_str!("../../../../shaders/binary.wgsl"),
+            Source::Unary => include_str!("../../../../shaders/unary.wgsl"),
+            Source::Norm => include_str!("../../../../shaders/norm.wgsl"),
+            Source::MatMul => include_str!("../../../../shaders/matmul.wgsl"),
+            Source::GetRows => include_str!("../../../../shaders/get_rows.wgsl"),
+            Source::SoftMax => include_str!("../../../../shaders/softmax.wgsl"),
+            Source::Rope => include_str!("../../../../shaders/rope.wgsl"),
+            Source::Copy => include_str!("../../../../shaders/copy.wgsl"),
+            Source::Attention => include_str!("../../../../shaders/attention.wgsl"),
+        }
+    }
+
+    /// Storage bindings (1..=n) of every entry point in the source; the layout is explicit, so an
+    /// entry point may leave some unused.
+    fn storage_bindings(self) -> u32 {
+        match self {
+            Source::Fill => 1,
+            Source::Norm => 2,
+            Source::Attention => 5,
+            _ => 3,
+        }
+    }
+
+    /// The complete module text (common helpers + the family's file).
+    pub fn code(self) -> String {
+        let quant = match self {
+            Source::MatMul | Source::GetRows => QUANT,
+            _ => "",
+        };
+        format!("{COMMON}\n{}\n{quant}", self.body())
+    }
+}
+
+/// Compiled pipelines, created lazily and kept for the device's lifetime.
+#[derive(Default)]
+pub struct Kernels {
+    modules: RwLock<HashMap<Source, wgpu::ShaderModule>>,
+    pipelines: RwLock<HashMap<(Source, &'static str), wgpu::ComputePipeline>>,
+    layouts: RwLock<HashMap<u32, wgpu::PipelineLayout>>,
+}
+
+impl Kernels {
+    /// The pipeline for `entry` in `source`, compiling it on first use (errors are captured by the
+    /// caller's error scope).
+    pub fn pipeline(
+        &self,
+        device: &wgpu::Device,
+        source: Source,
+        entry: &'static str,
+    ) -> wgpu::ComputePipeline {
+        if let Some(p) = self
+            .pipelines
+            .read()
+            .ok()
+            .and_then(|m| m.get(&(source, entry)).cloned())
+        {
+            return p;
+        }
+        let module = self.module(device, source);
+        let layout = self.layout(device, source.storage_bindings());
+        let p = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: Some(&layout),
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        if let Ok(mut m) = self.pipelines.write() {
+            m.insert((source, entry), p.clone());
+        }
+        p
+    }
+
+    /// Binding 0: the uniform parameters; 1..=n: read-write storage buffers.
+    fn layout(&self, device: &wgpu::Device, n: u32) -> wgpu::PipelineLayout {
+        if let Some(l) = self.layouts.read().ok().and_then(|m| m.get(&n).cloned()) {
+            return l;
+        }
+        let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let mut entries = vec![entry(0, wgpu::BufferBindingType::Uniform)];
+        entries.extend(
+            (1..=n).map(|b| entry(b, wgpu::BufferBindingType::Storage { read_only: false })),
+        );
+        let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("ggrpc"),
+            entries: &entries,
+        });
+        let l = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("ggrpc"),
+            bind_group_layouts: &[Some(&bgl)],
+            immediate_size: 0,
+        });
+        if let Ok(mut m) = self.layouts.write() {
+            m.insert(n, l.clone());
+        }
+        l
+    }
+
+    fn module(&self, device: &wgpu::Device, source: Source) -> wgpu::ShaderModule {
+        if let Some(m) = self
+            .modules
+            .read()
+            .ok()
+            .and_then(|m| m.get(&source).cloned())
+        {
+            return m;
+        }
+        let m = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("ggrpc"),
+            source: wgpu::ShaderSource::Wgsl(source.code().into()),
+        });
+        if let Ok(mut map) = self.modules.write() {
+            map.insert(source, m.clone());
+        }
+        m
+    }
+}
+
+/// A bound byte window of a buffer.
+#[derive(Clone)]
+pub struct Window {
+    pub buffer: wgpu::Buffer,
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// A tensor's memory as a kernel sees it: the window bound and the tensor's first byte inside it.
+#[derive(Clone)]
+pub struct View {
+    pub window: Window,
+    /// Byte offset of the tensor's first byte from the window start.
+    pub base: u32,
+}
+
+impl View {
+    /// Binds `len` bytes at byte `offset` of `buffer`; `None` when the window would exceed the
+    /// device's largest storage binding (the caller splits the work or falls back to the CPU).
+    pub fn new(gpu: &Gpu, buffer: &wgpu::Buffer, offset: u64, len: u64) -> Option<View> {
+        let align = u64::from(gpu.limits.min_storage_buffer_offset_alignment).max(WORD);
+        let start = align_down(offset, align);
+        let end = align_up(offset + len.max(1), WORD).min(buffer.size());
+        let size = end.checked_sub(start)?.max(WORD);
+        // Shaders address windows with u32 byte offsets: keep every window below 2 GiB.
+        let max = gpu.limits.max_storage_buffer_binding_size.min(1 << 31);
+        if size > max || start + size > buffer.size() {
+            return None;
+        }
+        Some(View {
+            window: Window {
+                buffer: buffer.clone(),
+                offset: start,
+                size,
+            },
+            base: u32::try_from(offset - start).ok()?,
+        })
+    }
+}
+
+/// f32 parameter as a uniform word.
+pub fn f(v: f32) -> u32 {
+    v.to_bits()
+}
+
+/// usize parameter as a uniform word; `None` when it does not fit (the op then runs on the CPU).
+pub fn u(v: usize) -> Option<u32> {
+    u32::try_from(v).ok()
+}
+
+/// What an op's planner needs: the device and the graph's buffers.
+pub struct Ctx<'a> {
+    pub gpu: &'a Gpu,
+    pub buffers: &'a crate::device::BufferSet,
+}
+
+impl Ctx<'_> {
+    /// The wgpu buffer holding `t`, the tensor's byte offset in it and its byte length.
+    pub fn place(&self, t: &Tensor) -> Result<(&WgpuBuffer, u64, u64), DeviceError> {
+        let data = t.data.ok_or_else(|| {
+            DeviceError::op(
+                t.op.name(),
+                format!("tensor '{}' has no memory here", t.name),
+            )
+        })?;
+        let buf = self
+            .buffers
+            .get(&data.buffer)
+            .ok_or(DeviceError::MissingBuffer(data.buffer))?;
+        let wb = buf
+            .as_any()
+            .downcast_ref::<WgpuBuffer>()
+            .ok_or(DeviceError::ForeignBuffer)?;
+        let len = t
+            .nbytes()
+            .ok_or_else(|| DeviceError::op(t.op.name(), "size overflow"))?;
+        wb.check(data.offset, len)?;
+        Ok((wb, data.offset as u64, len as u64))
+    }
+
+    /// `t` bound whole; `None` when it does not fit one binding.
+    pub fn view(&self, t: &Tensor) -> Result<Option<View>, DeviceError> {
+        let (wb, off, len) = self.place(t)?;
+        Ok(View::new(self.gpu, &wb.buf, off, len))
+    }
+
+    /// The pipeline for `entry` of `source`.
+    pub fn pipeline(&self, source: Source, entry: &'static str) -> wgpu::ComputePipeline {
+        self.gpu.kernels.pipeline(&self.gpu.device, source, entry)
+    }
+}
+
+/// `[base, nb0, nb1, nb2, nb3]` of a bound tensor, `None` when a stride does not fit in u32.
+pub fn addr(v: &View, t: &Tensor) -> Option<[u32; 5]> {
+    Some([v.base, u(t.nb[0])?, u(t.nb[1])?, u(t.nb[2])?, u(t.nb[3])?])
+}
+
+/// `ne` as u32s.
+pub fn ne(t: &Tensor) -> Option<[u32; 4]> {
+    Some([u(t.ne[0])?, u(t.ne[1])?, u(t.ne[2])?, u(t.ne[3])?])
+}
+
+/// Every byte address a kernel computes for `t` stays below 2^32 (shader arithmetic is u32).
+pub fn small(t: &Tensor) -> bool {
+    t.nbytes().is_some_and(|n| n < (1usize << 31))
+}
+
+/// The native planner for `graph.tensors[node]`, if this device has one for the node's op.
+pub fn supports(graph: &Graph, node: usize) -> bool {
+    let t = &graph.tensors[node];
+    match t.op {
+        Op::Add
+        | Op::Sub
+        | Op::Mul
+        | Op::Div
+        | Op::Scale
+        | Op::Unary
+        | Op::Glu
+        | Op::Sqr
+        | Op::Sqrt
+        | Op::Log
+        | Op::Sin
+        | Op::Cos => elementwise::supports(graph, node),
+        Op::Cpy | Op::Cont | Op::Dup | Op::SetRows => copy::supports(graph, node),
+        Op::Norm | Op::RmsNorm => norm::supports(graph, node),
+        Op::MulMat => matmul::supports(graph, node),
+        Op::GetRows => get_rows::supports(graph, node),
+        Op::SoftMax => softmax::supports(graph, node),
+        Op::Rope => rope::supports(graph, node),
+        Op::FlashAttnExt => attention::supports(graph, node),
+        _ => false,
+    }
+}
+
+/// The dispatches that compute the node, or `None` when it must run on the CPU after all (a tensor
+/// too large to bind, an offset past u32).
+pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch>>, DeviceError> {
+    if !supports(graph, node) {
+        return Ok(None);
+    }
+    match graph.tensors[node].op {
+        Op::Cpy | Op::Cont | Op::Dup | Op::SetRows => copy::plan(ctx, graph, node),
+        Op::Norm | Op::RmsNorm => norm::plan(ctx, graph, node),
+        Op::MulMat => matmul::plan(ctx, graph, node),
+        Op::GetRows => get_rows::plan(ctx, graph, node),
+        Op::SoftMax => softmax::plan(ctx, graph, node),
+        Op::Rope => rope::plan(ctx, graph, node),
+        Op::FlashAttnExt => attention::plan(ctx, graph, node),
+        _ => elementwise::plan(ctx, graph, node),
+    }
+}

@@ -1,0 +1,236 @@
+//! The wgpu device: ggml graphs as WGSL compute shaders on Vulkan, Metal or DX12.
+//!
+//! Ops with a native kernel (see `kernels::supports`) run on the GPU, batched into one command buffer;
+//! every other op the CPU device implements runs through `fallback` on host copies of its tensors.
+
+mod buffer;
+pub mod discovery;
+pub mod exec;
+pub mod fallback;
+mod gpu;
+pub mod kernels;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use buffer::WgpuBuffer;
+use gpu::{Gpu, WORD};
+
+use super::{Buffer, BufferSet, Device, DeviceError, DeviceOptions, Memory};
+use crate::device::cpu::ops as cpu_ops;
+use crate::ggml::Graph;
+
+pub struct WgpuDevice {
+    /// `Vulkan0`, `Metal0`, ...
+    name: String,
+    info: wgpu::AdapterInfo,
+    gpu: Arc<Gpu>,
+    /// Reported total (see `discovery::total_memory`), already capped by `-m`.
+    total: u64,
+    /// `-m` cap in bytes, if any (enforced on allocation).
+    cap: Option<u64>,
+    /// Bytes allocated by all sessions.
+    used: Arc<AtomicU64>,
+    /// Runs the CPU fallback kernels (`-t` threads).
+    pool: rayon::ThreadPool,
+}
+
+impl WgpuDevice {
+    /// Opens `adapter` as device `name`.
+    pub fn open(
+        name: &str,
+        adapter: &wgpu::Adapter,
+        opts: &DeviceOptions,
+    ) -> Result<Self, DeviceError> {
+        Self::open_limited(name, adapter, opts, None)
+    }
+
+    /// Opens `adapter` with its largest storage binding lowered to `binding` bytes (tests use this to
+    /// exercise the paths for tensors larger than one binding on small data).
+    pub fn open_limited(
+        name: &str,
+        adapter: &wgpu::Adapter,
+        opts: &DeviceOptions,
+        binding: Option<u64>,
+    ) -> Result<Self, DeviceError> {
+        let info = adapter.get_info();
+        let mut limits = adapter.limits();
+        if let Some(b) = binding {
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(b);
+        }
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("ggrpc"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| DeviceError::op("open", format!("{name}: {e}")))?;
+        let dev_name = name.to_string();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            tracing::error!(device = dev_name, "wgpu error outside an error scope: {e}");
+        }));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.threads.max(1))
+            .thread_name(|i| format!("ggrpc-wgpu-{i}"))
+            .build()
+            .map_err(|e| DeviceError::op("open", e.to_string()))?;
+        Ok(WgpuDevice {
+            name: name.to_string(),
+            total: discovery::total_memory(&info, &limits, opts.mem_cap),
+            info,
+            gpu: Arc::new(Gpu {
+                device,
+                queue,
+                limits,
+                kernels: Default::default(),
+            }),
+            cap: opts.mem_cap,
+            used: Arc::new(AtomicU64::new(0)),
+            pool,
+        })
+    }
+
+    /// The adapter as wgpu describes it.
+    pub fn info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// Runs a graph with `host` as the fallback kernel (tests inject their own).
+    pub fn compute_with(
+        &self,
+        graph: &Graph,
+        buffers: &BufferSet,
+        host: fallback::HostKernel,
+    ) -> Result<exec::Report, DeviceError> {
+        let ctx = kernels::Ctx {
+            gpu: &self.gpu,
+            buffers,
+        };
+        self.pool.install(|| exec::run_graph(&ctx, graph, host))
+    }
+}
+
+impl Device for WgpuDevice {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn description(&self) -> String {
+        self.info.name.clone()
+    }
+
+    fn details(&self) -> Option<String> {
+        let i = &self.info;
+        let served = if discovery::kind_of(i) == super::DeviceKind::Software {
+            ", software: served only when named with --device"
+        } else {
+            ""
+        };
+        Some(format!(
+            "type {:?}, {:?}, driver {} {}{served}",
+            i.device_type, i.backend, i.driver, i.driver_info
+        ))
+    }
+
+    fn memory(&self) -> Memory {
+        let used = self.used.load(Ordering::Relaxed);
+        Memory {
+            free: self.total.saturating_sub(used),
+            total: self.total,
+        }
+    }
+
+    fn alignment(&self) -> u64 {
+        // Tensors at this alignment can be bound directly (storage offsets), and it is a word.
+        u64::from(self.gpu.limits.min_storage_buffer_offset_alignment).max(WORD)
+    }
+
+    fn max_size(&self) -> u64 {
+        self.gpu.limits.max_buffer_size
+    }
+
+    fn alloc(&self, size: usize) -> Option<Arc<dyn Buffer>> {
+        let size64 = size as u64;
+        let prev = self.used.fetch_add(size64, Ordering::Relaxed);
+        if self
+            .cap
+            .is_some_and(|cap| prev.saturating_add(size64) > cap)
+        {
+            self.used.fetch_sub(size64, Ordering::Relaxed);
+            return None;
+        }
+        match WgpuBuffer::new(self.gpu.clone(), size, self.used.clone()) {
+            Some(b) => Some(Arc::new(b)),
+            None => {
+                self.used.fetch_sub(size64, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    fn copy(
+        &self,
+        src: &dyn Buffer,
+        src_offset: usize,
+        dst: &dyn Buffer,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<bool, DeviceError> {
+        let (Some(s), Some(d)) = (
+            src.as_any().downcast_ref::<WgpuBuffer>(),
+            dst.as_any().downcast_ref::<WgpuBuffer>(),
+        ) else {
+            return Ok(false);
+        };
+        s.check(src_offset, len)?;
+        d.check(dst_offset, len)?;
+        let aligned = [src_offset, dst_offset, len].iter().all(|v| v % 4 == 0);
+        // wgpu copies whole words between distinct buffers; the session goes through the host otherwise.
+        if !aligned || s.buf == d.buf || !Arc::ptr_eq(&s.gpu, &self.gpu) {
+            return Ok(false);
+        }
+        if len == 0 {
+            return Ok(true);
+        }
+        self.gpu.scoped("copy", || {
+            let mut enc = self
+                .gpu
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+            enc.copy_buffer_to_buffer(
+                &s.buf,
+                src_offset as u64,
+                &d.buf,
+                dst_offset as u64,
+                len as u64,
+            );
+            self.gpu.queue.submit([enc.finish()]);
+        })?;
+        Ok(true)
+    }
+
+    fn check_graph(&self, graph: &Graph) -> Result<(), DeviceError> {
+        for node in graph.compute_nodes() {
+            if kernels::supports(graph, node) {
+                continue;
+            }
+            cpu_ops::check(graph, node)
+                .map_err(|reason| DeviceError::op(graph.tensors[node].op.name(), reason))?;
+        }
+        Ok(())
+    }
+
+    fn compute(&self, graph: &Graph, buffers: &BufferSet) -> Result<(), DeviceError> {
+        let report = self.compute_with(graph, buffers, cpu_ops::run)?;
+        if !report.fallback.is_empty() {
+            tracing::debug!(
+                native = report.native,
+                fallback = ?report.fallback,
+                "wgpu graph done"
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,176 @@
+//! Whole graphs: native nodes batched around CPU-fallback nodes, agreement with the CPU device, and
+//! errors that end a computation cleanly.
+
+use super::kernels::li;
+use super::refs::{close, random_tensor};
+use super::{Builder, device_or_skip};
+use crate::device::cpu::CpuDevice;
+use crate::device::cpu::ops::testutil::{Rng, params_f32};
+use crate::device::cpu::ops::{self, Dst, Src};
+use crate::device::{Device, DeviceError};
+use crate::ggml::{GgmlType, MAX_SRC, Op, Tensor};
+
+/// A host kernel standing in for the CPU ops: SUM of contiguous f32 and SUM_ROWS.
+fn host_sum(src: &[Option<Src<'_>>; MAX_SRC], dst: Dst<'_>) -> Result<(), DeviceError> {
+    let a = src[0]
+        .as_ref()
+        .ok_or_else(|| DeviceError::op("SUM", "no source"))?;
+    let vals: Vec<f32> = a
+        .data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    match dst.t.op {
+        Op::Sum => dst.data[..4].copy_from_slice(&vals.iter().sum::<f32>().to_le_bytes()),
+        Op::SumRows => {
+            for (r, row) in vals.chunks_exact(a.t.ne[0]).enumerate() {
+                dst.data[4 * r..4 * r + 4].copy_from_slice(&row.iter().sum::<f32>().to_le_bytes());
+            }
+        }
+        _ => return Err(DeviceError::op(dst.t.op.name(), "not in this test kernel")),
+    }
+    Ok(())
+}
+
+#[test]
+fn fallback_nodes_between_native_nodes() {
+    let Some(dev) = device_or_skip("fallback_nodes_between_native_nodes") else {
+        return;
+    };
+    let mut rng = Rng::new(30);
+    let ne = [9, 4, 1, 1];
+    let (a, av) = random_tensor(GgmlType::F32, ne, &mut rng);
+    let (b, bv) = random_tensor(GgmlType::F32, ne, &mut rng);
+    let mut g = Builder::new(&dev);
+    let (ia, ib) = (g.input(&a), g.input(&b));
+    let add = g.node(Tensor::new(GgmlType::F32, ne), Op::Add, [0; 16], &[ia, ib]);
+    let rows = g.node(
+        Tensor::new(GgmlType::F32, [1, 4, 1, 1]),
+        Op::SumRows,
+        [0; 16],
+        &[add],
+    );
+    let scaled = g.node(
+        Tensor::new(GgmlType::F32, [1, 4, 1, 1]),
+        Op::Scale,
+        params_f32(&[2.0, 1.0]),
+        &[rows],
+    );
+    let total = g.node(
+        Tensor::new(GgmlType::F32, [1, 1, 1, 1]),
+        Op::Sum,
+        [0; 16],
+        &[scaled],
+    );
+    let report = dev.compute_with(&g.graph, &g.buffers, host_sum).unwrap();
+    assert_eq!(report.native, 2);
+    assert_eq!(report.fallback, vec!["SUM_ROWS", "SUM"]);
+    let want_rows: Vec<f64> = (0..4)
+        .map(|r| {
+            (0..9)
+                .map(|i| (av[li(ne, [i, r, 0, 0])] + bv[li(ne, [i, r, 0, 0])]) as f64)
+                .sum()
+        })
+        .collect();
+    close(&g.read_f32(rows), &want_rows, 1e-5, "sum_rows");
+    let want_scaled: Vec<f64> = want_rows.iter().map(|x| 2.0 * x + 1.0).collect();
+    close(&g.read_f32(scaled), &want_scaled, 1e-5, "scale");
+    close(&g.read_f32(total), &[want_scaled.iter().sum()], 1e-5, "sum");
+}
+
+#[test]
+fn unsupported_ops_fail_cleanly() {
+    let Some(dev) = device_or_skip("unsupported_ops_fail_cleanly") else {
+        return;
+    };
+    let mut rng = Rng::new(31);
+    let (a, _) = random_tensor(GgmlType::F32, [8, 2, 1, 1], &mut rng);
+    let mut g = Builder::new(&dev);
+    let ia = g.input(&a);
+    g.node(
+        Tensor::new(GgmlType::F32, [8, 2, 1, 1]),
+        Op::Pad,
+        [0; 16],
+        &[ia],
+    );
+    if ops::check(&g.graph, 1).is_err() {
+        assert!(
+            dev.check_graph(&g.graph).is_err(),
+            "PAD is neither native nor on the CPU"
+        );
+    }
+    // A failing host kernel surfaces as an error, never a panic.
+    let err = dev
+        .compute_with(&g.graph, &g.buffers, host_sum)
+        .unwrap_err();
+    assert!(err.to_string().contains("PAD"), "{err}");
+}
+
+#[test]
+fn small_graph_matches_the_cpu_device() {
+    let Some(dev) = device_or_skip("small_graph_matches_the_cpu_device") else {
+        return;
+    };
+    let mut rng = Rng::new(32);
+    let (w, _) = random_tensor(GgmlType::F32, [16, 8, 1, 1], &mut rng);
+    let (x, _) = random_tensor(GgmlType::F32, [16, 3, 1, 1], &mut rng);
+    let build = |g: &mut Builder| {
+        let (iw, ix) = (g.input(&w), g.input(&x));
+        let mm = g.node(
+            Tensor::new(GgmlType::F32, [8, 3, 1, 1]),
+            Op::MulMat,
+            [0; 16],
+            &[iw, ix],
+        );
+        let n = g.node(
+            Tensor::new(GgmlType::F32, [8, 3, 1, 1]),
+            Op::RmsNorm,
+            params_f32(&[1e-6]),
+            &[mm],
+        );
+        let s = g.node(
+            Tensor::new(GgmlType::F32, [8, 3, 1, 1]),
+            Op::SoftMax,
+            params_f32(&[1.0, 0.0]),
+            &[n],
+        );
+        g.node(
+            Tensor::new(GgmlType::F32, [8, 3, 1, 1]),
+            Op::SumRows,
+            [0; 16],
+            &[s],
+        )
+    };
+    let mut g = Builder::new(&dev);
+    let out = build(&mut g);
+    let cpu = CpuDevice::new(1, None).unwrap();
+    if let Err(e) = cpu.check_graph(&g.graph) {
+        eprintln!(
+            "skipping small_graph_matches_the_cpu_device: the CPU device cannot run it yet ({e})"
+        );
+        return;
+    }
+    dev.check_graph(&g.graph).unwrap();
+    dev.compute(&g.graph, &g.buffers).unwrap();
+    let got = g.read_f32(out);
+    // The same graph in CPU buffers.
+    let cg = g.graph.clone();
+    let mut cbufs = crate::device::BufferSet::new();
+    for (h, b) in &g.buffers {
+        let mut bytes = vec![0u8; b.size()];
+        b.read(0, &mut bytes).unwrap();
+        let cb = cpu.alloc(b.size()).unwrap();
+        cb.write(0, &bytes).unwrap();
+        cbufs.insert(*h, cb);
+    }
+    cpu.compute(&cg, &cbufs).unwrap();
+    let t = &cg.tensors[out];
+    let d = t.data.unwrap();
+    let mut bytes = vec![0u8; t.nbytes().unwrap()];
+    cbufs[&d.buffer].read(d.offset, &mut bytes).unwrap();
+    let want: Vec<f64> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+        .collect();
+    close(&got, &want, 1e-4, "graph vs CPU device");
+}

@@ -1,0 +1,150 @@
+//! MUL_MAT and GET_ROWS for every supported weight type, including weights split across bindings.
+//! Tolerances: see `kernels.rs`.
+
+use super::kernels::{each, li};
+use super::refs::{close, random_tensor};
+use super::{Builder, device_or_skip, device_with};
+use crate::device::DeviceError;
+use crate::device::cpu::ops::testutil::{HostTensor, Rng};
+use crate::device::cpu::ops::{Dst, Src};
+use crate::ggml::{GgmlType, MAX_SRC, Op, Tensor};
+
+const TYPES: [GgmlType; 6] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::Q8_0,
+    GgmlType::Q5_0,
+    GgmlType::Q4K,
+    GgmlType::Q6K,
+];
+
+fn no_fallback(_: &[Option<Src<'_>>; MAX_SRC], dst: Dst<'_>) -> Result<(), DeviceError> {
+    Err(DeviceError::op(dst.t.op.name(), "unexpected CPU fallback"))
+}
+
+fn mat_mul_case(
+    dev: &super::WgpuDevice,
+    typ: GgmlType,
+    a_ne: [usize; 4],
+    b_ne: [usize; 4],
+    rng: &mut Rng,
+) {
+    let (a, av) = random_tensor(typ, a_ne, rng);
+    let (b, bv) = random_tensor(GgmlType::F32, b_ne, rng);
+    let b = if b_ne[1] > 1 {
+        b.permuted([0, 2, 1, 3])
+    } else {
+        b
+    };
+    let d_ne = [a_ne[1], b_ne[1], b_ne[2], b_ne[3]];
+    let mut g = Builder::new(dev);
+    let (ia, ib) = (g.input(&a), g.input(&b));
+    let n = g.node(
+        Tensor::new(GgmlType::F32, d_ne),
+        Op::MulMat,
+        [0; 16],
+        &[ia, ib],
+    );
+    let r = dev.compute_with(&g.graph, &g.buffers, no_fallback).unwrap();
+    assert_eq!(r.native, 1);
+    let got = g.read_f32(n);
+    let (r2, r3) = (b_ne[2] / a_ne[2], b_ne[3] / a_ne[3]);
+    let want: Vec<f64> = each(d_ne)
+        .map(|[m, j, i2, i3]| {
+            (0..a_ne[0])
+                .map(|k| {
+                    av[li(a_ne, [k, m, i2 / r2, i3 / r3])] as f64
+                        * bv[li(b_ne, [k, j, i2, i3])] as f64
+                })
+                .sum()
+        })
+        .collect();
+    close(
+        &got,
+        &want,
+        2e-4,
+        &format!("mul_mat {} {a_ne:?} x {b_ne:?}", typ.name()),
+    );
+}
+
+#[test]
+fn mul_mat_every_weight_type() {
+    let Some(dev) = device_or_skip("mul_mat_every_weight_type") else {
+        return;
+    };
+    let mut rng = Rng::new(10);
+    for typ in TYPES {
+        let k = if typ.block_size() == 256 { 512 } else { 96 };
+        mat_mul_case(&dev, typ, [k, 7, 1, 1], [k, 1, 1, 1], &mut rng);
+        mat_mul_case(&dev, typ, [k, 5, 2, 1], [k, 3, 4, 1], &mut rng);
+    }
+    mat_mul_case(&dev, GgmlType::F32, [33, 9, 1, 2], [33, 4, 3, 2], &mut rng);
+    // Long rows with few outputs take the workgroup-per-element kernel.
+    for typ in [GgmlType::F32, GgmlType::Q8_0, GgmlType::Q4K] {
+        mat_mul_case(&dev, typ, [9216, 2, 1, 1], [9216, 1, 1, 1], &mut rng);
+    }
+    mat_mul_case(
+        &dev,
+        GgmlType::F32,
+        [9217, 2, 1, 1],
+        [9217, 1, 1, 1],
+        &mut rng,
+    );
+}
+
+#[test]
+fn mul_mat_and_get_rows_split_large_weights() {
+    // A 4 KiB binding limit makes every weight below span several windows.
+    let Some(dev) = device_with("mul_mat_and_get_rows_split_large_weights", Some(4096)) else {
+        return;
+    };
+    let mut rng = Rng::new(11);
+    for typ in [GgmlType::Q8_0, GgmlType::F32, GgmlType::Q6K] {
+        let k = if typ.block_size() == 256 { 256 } else { 64 };
+        mat_mul_case(&dev, typ, [k, 61, 1, 1], [k, 1, 1, 1], &mut rng);
+        // Three rows of output stay within one 4 KiB binding even for 256-wide rows.
+        get_rows_case(&dev, typ, [k, 61, 1, 1], &[60, 0, 33], &mut rng);
+    }
+}
+
+fn get_rows_case(
+    dev: &super::WgpuDevice,
+    typ: GgmlType,
+    a_ne: [usize; 4],
+    rows: &[i32],
+    rng: &mut Rng,
+) {
+    let (a, av) = random_tensor(typ, a_ne, rng);
+    let n = rows.len() / (a_ne[2] * a_ne[3]);
+    let idx = HostTensor::from_i32([n, a_ne[2], a_ne[3], 1], rows);
+    let d_ne = [a_ne[0], n, a_ne[2], a_ne[3]];
+    let mut g = Builder::new(dev);
+    let (ia, ii) = (g.input(&a), g.input(&idx));
+    let out = g.node(
+        Tensor::new(GgmlType::F32, d_ne),
+        Op::GetRows,
+        [0; 16],
+        &[ia, ii],
+    );
+    dev.compute_with(&g.graph, &g.buffers, no_fallback).unwrap();
+    let got = g.read_f32(out);
+    let want: Vec<f64> = each(d_ne)
+        .map(|[i0, i, j, k]| {
+            let r = rows[i + n * (j + a_ne[2] * k)] as usize;
+            av[li(a_ne, [i0, r, j, k])] as f64
+        })
+        .collect();
+    close(&got, &want, 1e-6, &format!("get_rows {}", typ.name()));
+}
+
+#[test]
+fn get_rows_every_weight_type() {
+    let Some(dev) = device_or_skip("get_rows_every_weight_type") else {
+        return;
+    };
+    let mut rng = Rng::new(12);
+    for typ in TYPES {
+        let k = if typ.block_size() == 256 { 256 } else { 64 };
+        get_rows_case(&dev, typ, [k, 9, 2, 1], &[8, 0, 3, 1, 1, 7], &mut rng);
+    }
+}

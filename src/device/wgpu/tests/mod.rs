@@ -1,0 +1,121 @@
+//! Tests of the wgpu device. Shader validation needs no adapter; everything else runs on the first
+//! adapter found (lavapipe on the project's machines) and is skipped with a printed reason when there
+//! is none, except under CI (`CI` set), where a missing adapter fails.
+
+mod attention;
+mod bench;
+mod buffers;
+mod graphs;
+mod kernels;
+mod matmul;
+mod refs;
+mod rows;
+mod shaders;
+
+use std::sync::Arc;
+
+use super::WgpuDevice;
+use crate::device::cpu::ops::testutil::HostTensor;
+use crate::device::{Buffer, BufferSet, Device, DeviceOptions};
+use crate::ggml::{DataRef, Graph, Op, Tensor, TensorFlags};
+
+/// The test device, or `None` (after printing why) when this machine has no adapter. Panics when `CI`
+/// is set: CI machines have lavapipe, so a missing adapter there is a broken setup, not a skip.
+pub fn device_or_skip(test: &str) -> Option<WgpuDevice> {
+    device_with(test, None)
+}
+
+/// Like `device_or_skip`, with the largest storage binding lowered to `binding` bytes so that the
+/// split paths for big tensors run on small data.
+pub fn device_with(test: &str, binding: Option<u64>) -> Option<WgpuDevice> {
+    let Some(found) = super::discovery::first_adapter() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("{test}: CI is set but no wgpu adapter was found (install mesa-vulkan-drivers)");
+        }
+        eprintln!("skipping {test}: no wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
+        return None;
+    };
+    let opts = DeviceOptions {
+        threads: 1,
+        mem_cap: None,
+    };
+    let dev = WgpuDevice::open_limited(&found.name, &found.adapter, &opts, binding)
+        .unwrap_or_else(|e| panic!("{test}: cannot open {}: {e}", found.name));
+    Some(dev)
+}
+
+/// Builds a graph whose tensors live in device buffers, one buffer per tensor at a small offset so
+/// that kernels see tensors that do not start at the buffer base.
+pub struct Builder<'d> {
+    pub dev: &'d WgpuDevice,
+    pub graph: Graph,
+    pub buffers: BufferSet,
+}
+
+/// Offset of every tensor inside its buffer (a multiple of 4 and of the storage offset alignment's
+/// divisors, but not of the alignment itself).
+const PAD: usize = 20;
+
+impl<'d> Builder<'d> {
+    pub fn new(dev: &'d WgpuDevice) -> Self {
+        Builder {
+            dev,
+            graph: Graph::default(),
+            buffers: BufferSet::new(),
+        }
+    }
+
+    fn place(&mut self, mut t: Tensor, bytes: Option<&[u8]>) -> usize {
+        let len = t.nbytes().unwrap();
+        let handle = self.buffers.len() as u64 + 1;
+        let buf: Arc<dyn Buffer> = self.dev.alloc(PAD + len + 8).unwrap();
+        buf.fill(0, PAD + len + 8, 0x5a).unwrap();
+        if let Some(b) = bytes {
+            buf.write(PAD, b).unwrap();
+        }
+        self.buffers.insert(handle, buf);
+        t.data = Some(DataRef {
+            buffer: handle,
+            offset: PAD,
+        });
+        self.graph.tensors.push(t);
+        self.graph.tensors.len() - 1
+    }
+
+    /// A leaf holding `h`'s bytes (with `h`'s strides).
+    pub fn input(&mut self, h: &HostTensor) -> usize {
+        self.place(h.t.clone(), Some(&h.bytes))
+    }
+
+    /// A node computing `op` into a fresh tensor shaped like `out`.
+    pub fn node(&mut self, out: Tensor, op: Op, params: [i32; 16], srcs: &[usize]) -> usize {
+        let mut t = out;
+        t.op = op;
+        t.op_params = params;
+        t.flags = TensorFlags::COMPUTE;
+        for (k, &s) in srcs.iter().enumerate() {
+            t.src[k] = Some(s);
+        }
+        let i = self.place(t, None);
+        self.graph.nodes.push(i);
+        i
+    }
+
+    /// The current bytes of tensor `i`.
+    pub fn read(&self, i: usize) -> Vec<u8> {
+        let t = &self.graph.tensors[i];
+        let d = t.data.unwrap();
+        let mut out = vec![0u8; t.nbytes().unwrap()];
+        self.buffers[&d.buffer].read(d.offset, &mut out).unwrap();
+        out
+    }
+
+    /// Tensor `i` as f32 values in logical order.
+    pub fn read_f32(&self, i: usize) -> Vec<f32> {
+        HostTensor {
+            t: self.graph.tensors[i].clone(),
+            bytes: self.read(i),
+        }
+        .to_f32()
+    }
+}
