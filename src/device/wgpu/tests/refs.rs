@@ -132,7 +132,7 @@ pub fn close(got: &[f32], want: &[f64], tol: f64, what: &str) {
 }
 
 #[test]
-fn reference_dequantizer_matches_the_crate_codec_where_it_exists() {
+fn reference_dequantizer_matches_the_crate_codec() {
     let mut rng = Rng::new(7);
     for typ in [GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::Q4K, GgmlType::Q6K] {
         let b = random_blocks(typ, 2, &mut rng);
@@ -140,9 +140,7 @@ fn reference_dequantizer_matches_the_crate_codec_where_it_exists() {
         let mut ours = vec![0f32; n];
         dequant_row(typ, &b, &mut ours);
         let mut theirs = vec![0f32; n];
-        match crate::quant::dequantize_row(typ, &b, &mut theirs) {
-            Ok(()) => assert_eq!(ours, theirs, "{}", typ.name()),
-            Err(e) => eprintln!("skipping {} cross-check: {e}", typ.name()),
-        }
+        crate::quant::dequantize_row(typ, &b, &mut theirs).unwrap();
+        assert_eq!(ours, theirs, "{}", typ.name());
     }
 }
