@@ -21,7 +21,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
-echo "== cargo test"
-cargo test --all-targets
+echo "== cargo test (release profile: shares its build with the real-client tier)"
+cargo test --release --all-targets
 echo "== real-client tier (llama.cpp + Gemma 3 270M)"
 bash scripts/e2e.sh
