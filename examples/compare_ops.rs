@@ -34,19 +34,30 @@ fn random_bytes(rng: &mut Rng, t: &WireTensor, scale: f32) -> Vec<u8> {
             .iter()
             .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
             .collect(),
-        GgmlType::Q4K | GgmlType::Q6K => {
-            // Random quants with small, valid f16 scales at the right offsets.
+        GgmlType::Q2K
+        | GgmlType::Q3K
+        | GgmlType::Q4K
+        | GgmlType::Q5K
+        | GgmlType::Q6K
+        | GgmlType::Iq4Xs => {
+            // Random quants and sub-block scales with small, valid f16 scales at the right offsets:
+            // (offset of d, offset of dmin).
+            let (d_off, dmin_off) = match typ {
+                GgmlType::Q2K => (80, Some(82)),
+                GgmlType::Q3K => (108, None),
+                GgmlType::Q4K | GgmlType::Q5K => (0, Some(2)),
+                GgmlType::Q6K => (208, None),
+                _ => (0, None),
+            };
             let bs = typ.type_size();
             let mut b: Vec<u8> = (0..wire_nbytes(t).expect("size") as usize)
                 .map(|_| (rng.f() * 127.0) as i8 as u8)
                 .collect();
             for blk in b.chunks_exact_mut(bs) {
                 let d = half::f16::from_f32(0.001 + rng.f().abs() * 0.002).to_le_bytes();
-                if typ == GgmlType::Q4K {
-                    blk[0..2].copy_from_slice(&d);
-                    blk[2..4].copy_from_slice(&half::f16::from_f32(0.001).to_le_bytes());
-                } else {
-                    blk[208..210].copy_from_slice(&d);
+                blk[d_off..d_off + 2].copy_from_slice(&d);
+                if let Some(o) = dmin_off {
+                    blk[o..o + 2].copy_from_slice(&half::f16::from_f32(0.001).to_le_bytes());
                 }
             }
             b
@@ -89,15 +100,22 @@ fn cases() -> Vec<Case> {
         GgmlType::Q8_0,
         GgmlType::Q4K,
         GgmlType::Q6K,
+        GgmlType::Q5K,
+        GgmlType::Q3K,
+        GgmlType::Q2K,
+        GgmlType::Iq4Xs,
         GgmlType::F16,
         GgmlType::F32,
     ] {
-        for n in [1usize, 7, 130] {
-            let (k, m) = if matches!(typ, GgmlType::Q4K | GgmlType::Q6K) {
-                (2048, 640)
-            } else {
-                (640, 1024)
-            };
+        let kq = typ.block_size() == 256;
+        // K-quants switch to ggml's tiled matmul at n >= 8: check both sides of the edge.
+        let ns: &[usize] = if kq {
+            &[1, 7, 8, 64, 130]
+        } else {
+            &[1, 7, 130]
+        };
+        for &n in ns {
+            let (k, m) = if kq { (2048, 640) } else { (640, 1024) };
             v.push(Case {
                 name: format!("MUL_MAT {} {k}x{m} n={n}", typ.name()),
                 build: Box::new(move |g| {

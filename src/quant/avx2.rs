@@ -198,17 +198,15 @@ fn dot_mxfp4_impl(x: &[u8], y: &[u8]) -> f32 {
     hsum(acc)
 }
 
-/// One Q4_K/Q5_K super-block: `d·Σ_j scale_j·(quants_j · q8_j)` goes into `acc`, and
-/// `−dmin·Σ_j min_j·(Σ q8_j)` into `acc_m`. `quants[c]` holds chunk c's (low, high) sub-blocks.
+/// The integer sums of one Q4_K/Q5_K super-block: `Σ_j scale_j·(quants_j · q8_j)` in 8 i32 lanes and
+/// `Σ_j min_j·(Σ q8_j)` in 4. `quants[c]` holds chunk c's (low, high) sub-blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn k4_block<const B: usize>(
+fn k4_sums<const B: usize>(
     b: &[u8; B],
     q: &[u8; 292],
     quants: [(__m256i, __m256i); 4],
-    acc: &mut __m256,
-    acc_m: &mut __m128,
-) {
+) -> (__m256i, __m128i) {
     // Packed with 32-bit masks like ggml (byte-wise unpacking makes LLVM emit slow SSE4a `insertq`).
     let u = k4_packed(&scale_bytes::<4, B>(b));
     let sm = _mm256_cvtepu8_epi16(_mm_set_epi32(
@@ -217,15 +215,12 @@ fn k4_block<const B: usize>(
         u[1] as i32,
         u[0] as i32,
     ));
-    let dy = q8k_d(q);
     let bsums = load(q, 260);
     let q8s = _mm_hadd_epi16(
         _mm256_castsi256_si128(bsums),
         _mm256_extracti128_si256::<1>(bsums),
     );
     let prod = _mm_madd_epi16(_mm256_extracti128_si256::<1>(sm), q8s);
-    let dmin = -dy * f16v(b[2], b[3]);
-    *acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), *acc_m);
     let sc = _mm256_castsi256_si128(sm);
     let scales = _mm256_set_m128i(sc, sc);
     let mut sumi = _mm256_setzero_si256();
@@ -239,7 +234,44 @@ fn k4_block<const B: usize>(
         let ph = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, sel_h), ph);
         sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
     }
+    (sumi, prod)
+}
+
+/// One Q4_K/Q5_K super-block: `d·Σ_j scale_j·(quants_j · q8_j)` goes into `acc`, and
+/// `−dmin·Σ_j min_j·(Σ q8_j)` into `acc_m`. `quants[c]` holds chunk c's (low, high) sub-blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn k4_block<const B: usize>(
+    b: &[u8; B],
+    q: &[u8; 292],
+    quants: [(__m256i, __m256i); 4],
+    acc: &mut __m256,
+    acc_m: &mut __m128,
+) {
+    let (sumi, prod) = k4_sums(b, q, quants);
+    let dy = q8k_d(q);
+    let dmin = -dy * f16v(b[2], b[3]);
+    *acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), *acc_m);
     *acc = fma(f16v(b[0], b[1]) * dy, sumi, *acc);
+}
+
+/// The sum of 4 i32 lanes (exact; the totals fit).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn hsum_i32x4(x: __m128i) -> i32 {
+    let x = _mm_add_epi32(x, _mm_shuffle_epi32::<0b01_00_11_10>(x));
+    let x = _mm_add_epi32(x, _mm_shuffle_epi32::<0b10_11_00_01>(x));
+    _mm_cvtsi128_si32(x)
+}
+
+/// The sum of 8 i32 lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn hsum_i32(x: __m256i) -> i32 {
+    hsum_i32x4(_mm_add_epi32(
+        _mm256_castsi256_si128(x),
+        _mm256_extracti128_si256::<1>(x),
+    ))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -249,93 +281,138 @@ fn hsum4(x: __m128) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
 }
 
+/// The 4-bit quants of a Q4_K block as (low, high) sub-block pairs.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q4_k_quants(b: &[u8; 144]) -> [(__m256i, __m256i); 4] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    std::array::from_fn(|c| {
+        let bits = load(b, 16 + 32 * c);
+        (
+            _mm256_and_si256(bits, m4),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4),
+        )
+    })
+}
+
+/// The 5-bit quants of a Q5_K block as (low, high) sub-block pairs.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q5_k_quants(b: &[u8; 176]) -> [(__m256i, __m256i); 4] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let one = _mm256_set1_epi8(1);
+    let hb = load(b, 16);
+    std::array::from_fn(|c| {
+        let bits = load(b, 48 + 32 * c);
+        // Bit 2c (resp. 2c + 1) of each qh byte, moved to bit 4.
+        let h0 = _mm256_and_si256(_mm256_srl_epi16(hb, _mm_cvtsi32_si128(2 * c as i32)), one);
+        let h1 = _mm256_and_si256(
+            _mm256_srl_epi16(hb, _mm_cvtsi32_si128(2 * c as i32 + 1)),
+            one,
+        );
+        let lo = _mm256_or_si256(_mm256_and_si256(bits, m4), _mm256_slli_epi16::<4>(h0));
+        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
+        (lo, _mm256_or_si256(hi, _mm256_slli_epi16::<4>(h1)))
+    })
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_q4_k_impl(x: &[u8], y: &[u8]) -> f32 {
-    let m4 = _mm256_set1_epi8(0x0F);
     let (mut acc, mut acc_m) = (_mm256_setzero_ps(), _mm_setzero_ps());
     for (b, q) in x.as_chunks::<144>().0.iter().zip(y.as_chunks::<292>().0) {
-        let mut quants = [(_mm256_setzero_si256(), _mm256_setzero_si256()); 4];
-        for (c, qc) in quants.iter_mut().enumerate() {
-            let bits = load(b, 16 + 32 * c);
-            *qc = (
-                _mm256_and_si256(bits, m4),
-                _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4),
-            );
-        }
-        k4_block(b, q, quants, &mut acc, &mut acc_m);
+        k4_block(b, q, q4_k_quants(b), &mut acc, &mut acc_m);
     }
     hsum(acc) + hsum4(acc_m)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_q5_k_impl(x: &[u8], y: &[u8]) -> f32 {
-    let m4 = _mm256_set1_epi8(0x0F);
-    let one = _mm256_set1_epi8(1);
     let (mut acc, mut acc_m) = (_mm256_setzero_ps(), _mm_setzero_ps());
     for (b, q) in x.as_chunks::<176>().0.iter().zip(y.as_chunks::<292>().0) {
-        let hb = load(b, 16);
-        let mut quants = [(_mm256_setzero_si256(), _mm256_setzero_si256()); 4];
-        for (c, qc) in quants.iter_mut().enumerate() {
-            let bits = load(b, 48 + 32 * c);
-            // Bit 2c (resp. 2c + 1) of each qh byte, moved to bit 4.
-            let h0 = _mm256_and_si256(_mm256_srl_epi16(hb, _mm_cvtsi32_si128(2 * c as i32)), one);
-            let h1 = _mm256_and_si256(
-                _mm256_srl_epi16(hb, _mm_cvtsi32_si128(2 * c as i32 + 1)),
-                one,
-            );
-            let lo = _mm256_or_si256(_mm256_and_si256(bits, m4), _mm256_slli_epi16::<4>(h0));
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
-            *qc = (lo, _mm256_or_si256(hi, _mm256_slli_epi16::<4>(h1)));
-        }
-        k4_block(b, q, quants, &mut acc, &mut acc_m);
+        k4_block(b, q, q5_k_quants(b), &mut acc, &mut acc_m);
     }
     hsum(acc) + hsum4(acc_m)
 }
 
+/// ggml's tiled-path numerics for Q4_K (see `tiled.rs`): exact block sums, then
+/// `fma(fnmadd(dmin, s2, d·s1), d8, acc)` per block.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q6_k_impl(x: &[u8], y: &[u8]) -> f32 {
+fn tiled_q4_k_impl(x: &[u8], y: &[u8]) -> f32 {
+    let mut acc = 0f32;
+    for (b, q) in x.as_chunks::<144>().0.iter().zip(y.as_chunks::<292>().0) {
+        let (sumi, prod) = k4_sums(b, q, q4_k_quants(b));
+        let (s1, s2) = (hsum_i32(sumi), hsum_i32x4(prod));
+        acc = super::tiled::step_min(acc, f16v(b[0], b[1]), f16v(b[2], b[3]), s1, s2, q8k_d(q));
+    }
+    acc
+}
+
+/// ggml's tiled-path numerics for Q5_K (see `tiled.rs`).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tiled_q5_k_impl(x: &[u8], y: &[u8]) -> f32 {
+    let mut acc = 0f32;
+    for (b, q) in x.as_chunks::<176>().0.iter().zip(y.as_chunks::<292>().0) {
+        let (sumi, prod) = k4_sums(b, q, q5_k_quants(b));
+        let (s1, s2) = (hsum_i32(sumi), hsum_i32x4(prod));
+        acc = super::tiled::step_min(acc, f16v(b[0], b[1]), f16v(b[2], b[3]), s1, s2, q8k_d(q));
+    }
+    acc
+}
+
+/// The integer sums of one Q6_K block with the quants taken unsigned (0..63): 8 lanes of
+/// `Σ scale·(quants·q8)`, and per lane l the `32·Σ scale·bsum` of groups 2l and 2l+1 that turns
+/// them into the signed sums.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q6_k_sums(b: &[u8; 210], q: &[u8; 292]) -> (__m256i, [i32; 8]) {
     let m4 = _mm256_set1_epi8(0x0F);
     let m3 = _mm256_set1_epi8(3);
+    let sc: [i16; 16] = std::array::from_fn(|g| b[192 + g] as i8 as i16);
+    let bs = q8k_bsums(q);
+    let off: [i32; 8] = std::array::from_fn(|l| {
+        (sc[2 * l] as i32 * bs[2 * l] + sc[2 * l + 1] as i32 * bs[2 * l + 1]) * 32
+    });
+    let mut sumi = _mm256_setzero_si256();
+    for h in 0..2 {
+        let l0 = load(b, 64 * h);
+        let l1 = load(b, 64 * h + 32);
+        let qh = load(b, 128 + 32 * h);
+        let quants = [
+            _mm256_or_si256(
+                _mm256_and_si256(l0, m4),
+                _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m3)),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(l1, m4),
+                _mm256_slli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(12))),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(l0), m4),
+                _mm256_and_si256(qh, _mm256_set1_epi8(48)),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(l1), m4),
+                _mm256_srli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(-64))),
+            ),
+        ];
+        for (k, qv) in quants.into_iter().enumerate() {
+            let g = 8 * h + 2 * k;
+            let p = _mm256_maddubs_epi16(qv, load(q, 4 + 128 * h + 32 * k));
+            let s = _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s, p));
+        }
+    }
+    (sumi, off)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_q6_k_impl(x: &[u8], y: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (b, q) in x.as_chunks::<210>().0.iter().zip(y.as_chunks::<292>().0) {
-        let sc: [i16; 16] = std::array::from_fn(|g| b[192 + g] as i8 as i16);
-        // Quants are used unsigned (0..63); the −32 comes back as 32·Σ scale·bsum.
-        let bs = q8k_bsums(q);
-        // ggml subtracts 32·Σ scale·bsum lane by lane (lane l: groups 2l and 2l+1), and the lanes
-        // are summed in float later, so the split matters for rounding.
-        let off: [i32; 8] = std::array::from_fn(|l| {
-            (sc[2 * l] as i32 * bs[2 * l] + sc[2 * l + 1] as i32 * bs[2 * l + 1]) * 32
-        });
-        let mut sumi = _mm256_setzero_si256();
-        for h in 0..2 {
-            let l0 = load(b, 64 * h);
-            let l1 = load(b, 64 * h + 32);
-            let qh = load(b, 128 + 32 * h);
-            let quants = [
-                _mm256_or_si256(
-                    _mm256_and_si256(l0, m4),
-                    _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m3)),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(l1, m4),
-                    _mm256_slli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(12))),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(l0), m4),
-                    _mm256_and_si256(qh, _mm256_set1_epi8(48)),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(l1), m4),
-                    _mm256_srli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(-64))),
-                ),
-            ];
-            for (k, qv) in quants.into_iter().enumerate() {
-                let g = 8 * h + 2 * k;
-                let p = _mm256_maddubs_epi16(qv, load(q, 4 + 128 * h + 32 * k));
-                let s = _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s, p));
-            }
-        }
+        // Quants are used unsigned (0..63); the −32 comes back as 32·Σ scale·bsum. ggml subtracts
+        // it lane by lane and the lanes are summed in float later, so the split matters for
+        // rounding.
+        let (sumi, off) = q6_k_sums(b, q);
         let d = f16v(b[208], b[209]) * q8k_d(q);
         acc = fma(
             d,
@@ -349,6 +426,18 @@ fn dot_q6_k_impl(x: &[u8], y: &[u8]) -> f32 {
         );
     }
     hsum(acc)
+}
+
+/// ggml's tiled-path numerics for Q6_K (see `tiled.rs`): exact block sum, then `fma(d·s1, d8, acc)`.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tiled_q6_k_impl(x: &[u8], y: &[u8]) -> f32 {
+    let mut acc = 0f32;
+    for (b, q) in x.as_chunks::<210>().0.iter().zip(y.as_chunks::<292>().0) {
+        let (sumi, off) = q6_k_sums(b, q);
+        let s1 = hsum_i32(sumi) - off.iter().sum::<i32>();
+        acc = super::tiled::step(acc, f16v(b[208], b[209]), s1, q8k_d(q));
+    }
+    acc
 }
 
 /// F16 × F16 (`ggml_vec_dot_f16`): four 8-lane FMA accumulators over 32 elements per step; the tail
@@ -411,4 +500,7 @@ entries! {
     dot_q6_k => dot_q6_k_impl,
     dot_f16 => dot_f16_impl,
     dot_f32 => dot_f32_impl,
+    tiled_q4_k => tiled_q4_k_impl,
+    tiled_q5_k => tiled_q5_k_impl,
+    tiled_q6_k => tiled_q6_k_impl,
 }

@@ -161,6 +161,22 @@ pub(super) fn dot_iq4_nl(x: &[u8], y: &[u8]) -> f32 {
     sumf
 }
 
+/// Integer sum of one IQ4_XS block: Σ (scale − 32)·(values·q8), exact.
+#[inline(always)]
+pub(super) fn sums_iq4_xs(b: &[u8; 136], q: &[u8; 292]) -> i32 {
+    let mut isum = 0i32;
+    for ib in 0..8 {
+        let sub: [u8; 16] = std::array::from_fn(|j| b[8 + 16 * ib + j]);
+        let v = lookup32::<0, 16>(&KVALUES, &sub);
+        let mut sumi = 0i32;
+        for j in 0..32 {
+            sumi += v[j] as i32 * q[4 + 32 * ib + j] as i8 as i32;
+        }
+        isum += xs_scale(b, ib) * sumi;
+    }
+    isum
+}
+
 /// `ggml_vec_dot_iq4_xs_q8_K`.
 pub(super) fn dot_iq4_xs(x: &[u8], y: &[u8]) -> f32 {
     let mut sumf = 0f32;

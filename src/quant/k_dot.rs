@@ -25,25 +25,32 @@ fn sum32(a: &[u8; 32], q: &[u8; 292], off: usize) -> i32 {
     s
 }
 
+/// Integer sums of one Q2_K block: (Σ scale·(quants·q8), Σ min·bsum), exact.
+#[inline(always)]
+pub(super) fn sums_q2_k(b: &[u8; 84], q: &[u8; 292]) -> (i32, i32) {
+    let bsums = q8k_bsums(q);
+    let mut summs = 0i32;
+    for g in 0..16 {
+        summs += bsums[g] * (b[g] >> 4) as i32;
+    }
+    let mut isum = 0i32;
+    for half in 0..2 {
+        for shift in 0..4 {
+            let a: [i8; 32] =
+                std::array::from_fn(|l| ((b[16 + 32 * half + l] >> (2 * shift)) & 3) as i8);
+            let g = 8 * half + 2 * shift;
+            let off = 4 + 128 * half + 32 * shift;
+            isum += (b[g] & 0x0F) as i32 * sum16(&a[..16], q, off);
+            isum += (b[g + 1] & 0x0F) as i32 * sum16(&a[16..], q, off + 16);
+        }
+    }
+    (isum, summs)
+}
+
 pub(super) fn dot_q2_k(x: &[u8], y: &[u8]) -> f32 {
     let mut sumf = 0f32;
     for (b, q) in x.as_chunks::<84>().0.iter().zip(y.as_chunks::<292>().0) {
-        let bsums = q8k_bsums(q);
-        let mut summs = 0i32;
-        for g in 0..16 {
-            summs += bsums[g] * (b[g] >> 4) as i32;
-        }
-        let mut isum = 0i32;
-        for half in 0..2 {
-            for shift in 0..4 {
-                let a: [i8; 32] =
-                    std::array::from_fn(|l| ((b[16 + 32 * half + l] >> (2 * shift)) & 3) as i8);
-                let g = 8 * half + 2 * shift;
-                let off = 4 + 128 * half + 32 * shift;
-                isum += (b[g] & 0x0F) as i32 * sum16(&a[..16], q, off);
-                isum += (b[g + 1] & 0x0F) as i32 * sum16(&a[16..], q, off + 16);
-            }
-        }
+        let (isum, summs) = sums_q2_k(b, q);
         let dy = q8k_d(q);
         let dall = dy * f16_at(b[80], b[81]);
         let dmin = dy * f16_at(b[82], b[83]);
@@ -52,73 +59,94 @@ pub(super) fn dot_q2_k(x: &[u8], y: &[u8]) -> f32 {
     sumf
 }
 
+/// Integer sums of one Q3_K block: (Σ (scale − 32)·(quants·q8), 0), exact.
+#[inline(always)]
+pub(super) fn sums_q3_k(b: &[u8; 110], q: &[u8; 292]) -> (i32, i32) {
+    let sc = scales_q3_k(&scale_bytes::<96, 110>(b));
+    let mut isum = 0i32;
+    for half in 0..2 {
+        for shift in 0..4 {
+            let m = 4 * half + shift;
+            let a: [i8; 32] = std::array::from_fn(|l| {
+                let q2 = ((b[32 + 32 * half + l] >> (2 * shift)) & 3) as i8;
+                q2 - (((b[l] >> m) & 1) ^ 1) as i8 * 4
+            });
+            let g = 8 * half + 2 * shift;
+            let off = 4 + 128 * half + 32 * shift;
+            isum += sc[g] * sum16(&a[..16], q, off);
+            isum += sc[g + 1] * sum16(&a[16..], q, off + 16);
+        }
+    }
+    (isum, 0)
+}
+
 pub(super) fn dot_q3_k(x: &[u8], y: &[u8]) -> f32 {
     let mut sumf = 0f32;
     for (b, q) in x.as_chunks::<110>().0.iter().zip(y.as_chunks::<292>().0) {
-        let sc = scales_q3_k(&scale_bytes::<96, 110>(b));
-        let mut isum = 0i32;
-        for half in 0..2 {
-            for shift in 0..4 {
-                let m = 4 * half + shift;
-                let a: [i8; 32] = std::array::from_fn(|l| {
-                    let q2 = ((b[32 + 32 * half + l] >> (2 * shift)) & 3) as i8;
-                    q2 - (((b[l] >> m) & 1) ^ 1) as i8 * 4
-                });
-                let g = 8 * half + 2 * shift;
-                let off = 4 + 128 * half + 32 * shift;
-                isum += sc[g] * sum16(&a[..16], q, off);
-                isum += sc[g + 1] * sum16(&a[16..], q, off + 16);
-            }
-        }
+        let (isum, _) = sums_q3_k(b, q);
         sumf += (f16_at(b[108], b[109]) * q8k_d(q)) * isum as f32;
     }
     sumf
 }
 
+/// Integer sums of one Q4_K block: (Σ scale·(quants·q8), Σ min·bsum), exact.
+#[inline(always)]
+pub(super) fn sums_q4_k(b: &[u8; 144], q: &[u8; 292]) -> (i32, i32) {
+    let (sc, mn) = scale_min_k4(&scale_bytes::<4, 144>(b));
+    let bsums = q8k_bsums(q);
+    let mut summ = 0i32;
+    for g in 0..16 {
+        summ += bsums[g] * mn[g / 2] as i32;
+    }
+    let mut isum = 0i32;
+    for c in 0..4 {
+        let lo: [u8; 32] = std::array::from_fn(|l| b[16 + 32 * c + l] & 0x0F);
+        let hi: [u8; 32] = std::array::from_fn(|l| b[16 + 32 * c + l] >> 4);
+        isum += sc[2 * c] as i32 * sum32(&lo, q, 4 + 64 * c);
+        isum += sc[2 * c + 1] as i32 * sum32(&hi, q, 4 + 64 * c + 32);
+    }
+    (isum, summ)
+}
+
 pub(super) fn dot_q4_k(x: &[u8], y: &[u8]) -> f32 {
     let mut sumf = 0f32;
     for (b, q) in x.as_chunks::<144>().0.iter().zip(y.as_chunks::<292>().0) {
-        let (sc, mn) = scale_min_k4(&scale_bytes::<4, 144>(b));
-        let bsums = q8k_bsums(q);
-        let mut summ = 0i32;
-        for g in 0..16 {
-            summ += bsums[g] * mn[g / 2] as i32;
-        }
-        let mut isum = 0i32;
-        for c in 0..4 {
-            let lo: [u8; 32] = std::array::from_fn(|l| b[16 + 32 * c + l] & 0x0F);
-            let hi: [u8; 32] = std::array::from_fn(|l| b[16 + 32 * c + l] >> 4);
-            isum += sc[2 * c] as i32 * sum32(&lo, q, 4 + 64 * c);
-            isum += sc[2 * c + 1] as i32 * sum32(&hi, q, 4 + 64 * c + 32);
-        }
+        let (isum, summ) = sums_q4_k(b, q);
         let dy = q8k_d(q);
         let d = f16_at(b[0], b[1]) * dy;
         let dmin = f16_at(b[2], b[3]) * dy;
         sumf += d * isum as f32 - dmin * summ as f32;
     }
     sumf
+}
+
+/// Integer sums of one Q5_K block: (Σ scale·(quants·q8), Σ min·bsum), exact.
+#[inline(always)]
+pub(super) fn sums_q5_k(b: &[u8; 176], q: &[u8; 292]) -> (i32, i32) {
+    let (sc, mn) = scale_min_k4(&scale_bytes::<4, 176>(b));
+    let bsums = q8k_bsums(q);
+    let mut summ = 0i32;
+    for g in 0..16 {
+        summ += bsums[g] * mn[g / 2] as i32;
+    }
+    let mut isum = 0i32;
+    for c in 0..4 {
+        let lo: [u8; 32] = std::array::from_fn(|l| {
+            (b[48 + 32 * c + l] & 0x0F) | (((b[16 + l] >> (2 * c)) & 1) << 4)
+        });
+        let hi: [u8; 32] = std::array::from_fn(|l| {
+            (b[48 + 32 * c + l] >> 4) | (((b[16 + l] >> (2 * c + 1)) & 1) << 4)
+        });
+        isum += sc[2 * c] as i32 * sum32(&lo, q, 4 + 64 * c);
+        isum += sc[2 * c + 1] as i32 * sum32(&hi, q, 4 + 64 * c + 32);
+    }
+    (isum, summ)
 }
 
 pub(super) fn dot_q5_k(x: &[u8], y: &[u8]) -> f32 {
     let mut sumf = 0f32;
     for (b, q) in x.as_chunks::<176>().0.iter().zip(y.as_chunks::<292>().0) {
-        let (sc, mn) = scale_min_k4(&scale_bytes::<4, 176>(b));
-        let bsums = q8k_bsums(q);
-        let mut summ = 0i32;
-        for g in 0..16 {
-            summ += bsums[g] * mn[g / 2] as i32;
-        }
-        let mut isum = 0i32;
-        for c in 0..4 {
-            let lo: [u8; 32] = std::array::from_fn(|l| {
-                (b[48 + 32 * c + l] & 0x0F) | (((b[16 + l] >> (2 * c)) & 1) << 4)
-            });
-            let hi: [u8; 32] = std::array::from_fn(|l| {
-                (b[48 + 32 * c + l] >> 4) | (((b[16 + l] >> (2 * c + 1)) & 1) << 4)
-            });
-            isum += sc[2 * c] as i32 * sum32(&lo, q, 4 + 64 * c);
-            isum += sc[2 * c + 1] as i32 * sum32(&hi, q, 4 + 64 * c + 32);
-        }
+        let (isum, summ) = sums_q5_k(b, q);
         let dy = q8k_d(q);
         let d = f16_at(b[0], b[1]) * dy;
         let dmin = f16_at(b[2], b[3]) * dy;
@@ -127,14 +155,21 @@ pub(super) fn dot_q5_k(x: &[u8], y: &[u8]) -> f32 {
     sumf
 }
 
+/// Integer sums of one Q6_K block: (Σ scale·((quants − 32)·q8), 0), exact.
+#[inline(always)]
+pub(super) fn sums_q6_k(b: &[u8; 210], q: &[u8; 292]) -> (i32, i32) {
+    let a = unpack_q6_k(b);
+    let mut isum = 0i32;
+    for g in 0..QK_K / 16 {
+        isum += (b[192 + g] as i8) as i32 * sum16(&a[16 * g..16 * g + 16], q, 4 + 16 * g);
+    }
+    (isum, 0)
+}
+
 pub(super) fn dot_q6_k(x: &[u8], y: &[u8]) -> f32 {
     let mut sumf = 0f32;
     for (b, q) in x.as_chunks::<210>().0.iter().zip(y.as_chunks::<292>().0) {
-        let a = unpack_q6_k(b);
-        let mut isum = 0i32;
-        for g in 0..QK_K / 16 {
-            isum += (b[192 + g] as i8) as i32 * sum16(&a[16 * g..16 * g + 16], q, 4 + 16 * g);
-        }
+        let (isum, _) = sums_q6_k(b, q);
         sumf += (f16_at(b[208], b[209]) * q8k_d(q)) * isum as f32;
     }
     sumf

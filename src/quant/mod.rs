@@ -12,7 +12,8 @@
 //!
 //! Files: `float` (F32/F16/BF16), `legacy` (Q4_0/Q4_1/Q5_0/Q5_1), `q8` (Q8_0/Q8_1/Q8_K),
 //! `k_quants` (Q2_K..Q6_K decoding), `k_dot` (their dot products), `iq4` (IQ4_NL/IQ4_XS),
-//! `mxfp4`.
+//! `mxfp4`, `tiled` (the float epilogue of ggml-cpu's tiled K-quant matmul, used for batches of
+//! ≥ 8 columns).
 
 #[cfg(all(
     target_arch = "x86_64",
@@ -34,6 +35,7 @@ pub(crate) mod testdata;
 mod tests;
 #[cfg(test)]
 mod tests_dot;
+pub mod tiled;
 
 use crate::ggml::GgmlType;
 

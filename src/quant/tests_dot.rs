@@ -112,3 +112,87 @@ fn float_dots_handle_tails() {
         }
     }
 }
+
+/// The tiled-path kernels (`quant::tiled`): against the f64 dot of the dequantized rows and the
+/// `vec_dot` kernel within f32 rounding; dispatched (AVX2) and portable versions bit-identical; the
+/// per-block epilogue exactly as written out in ggml's AVX2 micro-kernel.
+#[test]
+fn tiled_dot_matches_vec_dot_and_reference() {
+    use super::tiled::{scalar_tiled_dot_fn, tiled_dot_fn};
+    let mut rng = Rng::new(29);
+    let mut covered = 0;
+    for typ in WEIGHT_TYPES {
+        let Some(tiled) = tiled_dot_fn(typ) else {
+            continue;
+        };
+        covered += 1;
+        let portable = scalar_tiled_dot_fn(typ).unwrap();
+        for n in [256, 512, 1024 + 256] {
+            for _ in 0..4 {
+                let x = random_row(typ, n, &mut rng);
+                let y = activations(typ, n, &mut rng);
+                let (xf, yf) = (dequant(typ, &x, n), dequant(vec_dot_type(typ), &y, n));
+                let want: f64 = xf.iter().zip(&yf).map(|(a, b)| *a as f64 * *b as f64).sum();
+                let scale: f64 = xf
+                    .iter()
+                    .zip(&yf)
+                    .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                    .sum();
+                let tol = 1e-5 * scale + 1e-9;
+                let got = tiled(&x, &y);
+                assert_eq!(
+                    got.to_bits(),
+                    portable(&x, &y).to_bits(),
+                    "{} n={n}: AVX2 and portable tiled kernels differ",
+                    typ.name()
+                );
+                let dot = vec_dot(typ, n, &x, &y).unwrap() as f64;
+                for (what, v) in [("f64 reference", want), ("vec_dot", dot)] {
+                    assert!(
+                        (got as f64 - v).abs() <= tol,
+                        "{} n={n}: tiled {got} vs {what} {v} (scale {scale})",
+                        typ.name()
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(covered, 6, "Q2_K..Q6_K and IQ4_XS have tiled kernels");
+}
+
+#[test]
+fn tiled_q4_k_epilogue_by_hand() {
+    // One Q4_K block: d = 0.5, dmin = 0.25, scales 1..8, mins 2, every quant 3; a Q8_K block with
+    // d = 0.125 and every quant 5. s1 = Σ_j scale_j·32·15 = 36·480, s2 = Σ_j 2·(32·5) = 2560.
+    // res = 0.5·17280 − 0.25·2560 = 8000; result 8000·0.125 = 1000.
+    let mut x = vec![0u8; 144];
+    x[0..2].copy_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
+    x[2..4].copy_from_slice(&half::f16::from_f32(0.25).to_le_bytes());
+    // 6-bit scales/mins packed like ggml: j < 4 in bytes j (scale) and j + 4 (min), low 6 bits;
+    // j >= 4: low nibbles in byte j + 4, high two bits in the top of bytes j - 4 / j.
+    for j in 0..8u8 {
+        let (sc, mn) = (j + 1, 2u8);
+        let j = j as usize;
+        if j < 4 {
+            x[4 + j] = sc;
+            x[4 + j + 4] = mn;
+        } else {
+            x[4 + j + 4] = (sc & 0x0F) | ((mn & 0x0F) << 4);
+            x[4 + j - 4] |= (sc >> 4) << 6;
+            x[4 + j] |= (mn >> 4) << 6;
+        }
+    }
+    x[16..].fill(0x33);
+    let mut y = vec![0u8; 292];
+    y[0..4].copy_from_slice(&0.125f32.to_le_bytes());
+    y[4..260].fill(5);
+    for g in 0..16 {
+        y[260 + 2 * g..262 + 2 * g].copy_from_slice(&80i16.to_le_bytes());
+    }
+    for f in [
+        super::tiled::tiled_dot_fn(GgmlType::Q4K).unwrap(),
+        super::tiled::scalar_tiled_dot_fn(GgmlType::Q4K).unwrap(),
+    ] {
+        assert_eq!(f(&x, &y), 1000.0);
+    }
+}

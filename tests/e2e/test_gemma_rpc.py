@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import e2e_common as common  # noqa: E402
@@ -70,11 +69,8 @@ def compare_logits(a: np.ndarray, b: np.ndarray) -> dict:
     }
 
 
-# Known gap (issue 2): every op a Gemma 3 graph sends matches the reference server bit for bit or within
-# ~1e-7 in isolation (examples/compare_ops.rs), NMSE mean/max are inside the bounds, but top-1 agreement
-# is 94.6% < 96%. Kept running (the metrics print on every run) and reported as XFAIL until it passes;
-# strict, so a pass is noticed and the mark removed.
-@pytest.mark.xfail(reason="top-1 agreement below 96% on ggrpc's CPU device (issue 2)", strict=False)
+# Issue 2 (closed): the last gap was MUL_MAT with K-quant weights at >= 8 columns, where llama.cpp uses its
+# tiled K-quant matmul (src/quant/tiled.rs reproduces its numerics); the logits are now bit-identical.
 def test_teacher_forced_logits(server, local_logits, workdir):
     local_info, ref = local_logits
     out = workdir / "logits-rpc.npy"

@@ -7,6 +7,11 @@
 //! rows × columns that rayon runs in parallel; a task walks 16 weight rows at a time across its
 //! columns so the rows stay in L1 while the columns stream from L2. Results are scattered into dst
 //! through its strides afterwards, so dst may have any layout.
+//!
+//! For K-quant and IQ4_XS weights, ggml-cpu does not use `vec_dot` once a group has ≥ 8 columns:
+//! its tiled K-quant matmul takes over, with the same exact integer sums but a different float
+//! epilogue per super-block. Such groups use `quant::tiled`'s kernels instead, so the results stay
+//! bit-identical to llama.cpp's for every batch size.
 
 use rayon::prelude::*;
 
@@ -226,6 +231,8 @@ struct Weights<'a> {
     /// Rows whose elements are not adjacent (float views with `nb[0] != type size`) are gathered.
     gather: bool,
     dot: DotFn,
+    /// The kernel of ggml's tiled path (groups of ≥ 8 columns), for the types it covers.
+    tiled: Option<DotFn>,
 }
 
 impl<'a> Weights<'a> {
@@ -243,7 +250,16 @@ impl<'a> Weights<'a> {
             row_bytes,
             gather,
             dot,
+            tiled: quant::tiled::tiled_dot_fn(t.typ),
         })
+    }
+
+    /// The kernel ggml-cpu would apply to a group of `cols` columns (see the module comment).
+    fn dot_for(&self, cols: usize) -> DotFn {
+        match self.tiled {
+            Some(f) if quant::tiled::use_tiled(cols) => f,
+            _ => self.dot,
+        }
     }
 
     /// The bytes of the row starting at byte `off`, gathered into `buf` when strided.
@@ -277,6 +293,7 @@ fn execute(
         .par_iter()
         .map_init(Vec::new, |buf, task| {
             let g = &groups[task.group];
+            let dot = w.dot_for(g.cols.len());
             let nrows = task.rows.len();
             let mut out = vec![0f32; nrows * task.cols.len()];
             for r0 in task.rows.clone().step_by(ROW_BLOCK) {
@@ -289,7 +306,7 @@ fn execute(
                         let x = w
                             .row(g.a_off + r * w.t.nb[1], buf)
                             .ok_or_else(|| DeviceError::op(op, "weight row outside src0"))?;
-                        out[ci * nrows + (r - task.rows.start)] = (w.dot)(x, y);
+                        out[ci * nrows + (r - task.rows.start)] = dot(x, y);
                     }
                 }
             }

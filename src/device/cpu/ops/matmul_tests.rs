@@ -175,6 +175,36 @@ fn mul_mat_many_rows_and_columns() {
     }
 }
 
+/// K-quant weights switch from `vec_dot` to ggml's tiled-path kernel at 8 columns, bit for bit
+/// (unless `GGML_CPU_TILED_MM` turns the path off, as in ggml).
+#[test]
+fn mul_mat_k_quants_take_tiled_path_from_8_columns() {
+    let mut rng = Rng::new(12);
+    for typ in [GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q2K, GgmlType::Iq4Xs] {
+        let (k, m) = (512, 20);
+        let a = weights(typ, [k, m, 1, 1], &mut rng);
+        for n in [7usize, 8, 20] {
+            let b = acts([k, n, 1, 1], &mut rng);
+            let mut dst = HostTensor::zeros(GgmlType::F32, out_shape(&a, &b));
+            let what = format!("{} n={n}", typ.name());
+            check_mul_mat(&a, &b, &mut dst, &what);
+            let dot = if quant::tiled::use_tiled(n) {
+                quant::tiled::tiled_dot_fn(typ).unwrap()
+            } else {
+                quant::dot_fn(typ).unwrap()
+            };
+            let rows = act_rows(&b, quant::vec_dot_type(typ));
+            let got = dst.to_f32();
+            for (c, brow) in rows.iter().enumerate() {
+                for r in 0..m {
+                    let want = dot(row_bytes(&a, r).unwrap(), &brow.bytes);
+                    assert_eq!(got[c * m + r].to_bits(), want.to_bits(), "{what} [{r},{c}]");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn mul_mat_broadcasts_over_dims_2_and_3() {
     let mut rng = Rng::new(3);
