@@ -237,7 +237,7 @@ impl Attn<'_> {
                 if acc_f16 {
                     out.iter_mut().for_each(|o| *o = f16::from_f32(*o).to_f32());
                 }
-                sum = sum * ms + vs;
+                sum = sum.mul_add(ms, vs); // GCC contracts `S*ms + vs` into an FMA
             }
         }
         if let Some(sk) = self.sinks {
@@ -249,7 +249,7 @@ impl Attn<'_> {
             } else {
                 vs = (s - m).exp();
             }
-            sum = sum * ms + vs;
+            sum = sum.mul_add(ms, vs);
         }
         let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
         out.iter_mut().for_each(|o| *o *= inv);
@@ -299,34 +299,31 @@ fn read_fast(
     access::read_row(t, b, i1, i2, i3, out)
 }
 
-/// f32 dot product with 8 partial sums (ggml's SIMD accumulators are f32 too).
+/// `ggml_vec_dot_f16` as the AVX2 build runs it: four 8-lane FMA accumulators over 32-element steps,
+/// `GGML_F32x8_REDUCE` (pairwise vectors, then halves, then two horizontal adds), the tail in f64.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for j in 0..8 {
-            acc[j] += x[j] * y[j];
+    let np = a.len().min(b.len()) & !31;
+    let mut sum = [[0f32; 8]; 4];
+    for (ca, cb) in a[..np].chunks_exact(32).zip(b[..np].chunks_exact(32)) {
+        for (j, acc) in sum.iter_mut().enumerate() {
+            for (l, s) in acc.iter_mut().enumerate() {
+                *s = ca[8 * j + l].mul_add(cb[8 * j + l], *s);
+            }
         }
     }
-    let s4 = [
-        acc[0] + acc[4],
-        acc[1] + acc[5],
-        acc[2] + acc[6],
-        acc[3] + acc[7],
-    ];
-    (s4[0] + s4[2]) + (s4[1] + s4[3]) + tail
+    let x0: [f32; 8] = std::array::from_fn(|l| (sum[0][l] + sum[2][l]) + (sum[1][l] + sum[3][l]));
+    let t0: [f32; 4] = std::array::from_fn(|k| x0[k] + x0[4 + k]);
+    let mut total = ((t0[0] + t0[1]) + (t0[2] + t0[3])) as f64;
+    for (x, y) in a[np..].iter().zip(&b[np..]) {
+        total += (x * y) as f64;
+    }
+    total as f32
 }
 
-/// `y += x * a`.
+/// `y += x * a` with one rounding per element, like ggml's `ggml_vec_mad_*` (SIMD FMA).
 fn axpy(y: &mut [f32], x: &[f32], a: f32) {
     for (y, x) in y.iter_mut().zip(x) {
-        *y += x * a;
+        *y = x.mul_add(a, *y);
     }
 }
 
