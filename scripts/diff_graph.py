@@ -511,6 +511,21 @@ def run_compare(a, recs, ref, tst, servers) -> None:
                         leafify(byid[g].view_src)
                 s.graph(group, list(need.values()) + [m[g].copy() for g in group])
                 outs[s.label] = {g: s.get(m[g]) for g in group}
+            if a.dump and k in a.dump_idx:
+                d = Path(a.dump) / f"node{k}"
+                d.mkdir(parents=True, exist_ok=True)
+                meta = {"op": t.opname(), "name": t.sname, "type": t.tname(), "ne": t.ne, "nb": t.nb,
+                        "op_params": t.op_params, "src": []}
+                for j, sid in enumerate(t.src):
+                    if sid and sid != i:
+                        st = byid[sid]
+                        (d / f"src{j}.bin").write_bytes(ref.get(per["ref"][sid]))
+                        meta["src"].append({"slot": j, "type": st.tname(), "ne": st.ne, "nb": st.nb,
+                                            "name": st.sname})
+                (d / "out_ref.bin").write_bytes(outs["ref"][i])
+                (d / "out_ggrpc.bin").write_bytes(outs["ggrpc"][i])
+                (d / "meta.json").write_text(json.dumps(meta, indent=1))
+                print(f"dumped node #{k} to {d}")
             for g in group[-1:]:
                 tg = byid[g]
                 ro, to = outs["ref"][g], outs["ggrpc"][g]
@@ -627,6 +642,9 @@ def main() -> None:
     c.add_argument("--thresh", type=float, default=1e-5)
     c.add_argument("--first", type=int, default=40)
     c.add_argument("--json")
+    c.add_argument("--dump", help="folder for --dump-idx nodes: sources, both isolated outputs, meta.json")
+    c.add_argument("--dump-idx", type=lambda v: {int(x) for x in v.split(",")}, default=set(),
+                   help="comma-separated node indices (execution order, as printed) to dump")
     c.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args()
     {"record": cmd_record, "compare": cmd_compare}[a.cmd](a)
