@@ -182,3 +182,28 @@ fn found_names(c: &[Candidate]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// Reserves `size` bytes on a device's `used` counter against its `-m` cap, then builds the buffer with
+/// `make` (which receives the counter, to give the bytes back on drop). Reserving first means concurrent
+/// sessions cannot both pass the cap; a refused or failed allocation returns its reservation.
+pub fn reserve_and_alloc<B: Buffer>(
+    used: &std::sync::Arc<std::sync::atomic::AtomicU64>,
+    cap: Option<u64>,
+    size: usize,
+    make: impl FnOnce(std::sync::Arc<std::sync::atomic::AtomicU64>) -> Option<B>,
+) -> Option<Arc<dyn Buffer>> {
+    use std::sync::atomic::Ordering;
+    let size64 = size as u64;
+    let prev = used.fetch_add(size64, Ordering::Relaxed);
+    if cap.is_some_and(|cap| prev.saturating_add(size64) > cap) {
+        used.fetch_sub(size64, Ordering::Relaxed);
+        return None;
+    }
+    match make(used.clone()) {
+        Some(b) => Some(Arc::new(b)),
+        None => {
+            used.fetch_sub(size64, Ordering::Relaxed);
+            None
+        }
+    }
+}

@@ -72,23 +72,9 @@ impl Device for CpuDevice {
     }
 
     fn alloc(&self, size: usize) -> Option<Arc<dyn Buffer>> {
-        let size64 = size as u64;
-        // Reserve first so concurrent sessions cannot both pass the cap.
-        let prev = self.used.fetch_add(size64, Ordering::Relaxed);
-        if self
-            .cap
-            .is_some_and(|cap| prev.saturating_add(size64) > cap)
-        {
-            self.used.fetch_sub(size64, Ordering::Relaxed);
-            return None;
-        }
-        match CpuBuffer::new(size, self.used.clone()) {
-            Some(b) => Some(Arc::new(b)),
-            None => {
-                self.used.fetch_sub(size64, Ordering::Relaxed);
-                None
-            }
-        }
+        super::reserve_and_alloc(&self.used, self.cap, size, |used| {
+            CpuBuffer::new(size, used)
+        })
     }
 
     fn copy(

@@ -152,22 +152,9 @@ impl Device for WgpuDevice {
     }
 
     fn alloc(&self, size: usize) -> Option<Arc<dyn Buffer>> {
-        let size64 = size as u64;
-        let prev = self.used.fetch_add(size64, Ordering::Relaxed);
-        if self
-            .cap
-            .is_some_and(|cap| prev.saturating_add(size64) > cap)
-        {
-            self.used.fetch_sub(size64, Ordering::Relaxed);
-            return None;
-        }
-        match WgpuBuffer::new(self.gpu.clone(), size, self.used.clone()) {
-            Some(b) => Some(Arc::new(b)),
-            None => {
-                self.used.fetch_sub(size64, Ordering::Relaxed);
-                None
-            }
-        }
+        super::reserve_and_alloc(&self.used, self.cap, size, |used| {
+            WgpuBuffer::new(self.gpu.clone(), size, used)
+        })
     }
 
     fn copy(
