@@ -43,3 +43,37 @@ fn silu(x: f32) -> f32 {
 fn sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(clamp(-x, -80.0, 80.0)));
 }
+
+// x rounded to the nearest f16 (ties to even), as f32; beyond f16's range ±inf, like ggml's conversion.
+fn f16r(x: f32) -> f32 {
+    if (abs(x) >= 65520.0) {
+        return select(bitcast<f32>(0xff800000u), bitcast<f32>(0x7f800000u), x > 0.0);
+    }
+    return unpack2x16float(pack2x16float(vec2<f32>(x, 0.0))).x;
+}
+
+// x rounded to the nearest bf16 (ties to even), as f32 (ggml's `GGML_FP32_TO_BF16`; NaN stays NaN).
+fn bf16r(x: f32) -> f32 {
+    let u = bitcast<u32>(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u) {
+        return bitcast<f32>((u | 0x00400000u) & 0xffff0000u);
+    }
+    return bitcast<f32>((u + 0x7fffu + ((u >> 16u) & 1u)) & 0xffff0000u);
+}
+
+// GELU as ggml-cpu computes it on f32: through its f16 table (input and result rounded to f16), with
+// inputs outside (-10, 10) passed through or zeroed.
+fn gelu_tab(x: f32) -> f32 {
+    if (x <= -10.0) {
+        return 0.0;
+    }
+    if (x >= 10.0) {
+        return x;
+    }
+    return f16r(gelu(f16r(x)));
+}
+
+// GELU_QUICK through ggml's f16 table (no clamping).
+fn gelu_quick_tab(x: f32) -> f32 {
+    return f16r(gelu_quick(f16r(x)));
+}

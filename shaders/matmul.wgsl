@@ -100,3 +100,50 @@ fn mul_mat_thread(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let o = p.d_base + (p.r0 + r) * p.d_nb0 + i1 * p.d_nb1 + i2 * p.d_nb2 + i3 * p.d_nb3;
     d[o >> 2u] = bitcast<u32>(s);
 }
+
+// Prompt-sized products: one invocation per (weight row, 8 consecutive activation columns of one
+// (i2, i3) slice), so each decoded 32-element weight chunk serves 8 columns. Per column the sum runs
+// in the same order as `mul_mat_thread`, so a column's result does not depend on the batch size.
+@compute @workgroup_size(64)
+fn mul_mat_cols(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let id = wg_linear(wg, nwg) * 64u + li;
+    let ng = (p.ne11 + 7u) / 8u;
+    if (id >= p.nr * ng * (p.ncols / p.ne11)) {
+        return;
+    }
+    let r = id % p.nr;
+    let g = id / p.nr;
+    let j0 = (g % ng) * 8u;
+    let slice = g / ng;
+    let i2 = slice % p.ne12;
+    let i3 = slice / p.ne12;
+    let nc = min(8u, p.ne11 - j0);
+    let row = p.a_base + r * p.a_nb1 + (i2 / p.r2) * p.a_nb2 + (i3 / p.r3) * p.a_nb3;
+    let vb = p.b_base + j0 * p.b_nb1 + i2 * p.b_nb2 + i3 * p.b_nb3;
+    var s: array<f32, 8>;
+    if (p.k % 32u == 0u) {
+        var w: array<f32, 32>;
+        for (var c = 0u; c < p.k / 32u; c++) {
+            deq32(p.typ, row, c, &w);
+            for (var jj = 0u; jj < nc; jj++) {
+                let base = vb + jj * p.b_nb1 + 32u * c * p.b_nb0;
+                var t = s[jj];
+                for (var j = 0u; j < 32u; j++) {
+                    t += w[j] * bitcast<f32>(b[(base + j * p.b_nb0) >> 2u]);
+                }
+                s[jj] = t;
+            }
+        }
+    } else {
+        for (var k = 0u; k < p.k; k++) {
+            let wv = deq(p.typ, row, k);
+            for (var jj = 0u; jj < nc; jj++) {
+                s[jj] += wv * bitcast<f32>(b[(vb + jj * p.b_nb1 + k * p.b_nb0) >> 2u]);
+            }
+        }
+    }
+    for (var jj = 0u; jj < nc; jj++) {
+        let o = p.d_base + (p.r0 + r) * p.d_nb0 + (j0 + jj) * p.d_nb1 + i2 * p.d_nb2 + i3 * p.d_nb3;
+        d[o >> 2u] = bitcast<u32>(s[jj]);
+    }
+}

@@ -27,8 +27,8 @@ fn act(op: u32, x: f32) -> f32 {
         case 5u: { return select(exp(x) - 1.0, x, x > 0.0); }
         case 6u: { return max(x, 0.0); }
         case 7u: { return sigmoid(x); }
-        case 8u: { return gelu(x); }
-        case 9u: { return gelu_quick(x); }
+        case 8u: { return gelu_tab(x); }
+        case 9u: { return gelu_quick_tab(x); }
         case 10u: { return silu(x); }
         case 11u: { return x * min(1.0, max(0.0, (x + 3.0) / 6.0)); }
         case 12u: { return min(1.0, max(0.0, (x + 3.0) / 6.0)); }
@@ -75,10 +75,10 @@ fn glu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<
     var r: f32;
     switch p.op {
         case 0u: { r = max(x, 0.0); }
-        case 1u: { r = gelu(x); }
+        case 1u: { r = gelu_tab(x); }
         case 2u: { r = silu(x); }
         case 4u: { r = gelu_erf(x); }
-        default: { r = gelu_quick(x); }
+        default: { r = gelu_quick_tab(x); }
     }
     d[(p.d_base + k.x * p.d_nb0 + k.y * p.d_nb1 + k.z * p.d_nb2 + k.w * p.d_nb3) >> 2u] = bitcast<u32>(r * y);
 }

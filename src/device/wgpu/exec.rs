@@ -4,13 +4,23 @@
 use super::fallback::{self, HostKernel};
 use super::kernels::{self, Ctx, Dispatch};
 use crate::device::DeviceError;
-use crate::ggml::Graph;
+use crate::ggml::{Graph, Op};
 
 /// Which nodes ran where, for logs and tests.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Report {
     pub native: usize,
     pub fallback: Vec<&'static str>,
+}
+
+/// Scratch bytes the graph's native kernels may ask for (an upper bound: shared regions count once
+/// per consumer).
+pub fn scratch_bytes(graph: &Graph) -> u64 {
+    graph
+        .compute_nodes()
+        .filter(|&n| graph.tensors[n].op == Op::MulMat)
+        .map(|n| kernels::matmul::scratch_bytes(graph, n))
+        .sum()
 }
 
 /// Runs every compute node of `graph` in order and waits for the GPU to finish.

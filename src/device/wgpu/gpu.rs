@@ -1,6 +1,8 @@
 //! The opened wgpu device shared by the `Device`, its buffers and the executor: queue, limits, kernel
 //! registry, and the two primitives everything else uses (error-scoped work, readback).
 
+use std::sync::Mutex;
+
 use crate::device::DeviceError;
 
 use super::kernels::Kernels;
@@ -15,7 +17,12 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     /// Compiled pipelines, created on first use.
     pub kernels: Kernels,
+    /// Scratch buffers no graph is using (see `kernels::scratch`).
+    pub scratch_pool: Mutex<Vec<wgpu::Buffer>>,
 }
+
+/// Scratch buffers kept for reuse; more concurrent graphs than this allocate and drop their own.
+const SCRATCH_POOL: usize = 4;
 
 impl Gpu {
     /// Runs `f` inside validation and out-of-memory error scopes and turns a captured error into a
@@ -29,6 +36,41 @@ impl Gpu {
         match e1.or(e2) {
             Some(e) => Err(DeviceError::op(what, format!("wgpu: {e}"))),
             None => Ok(out),
+        }
+    }
+
+    /// A storage buffer of at least `bytes` for one graph's scratch: the smallest pooled one that is
+    /// large enough, else a new one (`None` when the device cannot hold it).
+    pub fn take_scratch(&self, bytes: u64) -> Option<wgpu::Buffer> {
+        if let Ok(mut pool) = self.scratch_pool.lock() {
+            let best = (0..pool.len())
+                .filter(|&i| pool[i].size() >= bytes)
+                .min_by_key(|&i| pool[i].size());
+            if let Some(i) = best {
+                return Some(pool.swap_remove(i));
+            }
+        }
+        let size = bytes.next_power_of_two().max(1 << 16);
+        if size > self.limits.max_buffer_size {
+            return None;
+        }
+        self.scoped("scratch", || {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("ggrpc-scratch"),
+                size,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        })
+        .ok()
+    }
+
+    /// Puts a scratch buffer back for the next graph, keeping the largest few.
+    pub fn give_scratch(&self, buf: wgpu::Buffer) {
+        if let Ok(mut pool) = self.scratch_pool.lock() {
+            pool.push(buf);
+            pool.sort_by_key(|b| std::cmp::Reverse(b.size()));
+            pool.truncate(SCRATCH_POOL);
         }
     }
 

@@ -85,6 +85,7 @@ impl WgpuDevice {
                 queue,
                 limits,
                 kernels: Default::default(),
+                scratch_pool: Default::default(),
             }),
             cap: opts.mem_cap,
             used: Arc::new(AtomicU64::new(0)),
@@ -104,11 +105,19 @@ impl WgpuDevice {
         buffers: &BufferSet,
         host: fallback::HostKernel,
     ) -> Result<exec::Report, DeviceError> {
+        let scratch = kernels::scratch::Scratch::new(&self.gpu, exec::scratch_bytes(graph));
         let ctx = kernels::Ctx {
             gpu: &self.gpu,
             buffers,
+            scratch: &scratch,
         };
-        self.pool.install(|| exec::run_graph(&ctx, graph, host))
+        let out = self.pool.install(|| exec::run_graph(&ctx, graph, host));
+        // After a success the GPU is idle, so the scratch can serve the next graph; after a failure
+        // work may still be queued, and dropping the buffer leaves it to wgpu to free when done.
+        if out.is_ok() {
+            scratch.release(&self.gpu);
+        }
+        out
     }
 }
 

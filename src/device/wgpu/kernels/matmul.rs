@@ -1,8 +1,10 @@
 //! MUL_MAT with src0 f32/f16/q8_0/q5_0/q4_K/q6_K (dequantized in-shader) and src1 f32: `call_mul_mat`.
 //! A src0 larger than one storage binding (Gemma 3's tied 170 MiB output matrix) is split into row
-//! ranges, one dispatch each.
+//! ranges, one dispatch each. Activations are first rounded to the weight type's `vec_dot_type` as
+//! ggml-cpu does (act_quant.wgsl), so results carry llama.cpp's own quantization error.
 
-use super::{Ctx, Dispatch, Source, View, addr, groups, small, u};
+use super::scratch::Scratch;
+use super::{Ctx, Dispatch, Source, View, Window, addr, groups, small, u};
 use crate::device::DeviceError;
 use crate::ggml::{GgmlType, Graph, Tensor};
 
@@ -52,17 +54,97 @@ pub fn supports(graph: &Graph, node: usize) -> bool {
         && small(t)
 }
 
+/// How MUL_MAT rounds activations for weights of `typ` (modes of act_quant.wgsl; 0 = used as they are).
+pub fn act_mode(typ: GgmlType) -> u32 {
+    use GgmlType::*;
+    match typ {
+        F16 => 1,
+        Bf16 => 2,
+        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 => 3,
+        Q2K | Q3K | Q4K | Q5K | Q6K => 4,
+        _ => 0,
+    }
+}
+
+/// Scratch bytes the node needs for its rounded activations (0 when it runs on the raw ones).
+pub fn scratch_bytes(graph: &Graph, node: usize) -> u64 {
+    let (Some(a), Some(b)) = (graph.src(node, 0), graph.src(node, 1)) else {
+        return 0;
+    };
+    if act_mode(a.typ) == 0 || !supports(graph, node) {
+        return 0;
+    }
+    Scratch::region_bytes(4 * b.nelements() as u64)
+}
+
+/// The activations as the product kernel reads them: `b` itself, or its rounded copy in scratch
+/// (written by an `act_quant` dispatch pushed to `out` the first time the graph needs it).
+fn activations(
+    ctx: &Ctx,
+    graph: &Graph,
+    node: usize,
+    mode: u32,
+    out: &mut Vec<Dispatch>,
+) -> Result<Option<(Window, [u32; 5])>, DeviceError> {
+    let (Some(b), Some(src1)) = (graph.src(node, 1), graph.tensors[node].src[1]) else {
+        return Ok(None);
+    };
+    let Some(vb) = ctx.view(b)? else {
+        return Ok(None);
+    };
+    let Some(ab) = addr(&vb, b) else {
+        return Ok(None);
+    };
+    if mode == 0 {
+        return Ok(Some((vb.window, ab)));
+    }
+    let k = b.ne[0];
+    let Some((win, fresh)) = ctx.scratch.region((src1, mode), 4 * b.nelements() as u64) else {
+        return Ok(None);
+    };
+    let block = match mode {
+        3 => 32,
+        4 => 256,
+        _ => 1,
+    };
+    let units = b.nelements() / block;
+    let (Some(ku), Some(nu), Some(n11), Some(n12)) = (u(k), u(units), u(b.ne[1]), u(b.ne[2]))
+    else {
+        return Ok(None);
+    };
+    if fresh {
+        let mut params = vec![mode, ku, nu, n11, n12];
+        params.extend(ab);
+        params.push(0);
+        out.push(Dispatch {
+            pipeline: ctx.pipeline(Source::ActQuant, "act_quant"),
+            params,
+            bindings: vec![vb.window, win.clone()],
+            groups: groups(ctx.gpu, (units as u64).div_ceil(64))?,
+        });
+    }
+    let (Some(nb1), Some(nb2), Some(nb3)) =
+        (u(4 * k), u(4 * k * b.ne[1]), u(4 * k * b.ne[1] * b.ne[2]))
+    else {
+        return Ok(None);
+    };
+    Ok(Some((win, [0, 4, nb1, nb2, nb3])))
+}
+
 pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch>>, DeviceError> {
     let t = &graph.tensors[node];
     let (Some(a), Some(b)) = (graph.src(node, 0), graph.src(node, 1)) else {
         return Ok(None);
     };
-    let (Some(vb), Some(vd)) = (ctx.view(b)?, ctx.view(t)?) else {
+    let Some(vd) = ctx.view(t)? else {
         return Ok(None);
     };
     let (wa, a_off, a_len) = ctx.place(a)?;
-    let (Some(ab), Some(ad), Some(typ)) = (addr(&vb, b), addr(&vd, t), weight_type_id(a.typ))
-    else {
+    let (Some(ad), Some(typ)) = (addr(&vd, t), weight_type_id(a.typ)) else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    let Some((b_win, ab)) = activations(ctx, graph, node, act_mode(a.typ), &mut out)? else {
         return Ok(None);
     };
     let rows = a.ne[1];
@@ -77,16 +159,17 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
         return Ok(None);
     };
     let ncols = b.ne[1] * b.ne[2] * b.ne[3];
-    // One invocation per dst element unless it is a long reduction over few outputs, where a
-    // workgroup per element spreads K over 64 invocations.
-    let per_thread = a.ne[0] <= 8192 || rows * b.ne[1] >= 4096;
-    let (entry, per_group) = if per_thread {
+    // Batches of columns share each decoded weight chunk; single columns take one invocation per
+    // dst element, unless it is a long reduction over few outputs, where a workgroup per element
+    // spreads K over 64 invocations.
+    let (entry, units_per_group) = if b.ne[1] >= 4 {
+        ("mul_mat_cols", 64)
+    } else if a.ne[0] <= 8192 || rows * b.ne[1] >= 4096 {
         ("mul_mat_thread", 64)
     } else {
         ("mul_mat", 1)
     };
     let pipeline = ctx.pipeline(Source::MatMul, entry);
-    let mut out = Vec::new();
     let mut r0 = 0;
     while r0 < rows {
         let nr = per.min(rows - r0);
@@ -120,11 +203,16 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
         params.extend([aa[0], aa[2], aa[3], aa[4]]);
         params.extend(ab);
         params.extend(ad);
+        let units = if entry == "mul_mat_cols" {
+            nr * b.ne[1].div_ceil(8) * b.ne[2] * b.ne[3]
+        } else {
+            nr * ncols
+        };
         out.push(Dispatch {
             pipeline: pipeline.clone(),
             params,
-            bindings: vec![va.window, vb.window.clone(), vd.window.clone()],
-            groups: groups(ctx.gpu, ((nr * ncols) as u64).div_ceil(per_group))?,
+            bindings: vec![va.window, b_win.clone(), vd.window.clone()],
+            groups: groups(ctx.gpu, (units as u64).div_ceil(units_per_group))?,
         });
         r0 += nr;
     }

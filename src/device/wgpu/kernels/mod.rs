@@ -16,6 +16,7 @@ pub mod get_rows;
 pub mod matmul;
 pub mod norm;
 pub mod rope;
+pub mod scratch;
 pub mod softmax;
 
 use std::collections::HashMap;
@@ -46,10 +47,11 @@ pub enum Source {
     Rope,
     Copy,
     Attention,
+    ActQuant,
 }
 
 impl Source {
-    pub const ALL: [Source; 10] = [
+    pub const ALL: [Source; 11] = [
         Source::Fill,
         Source::Binary,
         Source::Unary,
@@ -60,6 +62,7 @@ impl Source {
         Source::Rope,
         Source::Copy,
         Source::Attention,
+        Source::ActQuant,
     ];
 
     /// The op family's own file.
@@ -75,6 +78,7 @@ impl Source {
             Source::Rope => include_str!("../../../../shaders/rope.wgsl"),
             Source::Copy => include_str!("../../../../shaders/copy.wgsl"),
             Source::Attention => include_str!("../../../../shaders/attention.wgsl"),
+            Source::ActQuant => include_str!("../../../../shaders/act_quant.wgsl"),
         }
     }
 
@@ -83,7 +87,7 @@ impl Source {
     fn storage_bindings(self) -> u32 {
         match self {
             Source::Fill => 1,
-            Source::Norm => 2,
+            Source::Norm | Source::ActQuant => 2,
             Source::Attention => 5,
             _ => 3,
         }
@@ -248,6 +252,8 @@ pub fn u(v: usize) -> Option<u32> {
 pub struct Ctx<'a> {
     pub gpu: &'a Gpu,
     pub buffers: &'a crate::device::BufferSet,
+    /// This run's scratch regions.
+    pub scratch: &'a scratch::Scratch,
 }
 
 impl Ctx<'_> {

@@ -97,8 +97,6 @@ fn unary_scale_and_math_ops() {
     let ne = [17, 3, 2, 1];
     let (a, av) = random_tensor(GgmlType::F32, ne, &mut rng);
     let a = a.permuted([0, 2, 1, 3]);
-    let gelu =
-        |x: f64| 0.5 * x * (1.0 + (0.7978845608028654 * x * (1.0 + 0.044715 * x * x)).tanh());
     let silu = |x: f64| x / (1.0 + (-x).exp());
     type Case = (Op, [i32; 16], Box<dyn Fn(f64) -> f64>);
     let cases: Vec<Case> = vec![
@@ -111,7 +109,6 @@ fn unary_scale_and_math_ops() {
         (Op::Sin, [0; 16], Box::new(f64::sin)),
         (Op::Cos, [0; 16], Box::new(f64::cos)),
         (Op::Unary, [10; 16], Box::new(silu)),
-        (Op::Unary, [8; 16], Box::new(gelu)),
         (Op::Unary, [6; 16], Box::new(|x: f64| x.max(0.0))),
         (Op::Unary, [2; 16], Box::new(|x: f64| -x)),
         (Op::Unary, [4; 16], Box::new(f64::tanh)),
@@ -121,17 +118,59 @@ fn unary_scale_and_math_ops() {
             Box::new(|x: f64| 1.0 / (1.0 + (-x).exp())),
         ),
         (Op::Unary, [13; 16], Box::new(f64::exp)),
-        (
-            Op::Unary,
-            [9; 16],
-            Box::new(|x: f64| x / (1.0 + (-1.702 * x).exp())),
-        ),
     ];
     for (op, params, f) in cases {
         let got = run1(&dev, op, params, &[&a], Tensor::new(GgmlType::F32, ne));
         let want: Vec<f64> = av.iter().map(|&x| f(x as f64)).collect();
         close(&got, &want, 1e-4, &format!("{} {}", op.name(), params[0]));
     }
+    // GELU and GELU_QUICK round through f16 like ggml's tables.
+    for (code, f) in [(8, gelu_ggml as fn(f32) -> f32), (9, gelu_quick_ggml)] {
+        let got = run1(
+            &dev,
+            Op::Unary,
+            [code; 16],
+            &[&a],
+            Tensor::new(GgmlType::F32, ne),
+        );
+        let want: Vec<f32> = av.iter().map(|&x| f(x)).collect();
+        assert_f16_table(&got, &want, &format!("unary {code}"));
+    }
+}
+
+fn gelu_f64(x: f64) -> f64 {
+    0.5 * x * (1.0 + (0.7978845608028654 * x * (1.0 + 0.044715 * x * x)).tanh())
+}
+
+fn r16(x: f64) -> f32 {
+    half::f16::from_f64(x).to_f32()
+}
+
+/// ggml-cpu's GELU of an f32: its f16 table, clamped outside (-10, 10).
+fn gelu_ggml(x: f32) -> f32 {
+    match x {
+        x if x <= -10.0 => 0.0,
+        x if x >= 10.0 => x,
+        x => r16(gelu_f64(r16(x as f64) as f64)),
+    }
+}
+
+fn gelu_quick_ggml(x: f32) -> f32 {
+    let x = r16(x as f64) as f64;
+    r16(x / (1.0 + (-1.702 * x).exp()))
+}
+
+/// Results of an f16-table function: each within one f16 step of ggml's, and nearly all identical
+/// (a GPU `tanh` a few f32 ulps off can only flip a value that sits on an f16 rounding boundary).
+fn assert_f16_table(got: &[f32], want: &[f32], what: &str) {
+    let want64: Vec<f64> = want.iter().map(|&w| w as f64).collect();
+    close(got, &want64, 1e-3, what);
+    let same = got.iter().zip(want).filter(|(g, w)| g == w).count();
+    assert!(
+        same * 100 >= got.len() * 95,
+        "{what}: only {same}/{} identical to ggml's f16 table",
+        got.len()
+    );
 }
 
 #[test]
@@ -145,8 +184,7 @@ fn glu_split_swapped_and_two_sources() {
     let (g, gv) = random_tensor(GgmlType::F32, [nc, rows, 1, 1], &mut rng);
     let (x, xv) = random_tensor(GgmlType::F32, [nc, rows, 1, 1], &mut rng);
     let silu = |x: f64| x / (1.0 + (-x).exp());
-    let gelu =
-        |x: f64| 0.5 * x * (1.0 + (0.7978845608028654 * x * (1.0 + 0.044715 * x * x)).tanh());
+    let gelu = |x: f64| gelu_ggml(x as f32) as f64;
     let out = Tensor::new(GgmlType::F32, [nc, rows, 1, 1]);
     for (code, act) in [
         (2, silu as fn(f64) -> f64),

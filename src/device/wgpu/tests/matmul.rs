@@ -8,6 +8,7 @@ use crate::device::DeviceError;
 use crate::device::cpu::ops::testutil::{HostTensor, Rng};
 use crate::device::cpu::ops::{Dst, Src};
 use crate::ggml::{GgmlType, MAX_SRC, Op, Tensor};
+use crate::quant;
 
 const TYPES: [GgmlType; 6] = [
     GgmlType::F32,
@@ -49,22 +50,36 @@ fn mat_mul_case(
     assert_eq!(r.native, 1);
     let got = g.read_f32(n);
     let (r2, r3) = (b_ne[2] / a_ne[2], b_ne[3] / a_ne[3]);
+    let bq = rounded_activations(typ, &bv, b_ne[0]);
     let want: Vec<f64> = each(d_ne)
         .map(|[m, j, i2, i3]| {
             (0..a_ne[0])
                 .map(|k| {
                     av[li(a_ne, [k, m, i2 / r2, i3 / r3])] as f64
-                        * bv[li(b_ne, [k, j, i2, i3])] as f64
+                        * bq[li(b_ne, [k, j, i2, i3])] as f64
                 })
                 .sum()
         })
         .collect();
+    // Same rounded activations as ggml-cpu: only f32 summation order is left.
     close(
         &got,
         &want,
-        2e-4,
+        2e-5,
         &format!("mul_mat {} {a_ne:?} x {b_ne:?}", typ.name()),
     );
+}
+
+/// Contiguous activation columns of length `k`, rounded through `vec_dot_type(typ)` as ggml-cpu does.
+fn rounded_activations(typ: GgmlType, b: &[f32], k: usize) -> Vec<f32> {
+    let vt = quant::vec_dot_type(typ);
+    let mut out = vec![0f32; b.len()];
+    for (col, o) in b.chunks_exact(k).zip(out.chunks_exact_mut(k)) {
+        let mut q = vec![0u8; vt.row_size(k).unwrap()];
+        quant::quantize_row_for_dot(vt, col, &mut q).unwrap();
+        quant::dequantize_row(vt, &q, o).unwrap();
+    }
+    out
 }
 
 #[test]
@@ -77,6 +92,8 @@ fn mul_mat_every_weight_type() {
         let k = if typ.block_size() == 256 { 512 } else { 96 };
         mat_mul_case(&dev, typ, [k, 7, 1, 1], [k, 1, 1, 1], &mut rng);
         mat_mul_case(&dev, typ, [k, 5, 2, 1], [k, 3, 4, 1], &mut rng);
+        // Prompt-sized batches take the column-blocked kernel (a partial block of 8 included).
+        mat_mul_case(&dev, typ, [k, 9, 1, 1], [k, 13, 2, 1], &mut rng);
     }
     mat_mul_case(&dev, GgmlType::F32, [33, 9, 1, 2], [33, 4, 3, 2], &mut rng);
     // Long rows with few outputs take the workgroup-per-element kernel.

@@ -49,5 +49,5 @@ fn every_shader_file_is_used_and_parses() {
         );
         n += 1;
     }
-    assert_eq!(n, 12, "shader files");
+    assert_eq!(n, 13, "shader files");
 }
