@@ -2,12 +2,16 @@
 // softmax. q f32; k, v f16 or f32 (`kt`, `vt`: 0 f32, 1 f16); optional mask (f16/f32, `has_mask`
 // 0/1/2 for none/f32/f16); GQA by head ratio; logit softcap. dst f32 [Dv, n_head, n_batch, d3].
 // Each invocation owns output dims d = li, li + 64, ... (Dv <= 512).
+// Two numeric flavours, as in ggml-cpu (`vec` = 1 for its vector path, used below 64 query rows):
+// the vector path rounds Q to f16 for an f16 K, updates the running maximum key by key and keeps an
+// f16 V accumulator rounded to f16 after every step; the tiled path keeps everything in f32 and
+// updates the maximum once per block of 64 keys.
 
 struct P {
     dk: u32, dv: u32, n_kv: u32, nq: u32, nh: u32,
     rh: u32, r3: u32,
     scale: f32, softcap: f32,
-    kt: u32, vt: u32, has_mask: u32, m_ne2: u32, m_ne3: u32,
+    kt: u32, vt: u32, has_mask: u32, m_ne2: u32, m_ne3: u32, vec: u32,
     q_base: u32, q_nb0: u32, q_nb1: u32, q_nb2: u32, q_nb3: u32,
     k_base: u32, k_nb0: u32, k_nb1: u32, k_nb2: u32, k_nb3: u32,
     v_base: u32, v_nb0: u32, v_nb1: u32, v_nb2: u32, v_nb3: u32,
@@ -40,6 +44,17 @@ fn ldv(a: u32) -> f32 {
     return bitcast<f32>(v[a >> 2u]);
 }
 
+// Q element as the dot product sees it (rounded to K's type on the vector path).
+fn ldq(a: u32) -> f32 {
+    let x = bitcast<f32>(q[a >> 2u]);
+    return select(x, f16r(x), p.vec == 1u && p.kt == 1u);
+}
+
+// The V accumulator after a step (f16 storage on the vector path with f16 V).
+fn vacc(x: f32) -> f32 {
+    return select(x, f16r(x), p.vec == 1u && p.vt == 1u);
+}
+
 fn ldm(a: u32) -> f32 {
     if (p.has_mask == 2u) {
         return unpack2x16float(m[a >> 2u])[(a >> 1u) & 1u];
@@ -67,7 +82,7 @@ fn flash_attn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
         if (j < p.n_kv) {
             var dot = 0.0;
             for (var c = 0u; c < p.dk; c++) {
-                dot += bitcast<f32>(q[(qa + c * p.q_nb0) >> 2u]) * ldk(ka + j * p.k_nb1 + c * p.k_nb0);
+                dot = fma(ldq(qa + c * p.q_nb0), ldk(ka + j * p.k_nb1 + c * p.k_nb0), dot);
             }
             s = dot * p.scale;
             if (p.softcap != 0.0) {
@@ -80,6 +95,36 @@ fn flash_attn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
         }
         scores[li] = s;
         workgroupBarrier();
+        if (p.vec == 1u) {
+            // ggml's one_chunk: every key updates M, S and the accumulator in turn.
+            for (var t = 0u; t < 64u; t++) {
+                let sc = scores[t];
+                if (sc == NEG) {
+                    continue;
+                }
+                var ms = 1.0;
+                var vs = 1.0;
+                if (sc > mx) {
+                    ms = exp(mx - sc);
+                    mx = sc;
+                    for (var e = 0u; e < 8u; e++) {
+                        acc[e] = vacc(acc[e] * ms);
+                    }
+                } else {
+                    vs = exp(sc - mx);
+                }
+                let row = va + (blk * 64u + t) * p.v_nb1;
+                for (var e = 0u; e < 8u; e++) {
+                    let dd = li + 64u * e;
+                    if (dd < p.dv) {
+                        acc[e] = vacc(fma(ldv(row + dd * p.v_nb0), vs, acc[e]));
+                    }
+                }
+                l = fma(l, ms, vs);
+            }
+            workgroupBarrier();
+            continue;
+        }
         var bm = NEG;
         for (var t = 0u; t < 64u; t++) {
             bm = max(bm, scores[t]);
@@ -102,7 +147,7 @@ fn flash_attn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
                 for (var e = 0u; e < 8u; e++) {
                     let dd = li + 64u * e;
                     if (dd < p.dv) {
-                        acc[e] += pj * ldv(row + dd * p.v_nb0);
+                        acc[e] = fma(pj, ldv(row + dd * p.v_nb0), acc[e]);
                     }
                 }
             }

@@ -91,7 +91,9 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
     let is_f16 = |x: &Tensor| u32::from(x.typ == GgmlType::F16);
     let mut params = head;
     params.extend([f(t.param_f32(0)), f(t.param_f32(2))]);
-    params.extend([is_f16(k), is_f16(v), has_mask, m2, m3]);
+    // ggml-cpu's tiled path: f32 Q, f32/f16 K and V of one type, >= 64 query rows, DV a multiple of 8.
+    let tiled = k.typ == v.typ && q.ne[1] >= 64 && v.ne[0].is_multiple_of(8);
+    params.extend([is_f16(k), is_f16(v), has_mask, m2, m3, u32::from(!tiled)]);
     params.extend(aq);
     params.extend(ak);
     params.extend(av);

@@ -110,6 +110,31 @@ impl<'d> Builder<'d> {
         out
     }
 
+    /// Tensor `i` as the CPU device computes it: the graph rerun on copies of every buffer (inputs
+    /// are never written by the graphs tests build, so the copies hold the original inputs).
+    pub fn on_cpu(&self, i: usize) -> Vec<f32> {
+        let cpu = crate::device::cpu::CpuDevice::new(1, None).unwrap();
+        let mut bufs = BufferSet::new();
+        for (h, b) in &self.buffers {
+            let mut bytes = vec![0u8; b.size()];
+            b.read(0, &mut bytes).unwrap();
+            let cb = cpu.alloc(b.size()).unwrap();
+            cb.write(0, &bytes).unwrap();
+            bufs.insert(*h, cb);
+        }
+        cpu.check_graph(&self.graph).unwrap();
+        cpu.compute(&self.graph, &bufs).unwrap();
+        let t = &self.graph.tensors[i];
+        let d = t.data.unwrap();
+        let mut bytes = vec![0u8; t.nbytes().unwrap()];
+        bufs[&d.buffer].read(d.offset, &mut bytes).unwrap();
+        HostTensor {
+            t: t.clone(),
+            bytes,
+        }
+        .to_f32()
+    }
+
     /// Tensor `i` as f32 values in logical order.
     pub fn read_f32(&self, i: usize) -> Vec<f32> {
         HostTensor {
