@@ -202,10 +202,10 @@ def cmd_record(a) -> None:
 # ------------------------------------------------------------------------------------------------ replay
 
 class Server:
-    def __init__(self, label: str, argv: list[str], port: int, log: str):
+    def __init__(self, label: str, argv: list[str], port: int, log: str, device: str = "CPU"):
         self.label, self.port = label, port
         self.logf = open(log, "wb")
-        self.proc = subprocess.Popen(argv + ["-H", "127.0.0.1", "-p", str(port), "-d", "CPU", "-t", "1"],
+        self.proc = subprocess.Popen(argv + ["-H", "127.0.0.1", "-p", str(port), "-d", device, "-t", "1"],
                                      stdout=self.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         t0 = time.time()
         while True:
@@ -351,7 +351,7 @@ def cmd_compare(a) -> None:
     recs = read_recording(a.rec)
     ref = Server("ref", [sys.executable, str(REPO / "tests/e2e/ref_server.py")], a.ref_port, "/tmp/diff_ref.log")
     try:
-        tst = Server("ggrpc", [a.server], a.test_port, "/tmp/diff_test.log")
+        tst = Server("ggrpc", [a.server], a.test_port, "/tmp/diff_test.log", a.device)
     except BaseException:
         ref.close()
         raise
@@ -636,6 +636,7 @@ def main() -> None:
     c.add_argument("--server", default=os.environ.get("GGRPC_BIN", "/work/main/target/release/rpc-server"))
     c.add_argument("--ref-port", type=int, default=52100)
     c.add_argument("--test-port", type=int, default=52101)
+    c.add_argument("--device", default="CPU", help="-d of the server under test (e.g. Vulkan0)")
     c.add_argument("--min-nodes", type=int, default=500, help="target = first GRAPH_COMPUTE with this many nodes")
     c.add_argument("--skip-graphs", type=int, default=0, help="skip this many such graphs first")
     c.add_argument("--isolate", default="all", help="'all', 'none', or comma-separated op names (e.g. MUL_MAT,ROPE)")

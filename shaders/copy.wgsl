@@ -1,7 +1,8 @@
 // CPY/CONT/DUP (mode 0: element e of src in logical order goes to element e of dst) and SET_ROWS
 // (mode 1: src row (i1, i2, i3) goes to dst row idx[i1, i2 % ne11, i3 % ne12]). Types f32 (0) and f16
 // (1). An f16 destination is written a whole word (two elements along dim 0) per invocation, so no two
-// invocations share a word; the Rust side checks the alignment that needs.
+// invocations share a word; the Rust side checks the alignment that needs. A SET_ROWS index outside
+// dst skips the write and raises flag bit 2 (the run then fails, as with the CPU device).
 
 struct P {
     mode: u32,
@@ -19,6 +20,7 @@ struct P {
 @group(0) @binding(1) var<storage, read_write> s: array<u32>;
 @group(0) @binding(2) var<storage, read_write> idx: array<u32>;
 @group(0) @binding(3) var<storage, read_write> d: array<u32>;
+@group(0) @binding(4) var<storage, read_write> flags: array<atomic<u32>>;
 
 fn ld(e: u32) -> f32 {
     let i0 = e % p.s_ne0;
@@ -55,6 +57,7 @@ fn dst_addr(e: u32) -> u32 {
         bad = bitcast<i32>(lo) < 0;
     }
     if (bad || lo >= p.d_ne1) {
+        atomicOr(&flags[0], 2u);
         return 0xffffffffu;
     }
     return p.d_base + i0 * p.d_nb0 + lo * p.d_nb1 + i2 * p.d_nb2 + i3 * p.d_nb3;

@@ -1,6 +1,7 @@
 // GET_ROWS: dst[:, i10, i11, i12] = src0[:, idx[i10, i11, i12], i11, i12] as f32; src0 of any type in
 // quant.wgsl, indices i32. Rows outside [r0, r0 + nr) belong to another dispatch (large src0 split by
-// rows) and are skipped; indices outside src0 write zeros.
+// rows) and are skipped; an index outside src0 writes zeros and raises flag bit 1 (the run then fails
+// and the client's connection closes, as with the CPU device).
 
 struct P {
     typ: u32,
@@ -19,6 +20,7 @@ struct P {
 @group(0) @binding(1) var<storage, read_write> src0: array<u32>;
 @group(0) @binding(2) var<storage, read_write> idx: array<u32>;
 @group(0) @binding(3) var<storage, read_write> d: array<u32>;
+@group(0) @binding(4) var<storage, read_write> flags: array<atomic<u32>>;
 
 @compute @workgroup_size(256)
 fn get_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -35,6 +37,7 @@ fn get_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     if (r < 0 || u32(r) >= p.rows_total) {
         if (p.r0 == 0u) {
             d[o] = 0u;
+            atomicOr(&flags[0], 1u);
         }
         return;
     }

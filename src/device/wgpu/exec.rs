@@ -23,6 +23,13 @@ pub fn scratch_bytes(graph: &Graph) -> u64 {
         .sum()
 }
 
+/// Whether any node may raise an index flag (see `kernels::scratch`).
+pub fn needs_flags(graph: &Graph) -> bool {
+    graph
+        .compute_nodes()
+        .any(|n| matches!(graph.tensors[n].op, Op::GetRows | Op::SetRows))
+}
+
 /// Runs every compute node of `graph` in order and waits for the GPU to finish.
 pub fn run_graph(ctx: &Ctx, graph: &Graph, host: HostKernel) -> Result<Report, DeviceError> {
     let mut report = Report::default();

@@ -58,7 +58,10 @@ impl Gpu {
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("ggrpc-scratch"),
                 size,
-                usage: wgpu::BufferUsages::STORAGE,
+                // COPY_DST for zeroing the flag word, COPY_SRC for reading it back.
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_DST
+                    | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             })
         })

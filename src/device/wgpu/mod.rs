@@ -105,13 +105,23 @@ impl WgpuDevice {
         buffers: &BufferSet,
         host: fallback::HostKernel,
     ) -> Result<exec::Report, DeviceError> {
-        let scratch = kernels::scratch::Scratch::new(&self.gpu, exec::scratch_bytes(graph));
+        let scratch = kernels::scratch::Scratch::new(
+            &self.gpu,
+            exec::scratch_bytes(graph),
+            exec::needs_flags(graph),
+        );
         let ctx = kernels::Ctx {
             gpu: &self.gpu,
             buffers,
             scratch: &scratch,
         };
-        let out = self.pool.install(|| exec::run_graph(&ctx, graph, host));
+        let out = self
+            .pool
+            .install(|| exec::run_graph(&ctx, graph, host))
+            .and_then(|report| match scratch.read_flags(&self.gpu)? {
+                0 => Ok(report),
+                f => Err(index_error(f)),
+            });
         // After a success the GPU is idle, so the scratch can serve the next graph; after a failure
         // work may still be queued, and dropping the buffer leaves it to wgpu to free when done.
         if out.is_ok() {
@@ -119,6 +129,19 @@ impl WgpuDevice {
         }
         out
     }
+}
+
+/// The error for a raised index flag: the same words as the CPU kernels' checks.
+fn index_error(flags: u32) -> DeviceError {
+    use kernels::scratch::{FLAG_GET_ROWS, FLAG_SET_ROWS};
+    let op = if flags & FLAG_GET_ROWS != 0 {
+        "GET_ROWS"
+    } else if flags & FLAG_SET_ROWS != 0 {
+        "SET_ROWS"
+    } else {
+        "wgpu"
+    };
+    DeviceError::op(op, "row index out of range (found by the GPU kernel)")
 }
 
 impl Device for WgpuDevice {

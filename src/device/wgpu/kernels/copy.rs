@@ -98,11 +98,17 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
     params.extend(ad);
     params.extend(&ai[..4]);
     params.extend([ine[1], ine[2], wide]);
+    // SET_ROWS needs the run's index flag; plain copies bind any window there.
+    let flags = match (set_rows, ctx.scratch.flags()) {
+        (true, None) => return Ok(None),
+        (_, Some(w)) => w,
+        (false, None) => vd.window.clone(),
+    };
     let iw = vi.map_or_else(|| vs.window.clone(), |v| v.window);
     Ok(Some(vec![Dispatch {
         pipeline: ctx.pipeline(Source::Copy, "copy"),
         params,
-        bindings: vec![vs.window, iw, vd.window],
+        bindings: vec![vs.window, iw, vd.window, flags],
         groups: groups(ctx.gpu, u64::from(units).div_ceil(256))?,
     }]))
 }

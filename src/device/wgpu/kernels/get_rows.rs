@@ -1,5 +1,6 @@
 //! GET_ROWS from f32/f16/q8_0/q5_0/q4_K/q6_K rows into f32: `call_get_rows`. A source larger than one
 //! binding (a token embedding) is split into row ranges; each dispatch copies the rows it holds.
+//! Indices outside src0 raise the run's index flag (`scratch`).
 
 use super::matmul::{weight_rows_ok, weight_type_id};
 use super::{Ctx, Dispatch, Source, View, addr, groups, small, u};
@@ -43,6 +44,9 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
     } else {
         return Ok(None);
     };
+    let Some(flags) = ctx.scratch.flags() else {
+        return Ok(None);
+    };
     let n = t.nelements();
     let pipeline = ctx.pipeline(Source::GetRows, "get_rows");
     let mut out = Vec::new();
@@ -80,7 +84,12 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
         out.push(Dispatch {
             pipeline: pipeline.clone(),
             params,
-            bindings: vec![va.window, vi.window.clone(), vd.window.clone()],
+            bindings: vec![
+                va.window,
+                vi.window.clone(),
+                vd.window.clone(),
+                flags.clone(),
+            ],
             groups: groups(ctx.gpu, (n as u64).div_ceil(256))?,
         });
         r0 += nr;

@@ -88,6 +88,7 @@ impl Source {
         match self {
             Source::Fill => 1,
             Source::Norm | Source::ActQuant => 2,
+            Source::GetRows | Source::Copy => 4,
             Source::Attention => 5,
             _ => 3,
         }

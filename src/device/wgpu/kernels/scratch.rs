@@ -1,18 +1,31 @@
 //! Per-graph scratch memory for values a kernel derives from a tensor (MUL_MAT's rounded activations):
 //! regions of one pooled device buffer per run. A region is keyed by (tensor, kind), so activations
 //! that several products share (the Q, K and V projections) are derived once.
+//! With `flags`, the first bytes hold a word kernels set (atomicOr) when a tensor's *contents* would
+//! make them index out of bounds (GET_ROWS/SET_ROWS rows): they skip the access, and the run fails
+//! once the GPU is done, so the client's connection closes as it does for the CPU device.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::Window;
+use crate::device::DeviceError;
 use crate::device::wgpu::gpu::{Gpu, align_up};
 
 /// Region alignment: any storage offset alignment wgpu allows divides it.
 const ALIGN: u64 = 256;
 
+/// Bytes reserved at the start of the buffer for the flag word.
+const FLAGS: u64 = ALIGN;
+
+/// Flag bits, one per kernel that checks indices.
+pub const FLAG_GET_ROWS: u32 = 1;
+pub const FLAG_SET_ROWS: u32 = 2;
+
 pub struct Scratch {
     buf: Option<wgpu::Buffer>,
+    /// Whether the buffer starts with the (zeroed) flag word.
+    flags: bool,
     max_binding: u64,
     state: Mutex<State>,
 }
@@ -24,14 +37,44 @@ struct State {
 }
 
 impl Scratch {
-    /// Room for regions totalling `bytes` (each rounded up by `region_bytes`), from `gpu`'s pool.
-    pub fn new(gpu: &Gpu, bytes: u64) -> Scratch {
-        let buf = (bytes > 0).then(|| gpu.take_scratch(bytes)).flatten();
+    /// Room for regions totalling `bytes` (each rounded up by `region_bytes`), and the flag word when
+    /// `flags`, from `gpu`'s pool.
+    pub fn new(gpu: &Gpu, bytes: u64, flags: bool) -> Scratch {
+        let first = if flags { FLAGS } else { 0 };
+        let total = bytes + first;
+        let buf = (total > 0).then(|| gpu.take_scratch(total)).flatten();
+        if let (Some(b), true) = (&buf, flags) {
+            // Ordered before any later submission, so every kernel starts from a clear word.
+            gpu.queue.write_buffer(b, 0, &[0u8; 4]);
+        }
         Scratch {
+            flags: flags && buf.is_some(),
             buf,
             max_binding: gpu.limits.max_storage_buffer_binding_size.min(1 << 31),
-            state: Mutex::default(),
+            state: Mutex::new(State {
+                next: first,
+                regions: HashMap::new(),
+            }),
         }
+    }
+
+    /// The flag word's window, `None` when there is none (the kernel then runs on the CPU).
+    pub fn flags(&self) -> Option<Window> {
+        let buf = self.buf.as_ref().filter(|_| self.flags)?;
+        Some(Window {
+            buffer: buf.clone(),
+            offset: 0,
+            size: FLAGS,
+        })
+    }
+
+    /// The flag word after the run (call once the GPU is idle); 0 when no kernel raised one.
+    pub fn read_flags(&self, gpu: &Gpu) -> Result<u32, DeviceError> {
+        let Some(buf) = self.buf.as_ref().filter(|_| self.flags) else {
+            return Ok(0);
+        };
+        let w = gpu.read_words(buf, 0, 4)?;
+        Ok(u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
     }
 
     /// Bytes to reserve for a region of `len` bytes.

@@ -3,9 +3,9 @@
 use super::kernels::{each, li};
 use super::refs::{close, random_tensor};
 use super::{Builder, device_or_skip};
-use crate::device::DeviceError;
 use crate::device::cpu::ops::testutil::{HostTensor, Rng, params_f32};
 use crate::device::cpu::ops::{Dst, Src};
+use crate::device::{Buffer, DeviceError};
 use crate::ggml::{GgmlType, MAX_SRC, Op, Tensor};
 
 fn no_fallback(_: &[Option<Src<'_>>; MAX_SRC], dst: Dst<'_>) -> Result<(), DeviceError> {
@@ -206,4 +206,95 @@ fn set_rows_into_f16_cache() {
             &format!("set_rows wide={wide}"),
         );
     }
+}
+
+/// Out-of-range rows in GET_ROWS and SET_ROWS indices: the kernels touch nothing outside their
+/// tensors, the run fails with the CPU kernels' words, and the device keeps working afterwards.
+#[test]
+fn out_of_range_row_indices_fail_the_run() {
+    let Some(dev) = device_or_skip("out_of_range_row_indices_fail_the_run") else {
+        return;
+    };
+    let mut rng = Rng::new(24);
+    let (d, rows) = (8, 5);
+    for bad in [5i64, -1, 1 << 40] {
+        // GET_ROWS (i32 indices) reading a 5-row table.
+        let (table, _) = random_tensor(GgmlType::F32, [d, rows, 1, 1], &mut rng);
+        let idx = HostTensor::from_i32([2, 1, 1, 1], &[1, bad.min(i32::MAX as i64) as i32]);
+        let mut g = Builder::new(&dev);
+        let (it, ii) = (g.input(&table), g.input(&idx));
+        let out = g.node(
+            Tensor::new(GgmlType::F32, [d, 2, 1, 1]),
+            Op::GetRows,
+            [0; 16],
+            &[it, ii],
+        );
+        let before = whole_buffer(&g, out);
+        let err = dev
+            .compute_with(&g.graph, &g.buffers, no_fallback)
+            .unwrap_err();
+        assert!(err.to_string().contains("GET_ROWS") && err.to_string().contains("out of range"));
+        assert_outside_unchanged(&g, out, &before, "get_rows");
+
+        // SET_ROWS (i64 indices) into a 5-row cache.
+        let (src, _) = random_tensor(GgmlType::F32, [d, 2, 1, 1], &mut rng);
+        let idx = HostTensor::from_i64([2, 1, 1, 1], &[0, bad]);
+        let (cache, _) = random_tensor(GgmlType::F16, [d, rows, 1, 1], &mut rng);
+        let mut g = Builder::new(&dev);
+        let (is, ii, ic) = (g.input(&src), g.input(&idx), g.input(&cache));
+        let mut node = g.graph.tensors[ic].clone();
+        node.view_src = Some(ic);
+        let n_id = g.node(node, Op::SetRows, [0; 16], &[is, ii, ic]);
+        g.graph.tensors[n_id].data = g.graph.tensors[ic].data;
+        let before = whole_buffer(&g, ic);
+        let err = dev
+            .compute_with(&g.graph, &g.buffers, no_fallback)
+            .unwrap_err();
+        assert!(err.to_string().contains("SET_ROWS") && err.to_string().contains("out of range"));
+        assert_outside_unchanged(&g, ic, &before, "set_rows");
+    }
+    // The device is fine afterwards: a valid GET_ROWS runs.
+    get_rows_ok(&dev, &mut rng);
+}
+
+fn get_rows_ok(dev: &super::WgpuDevice, rng: &mut Rng) {
+    let (table, tv) = random_tensor(GgmlType::F32, [4, 3, 1, 1], rng);
+    let idx = HostTensor::from_i32([1, 1, 1, 1], &[2]);
+    let mut g = Builder::new(dev);
+    let (it, ii) = (g.input(&table), g.input(&idx));
+    let out = g.node(
+        Tensor::new(GgmlType::F32, [4, 1, 1, 1]),
+        Op::GetRows,
+        [0; 16],
+        &[it, ii],
+    );
+    dev.compute_with(&g.graph, &g.buffers, no_fallback).unwrap();
+    let want: Vec<f64> = tv[8..12].iter().map(|&x| x as f64).collect();
+    close(&g.read_f32(out), &want, 0.0, "get_rows after errors");
+}
+
+/// Every byte of the buffer holding tensor `i`.
+fn whole_buffer(g: &Builder, i: usize) -> Vec<u8> {
+    let h = g.graph.tensors[i].data.unwrap().buffer;
+    let b = &g.buffers[&h];
+    let mut out = vec![0u8; b.size()];
+    b.read(0, &mut out).unwrap();
+    out
+}
+
+/// The bytes of tensor `i`'s buffer outside the tensor are as they were.
+fn assert_outside_unchanged(g: &Builder, i: usize, before: &[u8], what: &str) {
+    let after = whole_buffer(g, i);
+    let t = &g.graph.tensors[i];
+    let (off, len) = (t.data.unwrap().offset, t.nbytes().unwrap());
+    assert_eq!(
+        after[..off],
+        before[..off],
+        "{what}: bytes before the tensor"
+    );
+    assert_eq!(
+        after[off + len..],
+        before[off + len..],
+        "{what}: bytes after it"
+    );
 }
