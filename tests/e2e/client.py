@@ -69,7 +69,9 @@ class Session:
             mp.devices = ctypes.cast(self._dev_arr, ctypes.c_void_p)
         else:
             mp.n_gpu_layers = 0
-            mp.use_extra_bufts = False
+            # GGRPC_LOCAL_REPACK=1: llama.cpp's other CPU path (weight repacking), to measure ggml's own
+            # variance on the same text.
+            mp.use_extra_bufts = os.environ.get("GGRPC_LOCAL_REPACK") == "1"
         path = str(common.model_path()).encode()
         t0 = time.perf_counter()
         self.model = llama.llama_model_load_from_file(path, mp)
