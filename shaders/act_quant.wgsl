@@ -1,10 +1,11 @@
-// MUL_MAT's activations, rounded the way ggml-cpu converts them to the weight type's `vec_dot_type`
-// before the dot products, then written back as f32: the product over these values then carries the
-// same quantization error as llama.cpp's CPU result, leaving only f32 summation order as a difference.
-// Modes: 1 f16 (f16 weights), 2 bf16, 3 Q8_0/Q8_1 blocks of 32 as the AVX2 `quantize_row_q8_0` does
-// (x·127/amax rounded half to even, scale stored as f16), 4 Q8_K blocks of 256
-// (`quantize_row_q8_K_ref`: scale -127/max over the signed extreme, q = min(127, round(x·scale))).
-// Output: contiguous f32 [k, ne11, ne12, ne13] at `d_base`.
+// MUL_MAT's activations converted the way ggml-cpu converts them to the weight type's `vec_dot_type`,
+// so the products can follow llama.cpp's arithmetic step by step.
+// Modes 1 (f16 weights) and 2 (bf16): the rounded values as f32, contiguous [k, ne11, ne12, ne13].
+// Mode 3, Q8_0 as the AVX2 `quantize_row_q8_0` does (x·127/amax rounded half to even, scale stored as
+// f16): per block of 32, 9 words: the scale (f32 holding the f16 value), then the 32 quants as i8, four
+// per word in element order. Mode 4, Q8_K (`quantize_row_q8_K_ref`: scale -127/max over the signed
+// extreme, q = min(127, round(x·scale))): per block of 256, 81 words: the scale, 64 words of quants,
+// then the 16 sums of 16 quants as i32. Blocks follow each other column by column.
 
 struct P {
     mode: u32,
@@ -46,6 +47,8 @@ fn act_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
     let col = u / nb;
     let i0 = (u % nb) * bs;
     let o = (p.d_base >> 2u) + col * p.k + i0;
+    // Word address of this block in the packed layouts (9 words per 32, 81 per 256).
+    let ob = (p.d_base >> 2u) + u * select(9u, 81u, p.mode == 4u);
     switch p.mode {
         case 1u: {
             d[o] = bitcast<u32>(f16r(ld(col, i0)));
@@ -59,10 +62,14 @@ fn act_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
                 amax = max(amax, abs(ld(col, i0 + j)));
             }
             let id = select(0.0, 127.0 / amax, amax != 0.0);
-            let dd = f16r(amax / 127.0);
-            for (var j = 0u; j < 32u; j++) {
-                let q = clamp(round(ld(col, i0 + j) * id), -128.0, 127.0);
-                d[o + j] = bitcast<u32>(q * dd);
+            d[ob] = bitcast<u32>(f16r(amax / 127.0));
+            for (var w = 0u; w < 8u; w++) {
+                var packed = 0u;
+                for (var t = 0u; t < 4u; t++) {
+                    let q = i32(clamp(round(ld(col, i0 + 4u * w + t) * id), -128.0, 127.0));
+                    packed |= (bitcast<u32>(q) & 0xffu) << (8u * t);
+                }
+                d[ob + 1u + w] = packed;
             }
         }
         default: {
@@ -76,16 +83,25 @@ fn act_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
                 }
             }
             if (amax == 0.0) {
-                for (var j = 0u; j < 256u; j++) {
-                    d[o + j] = 0u;
+                for (var w = 0u; w < 81u; w++) {
+                    d[ob + w] = 0u;
                 }
                 return;
             }
             let iscale = -127.0 / mx;
-            let dd = 1.0 / iscale;
-            for (var j = 0u; j < 256u; j++) {
-                let q = min(127.0, round(iscale * ld(col, i0 + j)));
-                d[o + j] = bitcast<u32>(dd * q);
+            d[ob] = bitcast<u32>(1.0 / iscale);
+            for (var g = 0u; g < 16u; g++) {
+                var sum = 0;
+                for (var w = 0u; w < 4u; w++) {
+                    var packed = 0u;
+                    for (var t = 0u; t < 4u; t++) {
+                        let q = i32(min(127.0, round(iscale * ld(col, i0 + 16u * g + 4u * w + t))));
+                        sum += q;
+                        packed |= (bitcast<u32>(q) & 0xffu) << (8u * t);
+                    }
+                    d[ob + 1u + 4u * g + w] = packed;
+                }
+                d[ob + 65u + g] = bitcast<u32>(sum);
             }
         }
     }

@@ -1,4 +1,4 @@
-// Element access into `src0` for any supported weight type (ggml type ids: 0 f32, 1 f16, 6 q5_0,
+// Element access into `src0` for any supported weight type (ggml type ids: 0 f32, 1 f16, 2 q4_0, 6 q5_0,
 // 8 q8_0, 12 q4_K, 14 q6_K). Addresses are byte offsets; rows start at block boundaries, so every f16
 // field is 2-byte aligned and f32 rows are 4-byte aligned.
 
@@ -19,6 +19,7 @@ fn block_bytes(typ: u32) -> u32 {
     switch typ {
         case 0u: { return 4u; }
         case 1u: { return 2u; }
+        case 2u: { return 18u; }
         case 6u: { return 22u; }
         case 8u: { return 34u; }
         case 12u: { return 144u; }
@@ -53,6 +54,12 @@ fn deq(typ: u32, row: u32, i: u32) -> f32 {
         case 8u: {
             let b = row + (i / 32u) * 34u;
             return rdh(b) * f32(sext8(rd8(b + 2u + i % 32u)));
+        }
+        case 2u: {
+            let b = row + (i / 32u) * 18u;
+            let j = i % 32u;
+            let q = rd8(b + 2u + (j % 16u));
+            return rdh(b) * (f32(select(q >> 4u, q & 0xfu, j < 16u)) - 8.0);
         }
         case 6u: {
             let b = row + (i / 32u) * 22u;
@@ -121,6 +128,18 @@ fn deq32(typ: u32, row: u32, c: u32, out: ptr<function, array<f32, 32>>) {
                 let q = u32_at(b + 2u + 4u * w);
                 for (var k = 0u; k < 4u; k++) {
                     (*out)[4u * w + k] = d * f32(sext8((q >> (8u * k)) & 0xffu));
+                }
+            }
+        }
+        case 2u: {
+            let b = row + c * 18u;
+            let d = rdh(b);
+            for (var w = 0u; w < 4u; w++) {
+                let q = u32_at(b + 2u + 4u * w);
+                for (var k = 0u; k < 4u; k++) {
+                    let byte = (q >> (8u * k)) & 0xffu;
+                    (*out)[4u * w + k] = d * (f32(byte & 0xfu) - 8.0);
+                    (*out)[4u * w + k + 16u] = d * (f32(byte >> 4u) - 8.0);
                 }
             }
         }

@@ -13,6 +13,7 @@ pub fn weight_type_id(t: GgmlType) -> Option<u32> {
     Some(match t {
         GgmlType::F32 => 0,
         GgmlType::F16 => 1,
+        GgmlType::Q4_0 => 2,
         GgmlType::Q5_0 => 6,
         GgmlType::Q8_0 => 8,
         GgmlType::Q4K => 12,
@@ -74,7 +75,24 @@ pub fn scratch_bytes(graph: &Graph, node: usize) -> u64 {
     if act_mode(a.typ) == 0 || !supports(graph, node) {
         return 0;
     }
-    Scratch::region_bytes(4 * b.nelements() as u64)
+    Scratch::region_bytes(act_bytes(act_mode(a.typ), b.nelements()))
+}
+
+/// Bytes of `n` activations converted by act_quant.wgsl in `mode` (see its layouts).
+fn act_bytes(mode: u32, n: usize) -> u64 {
+    match mode {
+        3 => 36 * (n / 32) as u64,
+        4 => 324 * (n / 256) as u64,
+        _ => 4 * n as u64,
+    }
+}
+
+/// Whether the packed-activation kernel (`mul_mat_exact`, llama.cpp's arithmetic) serves `typ`.
+fn exact(typ: GgmlType) -> bool {
+    matches!(
+        typ,
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q4K | GgmlType::Q6K
+    )
 }
 
 /// The activations as the product kernel reads them: `b` itself, or its rounded copy in scratch
@@ -99,7 +117,10 @@ fn activations(
         return Ok(Some((vb.window, ab)));
     }
     let k = b.ne[0];
-    let Some((win, fresh)) = ctx.scratch.region((src1, mode), 4 * b.nelements() as u64) else {
+    let Some((win, fresh)) = ctx
+        .scratch
+        .region((src1, mode), act_bytes(mode, b.nelements()))
+    else {
         return Ok(None);
     };
     let block = match mode {
@@ -123,8 +144,9 @@ fn activations(
             groups: groups(ctx.gpu, (units as u64).div_ceil(64))?,
         });
     }
-    let (Some(nb1), Some(nb2), Some(nb3)) =
-        (u(4 * k), u(4 * k * b.ne[1]), u(4 * k * b.ne[1] * b.ne[2]))
+    // Byte strides between activation columns in the converted layout.
+    let col = act_bytes(mode, k) as usize;
+    let (Some(nb1), Some(nb2), Some(nb3)) = (u(col), u(col * b.ne[1]), u(col * b.ne[1] * b.ne[2]))
     else {
         return Ok(None);
     };
@@ -162,7 +184,9 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
     // Batches of columns share each decoded weight chunk; single columns take one invocation per
     // dst element, unless it is a long reduction over few outputs, where a workgroup per element
     // spreads K over 64 invocations.
-    let (entry, units_per_group) = if b.ne[1] >= 4 {
+    let (entry, units_per_group) = if exact(a.typ) {
+        ("mul_mat_exact", 64)
+    } else if b.ne[1] >= 4 {
         ("mul_mat_cols", 64)
     } else if a.ne[0] <= 8192 || rows * b.ne[1] >= 4096 {
         ("mul_mat_thread", 64)

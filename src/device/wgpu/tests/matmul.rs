@@ -10,9 +10,10 @@ use crate::device::cpu::ops::{Dst, Src};
 use crate::ggml::{GgmlType, MAX_SRC, Op, Tensor};
 use crate::quant;
 
-const TYPES: [GgmlType; 6] = [
+const TYPES: [GgmlType; 7] = [
     GgmlType::F32,
     GgmlType::F16,
+    GgmlType::Q4_0,
     GgmlType::Q8_0,
     GgmlType::Q5_0,
     GgmlType::Q4K,
@@ -68,6 +69,20 @@ fn mat_mul_case(
         2e-5,
         &format!("mul_mat {} {a_ne:?} x {b_ne:?}", typ.name()),
     );
+    // Legacy quants always, K-quants from 8 columns (ggml's tiled path): llama.cpp's arithmetic step
+    // by step. Bit-identical where WGSL's fma() is fused; lavapipe lowers fma to a multiply and an
+    // add, which leaves a last-bit difference now and then.
+    let k_quant = typ.block_size() == 256;
+    let q0 = matches!(typ, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0);
+    if q0 || (k_quant && b_ne[1] * b_ne[2] * b_ne[3] / (a_ne[2] * a_ne[3]) >= 8) {
+        let cpu: Vec<f64> = g.on_cpu(n).iter().map(|&x| x as f64).collect();
+        close(
+            &got,
+            &cpu,
+            1e-6,
+            &format!("mul_mat {} {a_ne:?} x {b_ne:?} vs CPU", typ.name()),
+        );
+    }
 }
 
 /// Contiguous activation columns of length `k`, rounded through `vec_dot_type(typ)` as ggml-cpu does.

@@ -22,7 +22,9 @@ pub fn random_blocks(typ: GgmlType, nblocks: usize, rng: &mut Rng) -> Vec<u8> {
     for k in 0..nblocks {
         let o = k * bs;
         match typ {
-            GgmlType::Q8_0 | GgmlType::Q5_0 => put_f16(&mut b, o, rng.uniform(-0.05, 0.05)),
+            GgmlType::Q8_0 | GgmlType::Q5_0 | GgmlType::Q4_0 => {
+                put_f16(&mut b, o, rng.uniform(-0.05, 0.05))
+            }
             GgmlType::Q4K => {
                 put_f16(&mut b, o, rng.uniform(0.0, 0.01));
                 put_f16(&mut b, o + 2, rng.uniform(0.0, 0.01));
@@ -55,6 +57,13 @@ pub fn dequant_row(typ: GgmlType, b: &[u8], out: &mut [f32]) {
                 let d = get_f16(blk, 0);
                 for j in 0..32 {
                     y[j] = d * (blk[2 + j] as i8) as f32;
+                }
+            }
+            GgmlType::Q4_0 => {
+                let d = get_f16(blk, 0);
+                for j in 0..16 {
+                    y[j] = d * ((blk[2 + j] & 0xf) as f32 - 8.0);
+                    y[j + 16] = d * ((blk[2 + j] >> 4) as f32 - 8.0);
                 }
             }
             GgmlType::Q5_0 => {
