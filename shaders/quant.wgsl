@@ -1,5 +1,5 @@
-// Element access into `src0` for any supported weight type (ggml type ids: 0 f32, 1 f16, 2 q4_0, 6 q5_0,
-// 8 q8_0, 12 q4_K, 14 q6_K). Addresses are byte offsets; rows start at block boundaries, so every f16
+// Element access into `src0` for any supported weight type (ggml type ids: 0 f32, 1 f16, 2 q4_0, 3 q4_1,
+// 6 q5_0, 7 q5_1, 8 q8_0, 10 q2_K, 11 q3_K, 12 q4_K, 13 q5_K, 14 q6_K, 30 bf16). Addresses are byte offsets; rows start at block boundaries, so every f16
 // field is 2-byte aligned and f32 rows are 4-byte aligned.
 
 fn rd8(a: u32) -> u32 {
@@ -20,6 +20,12 @@ fn block_bytes(typ: u32) -> u32 {
         case 0u: { return 4u; }
         case 1u: { return 2u; }
         case 2u: { return 18u; }
+        case 3u: { return 20u; }
+        case 7u: { return 24u; }
+        case 10u: { return 84u; }
+        case 11u: { return 110u; }
+        case 13u: { return 176u; }
+        case 30u: { return 2u; }
         case 6u: { return 22u; }
         case 8u: { return 34u; }
         case 12u: { return 144u; }
@@ -30,8 +36,8 @@ fn block_bytes(typ: u32) -> u32 {
 
 fn block_elems(typ: u32) -> u32 {
     switch typ {
-        case 0u, 1u: { return 1u; }
-        case 12u, 14u: { return 256u; }
+        case 0u, 1u, 30u: { return 1u; }
+        case 10u, 11u, 12u, 13u, 14u: { return 256u; }
         default: { return 32u; }
     }
 }
@@ -54,6 +60,61 @@ fn deq(typ: u32, row: u32, i: u32) -> f32 {
         case 8u: {
             let b = row + (i / 32u) * 34u;
             return rdh(b) * f32(sext8(rd8(b + 2u + i % 32u)));
+        }
+        case 30u: {
+            let w = src0[(row + 2u * i) >> 2u];
+            return bitcast<f32>(select(w << 16u, w & 0xffff0000u, ((row + 2u * i) & 2u) != 0u));
+        }
+        case 3u: {
+            let b = row + (i / 32u) * 20u;
+            let j = i % 32u;
+            let q = rd8(b + 4u + (j % 16u));
+            return rdh(b) * f32(select(q >> 4u, q & 0xfu, j < 16u)) + rdh(b + 2u);
+        }
+        case 7u: {
+            let b = row + (i / 32u) * 24u;
+            let j = i % 32u;
+            let qh = u32_at(b + 4u);
+            let q = rd8(b + 8u + (j % 16u));
+            let lo = select(q >> 4u, q & 0xfu, j < 16u);
+            return rdh(b) * f32(lo | (((qh >> j) & 1u) << 4u)) + rdh(b + 2u);
+        }
+        case 10u: {
+            let b = row + (i / 256u) * 84u;
+            let j = i % 256u;
+            let n = j / 128u;
+            let sh = 2u * ((j % 128u) / 32u);
+            let l = j % 32u;
+            let sc = rd8(b + 8u * n + sh + l / 16u);
+            let q = (rd8(b + 16u + 32u * n + l) >> sh) & 3u;
+            return rdh(b + 80u) * f32(sc & 0xfu) * f32(q) - rdh(b + 82u) * f32(sc >> 4u);
+        }
+        case 11u: {
+            let b = row + (i / 256u) * 110u;
+            let j = i % 256u;
+            let n = j / 128u;
+            let jj = (j % 128u) / 32u;
+            let l = j % 32u;
+            let k = 8u * n + 2u * jj + l / 16u;
+            let t = k % 4u;
+            let g = k / 4u;
+            let lo = (rd8(b + 96u + t + 4u * (g % 2u)) >> (4u * (g / 2u))) & 0xfu;
+            let hi = (rd8(b + 104u + t) >> (2u * g)) & 3u;
+            let sc = i32(lo | (hi << 4u)) - 32;
+            let q = i32((rd8(b + 32u + 32u * n + l) >> (2u * jj)) & 3u);
+            let h = (rd8(b + l) >> (4u * n + jj)) & 1u;
+            return rdh(b + 108u) * f32(sc) * f32(q - select(4, 0, h != 0u));
+        }
+        case 13u: {
+            let b = row + (i / 256u) * 176u;
+            let j = i % 256u;
+            let c = j / 32u;
+            let l = j % 32u;
+            let sm = q4k_scale_min(b + 4u, c);
+            let q = rd8(b + 48u + (c / 2u) * 32u + l);
+            let nib = select(q >> 4u, q & 0xfu, c % 2u == 0u);
+            let h = (rd8(b + 16u + l) >> c) & 1u;
+            return rdh(b) * sm.x * f32(nib + 16u * h) - rdh(b + 2u) * sm.y;
         }
         case 2u: {
             let b = row + (i / 32u) * 18u;
@@ -192,8 +253,9 @@ fn deq32(typ: u32, row: u32, c: u32, out: ptr<function, array<f32, 32>>) {
             }
         }
         default: {
+            // Types without a word-wise decoder: element by element.
             for (var j = 0u; j < 32u; j++) {
-                (*out)[j] = 0.0;
+                (*out)[j] = deq(typ, row, 32u * c + j);
             }
         }
     }

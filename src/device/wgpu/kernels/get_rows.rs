@@ -1,4 +1,4 @@
-//! GET_ROWS from f32/f16/q8_0/q5_0/q4_K/q6_K rows into f32: `call_get_rows`. A source larger than one
+//! GET_ROWS from rows of any MUL_MAT weight type into f32: `call_get_rows`. A source larger than one
 //! binding (a token embedding) is split into row ranges; each dispatch copies the rows it holds.
 //! Indices outside src0 raise the run's index flag (`scratch`).
 

@@ -1,4 +1,5 @@
-//! MUL_MAT with src0 f32/f16/q8_0/q5_0/q4_K/q6_K (dequantized in-shader) and src1 f32: `call_mul_mat`.
+//! MUL_MAT with src0 f32/f16/bf16 or any of q4_0, q4_1, q5_0, q5_1, q8_0, q2_K..q6_K (decoded in-shader)
+//! and src1 f32: `call_mul_mat`.
 //! A src0 larger than one storage binding (Gemma 3's tied 170 MiB output matrix) is split into row
 //! ranges, one dispatch each. Activations are first rounded to the weight type's `vec_dot_type` as
 //! ggml-cpu does (act_quant.wgsl), so results carry llama.cpp's own quantization error.
@@ -14,10 +15,16 @@ pub fn weight_type_id(t: GgmlType) -> Option<u32> {
         GgmlType::F32 => 0,
         GgmlType::F16 => 1,
         GgmlType::Q4_0 => 2,
+        GgmlType::Q4_1 => 3,
         GgmlType::Q5_0 => 6,
+        GgmlType::Q5_1 => 7,
         GgmlType::Q8_0 => 8,
+        GgmlType::Q2K => 10,
+        GgmlType::Q3K => 11,
         GgmlType::Q4K => 12,
+        GgmlType::Q5K => 13,
         GgmlType::Q6K => 14,
+        GgmlType::Bf16 => 30,
         _ => return None,
     })
 }
@@ -25,7 +32,8 @@ pub fn weight_type_id(t: GgmlType) -> Option<u32> {
 /// Rows of a weight tensor whose elements are contiguous (nb0 = element size for scalar types;
 /// block types always are) and start on 4-byte (f32) or 2-byte (f16, blocks) boundaries.
 pub fn weight_rows_ok(a: &Tensor) -> bool {
-    let elem_ok = !matches!(a.typ, GgmlType::F32 | GgmlType::F16) || a.nb[0] == a.typ.type_size();
+    let scalar = matches!(a.typ, GgmlType::F32 | GgmlType::F16 | GgmlType::Bf16);
+    let elem_ok = !scalar || a.nb[0] == a.typ.type_size();
     let align = if a.typ == GgmlType::F32 { 4 } else { 2 };
     weight_type_id(a.typ).is_some()
         && elem_ok
@@ -57,12 +65,16 @@ pub fn supports(graph: &Graph, node: usize) -> bool {
 
 /// How MUL_MAT rounds activations for weights of `typ` (modes of act_quant.wgsl; 0 = used as they are).
 pub fn act_mode(typ: GgmlType) -> u32 {
-    use GgmlType::*;
     match typ {
-        F16 => 1,
-        Bf16 => 2,
-        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 => 3,
-        Q2K | Q3K | Q4K | Q5K | Q6K => 4,
+        GgmlType::F16 => 1,
+        GgmlType::Bf16 => 2,
+        t if exact(t) => {
+            if t.block_size() == 256 {
+                4
+            } else {
+                3
+            }
+        }
         _ => 0,
     }
 }

@@ -7,13 +7,20 @@ use super::{Builder, device_or_skip, device_with};
 use crate::device::DeviceError;
 use crate::device::cpu::ops::testutil::{HostTensor, Rng};
 use crate::device::cpu::ops::{Dst, Src};
+use crate::device::wgpu::kernels::matmul::act_mode;
 use crate::ggml::{GgmlType, MAX_SRC, Op, Tensor};
 use crate::quant;
 
-const TYPES: [GgmlType; 7] = [
+const TYPES: [GgmlType; 13] = [
     GgmlType::F32,
     GgmlType::F16,
+    GgmlType::Bf16,
     GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_1,
+    GgmlType::Q2K,
+    GgmlType::Q3K,
+    GgmlType::Q5K,
     GgmlType::Q8_0,
     GgmlType::Q5_0,
     GgmlType::Q4K,
@@ -51,7 +58,13 @@ fn mat_mul_case(
     assert_eq!(r.native, 1);
     let got = g.read_f32(n);
     let (r2, r3) = (b_ne[2] / a_ne[2], b_ne[3] / a_ne[3]);
-    let bq = rounded_activations(typ, &bv, b_ne[0]);
+    // The kernel's activations: rounded like ggml-cpu's where it follows llama.cpp's arithmetic, as
+    // they are otherwise.
+    let bq = if act_mode(typ) == 0 {
+        bv.clone()
+    } else {
+        rounded_activations(typ, &bv, b_ne[0])
+    };
     let want: Vec<f64> = each(d_ne)
         .map(|[m, j, i2, i3]| {
             (0..a_ne[0])
@@ -72,9 +85,8 @@ fn mat_mul_case(
     // Legacy quants always, K-quants from 8 columns (ggml's tiled path): llama.cpp's arithmetic step
     // by step. Bit-identical where WGSL's fma() is fused; lavapipe lowers fma to a multiply and an
     // add, which leaves a last-bit difference now and then.
-    let k_quant = typ.block_size() == 256;
-    let q0 = matches!(typ, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0);
-    if q0 || (k_quant && b_ne[1] * b_ne[2] * b_ne[3] / (a_ne[2] * a_ne[3]) >= 8) {
+    let (q0, qk) = (act_mode(typ) == 3, act_mode(typ) == 4);
+    if q0 || (qk && b_ne[1] * b_ne[2] * b_ne[3] / (a_ne[2] * a_ne[3]) >= 8) {
         let cpu: Vec<f64> = g.on_cpu(n).iter().map(|&x| x as f64).collect();
         close(
             &got,

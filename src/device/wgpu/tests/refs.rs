@@ -25,11 +25,20 @@ pub fn random_blocks(typ: GgmlType, nblocks: usize, rng: &mut Rng) -> Vec<u8> {
             GgmlType::Q8_0 | GgmlType::Q5_0 | GgmlType::Q4_0 => {
                 put_f16(&mut b, o, rng.uniform(-0.05, 0.05))
             }
-            GgmlType::Q4K => {
+            GgmlType::Q6K => put_f16(&mut b, o + 208, rng.uniform(-0.01, 0.01)),
+            GgmlType::Q4_1 | GgmlType::Q5_1 => {
+                put_f16(&mut b, o, rng.uniform(0.0, 0.05));
+                put_f16(&mut b, o + 2, rng.uniform(-0.05, 0.05));
+            }
+            GgmlType::Q4K | GgmlType::Q5K => {
                 put_f16(&mut b, o, rng.uniform(0.0, 0.01));
                 put_f16(&mut b, o + 2, rng.uniform(0.0, 0.01));
             }
-            GgmlType::Q6K => put_f16(&mut b, o + 208, rng.uniform(-0.01, 0.01)),
+            GgmlType::Q2K => {
+                put_f16(&mut b, o + 80, rng.uniform(0.0, 0.01));
+                put_f16(&mut b, o + 82, rng.uniform(0.0, 0.01));
+            }
+            GgmlType::Q3K => put_f16(&mut b, o + 108, rng.uniform(-0.01, 0.01)),
             _ => panic!("no generator for {}", typ.name()),
         }
     }
@@ -111,7 +120,8 @@ pub fn dequant_row(typ: GgmlType, b: &[u8], out: &mut [f32]) {
                     }
                 }
             }
-            _ => panic!("no dequantizer for {}", typ.name()),
+            // The rest: the crate's codec (itself tested against ggml's formats).
+            _ => crate::quant::dequantize_row(typ, blk, y).unwrap(),
         }
     }
 }

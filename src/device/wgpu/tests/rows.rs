@@ -3,9 +3,9 @@
 use super::kernels::{each, li};
 use super::refs::{close, random_tensor};
 use super::{Builder, device_or_skip};
+use crate::device::DeviceError;
 use crate::device::cpu::ops::testutil::{HostTensor, Rng, params_f32};
 use crate::device::cpu::ops::{Dst, Src};
-use crate::device::{Buffer, DeviceError};
 use crate::ggml::{GgmlType, MAX_SRC, Op, Tensor};
 
 fn no_fallback(_: &[Option<Src<'_>>; MAX_SRC], dst: Dst<'_>) -> Result<(), DeviceError> {
