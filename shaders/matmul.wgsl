@@ -148,123 +148,195 @@ fn mul_mat_cols(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     }
 }
 
-// ---- Products that follow llama.cpp's CPU arithmetic exactly (activations packed by act_quant.wgsl
-// modes 3 and 4; `b_nb1..3` are then byte strides between activation columns).
+// ---- Products that follow llama.cpp's CPU arithmetic (activations packed by act_quant.wgsl modes 3
+// and 4; `b_nb1..3` are then byte strides between activation columns). One invocation per (weight
+// row, up to NCE columns of one (i2, i3) slice): each weight block is decoded once for all of them.
 
-// Quant `e` (0..) of the packed activation quants starting at byte `a`.
-fn act_q(a: u32, e: u32) -> i32 {
-    return sext8((b[(a >> 2u) + (e >> 2u)] >> ((e & 3u) * 8u)) & 0xffu);
-}
+const NCE: u32 = 4u;
 
-// Quant `e` (0..31) of a q4_0 / q5_0 / q8_0 weight block at byte `bb`, as a signed integer.
-fn w_q0(typ: u32, bb: u32, e: u32) -> i32 {
+// The 32 quants of a q4_0 / q5_0 / q8_0 block at byte `bb`, as signed integers.
+fn w_block_q0(typ: u32, bb: u32, out: ptr<function, array<i32, 32>>) {
     switch typ {
         case 8u: {
-            return sext8(rd8(bb + 2u + e));
+            for (var w = 0u; w < 8u; w++) {
+                let q = u32_at(bb + 2u + 4u * w);
+                for (var k = 0u; k < 4u; k++) {
+                    (*out)[4u * w + k] = sext8((q >> (8u * k)) & 0xffu);
+                }
+            }
         }
         case 6u: {
-            let byte = rd8(bb + 6u + (e % 16u));
-            let nib = select(byte >> 4u, byte & 0xfu, e < 16u);
-            return i32(nib | (((u32_at(bb + 2u) >> e) & 1u) << 4u)) - 16;
+            let qh = u32_at(bb + 2u);
+            for (var w = 0u; w < 4u; w++) {
+                let q = u32_at(bb + 6u + 4u * w);
+                for (var k = 0u; k < 4u; k++) {
+                    let j = 4u * w + k;
+                    let byte = (q >> (8u * k)) & 0xffu;
+                    (*out)[j] = i32((byte & 0xfu) | (((qh >> j) & 1u) << 4u)) - 16;
+                    (*out)[j + 16u] = i32((byte >> 4u) | (((qh >> (j + 16u)) & 1u) << 4u)) - 16;
+                }
+            }
         }
         default: {
-            let byte = rd8(bb + 2u + (e % 16u));
-            return i32(select(byte >> 4u, byte & 0xfu, e < 16u)) - 8;
+            for (var w = 0u; w < 4u; w++) {
+                let q = u32_at(bb + 2u + 4u * w);
+                for (var k = 0u; k < 4u; k++) {
+                    let j = 4u * w + k;
+                    let byte = (q >> (8u * k)) & 0xffu;
+                    (*out)[j] = i32(byte & 0xfu) - 8;
+                    (*out)[j + 16u] = i32(byte >> 4u) - 8;
+                }
+            }
         }
     }
 }
 
-// ggml's AVX2 `vec_dot_q*_0_q8_0` for one weight row and one activation column: per block, eight i32
-// lanes of four consecutive products each, `acc[l] = fma(d_w·d_a, lane, acc[l])`, then ggml's
-// horizontal sum order.
-fn dot_q0(typ: u32, row: u32, col: u32, nblk: u32) -> f32 {
-    var acc: array<f32, 8>;
-    let bs = block_bytes(typ);
-    for (var i = 0u; i < nblk; i++) {
+// Σ of 4 weight quants (from `wq` at `e0`) times the 4 activation quants packed in word `aw`.
+fn dot4(wq: ptr<function, array<i32, 32>>, e0: u32, aw: u32) -> i32 {
+    var s = 0;
+    for (var t = 0u; t < 4u; t++) {
+        s += (*wq)[e0 + t] * sext8((aw >> (8u * t)) & 0xffu);
+    }
+    return s;
+}
+
+// ggml's AVX2 `vec_dot_q*_0_q8_0`: per block, eight i32 lanes of four consecutive products,
+// `acc[l] = fma(d_w·d_a, lane, acc[l])`, then ggml's horizontal sum order.
+fn exact_q0(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) {
+    var acc: array<f32, 32>;
+    var wq: array<i32, 32>;
+    let bs = block_bytes(p.typ);
+    for (var i = 0u; i < p.k / 32u; i++) {
         let bb = row + i * bs;
-        let ab = col + 36u * i;
-        let dd = rdh(bb) * bitcast<f32>(b[ab >> 2u]);
-        for (var l = 0u; l < 8u; l++) {
-            var s = 0;
-            for (var t = 0u; t < 4u; t++) {
-                s += w_q0(typ, bb, 4u * l + t) * act_q(ab + 4u, 4u * l + t);
+        w_block_q0(p.typ, bb, &wq);
+        let dw = rdh(bb);
+        for (var jj = 0u; jj < NCE; jj++) {
+            if (jj < nc) {
+                let aw = ((col0 + jj * p.b_nb1) >> 2u) + 9u * i;
+                let dd = dw * bitcast<f32>(b[aw]);
+                for (var l = 0u; l < 8u; l++) {
+                    acc[8u * jj + l] = fma(dd, f32(dot4(&wq, 4u * l, b[aw + 1u + l])), acc[8u * jj + l]);
+                }
             }
-            acc[l] = fma(dd, f32(s), acc[l]);
         }
     }
-    let r0 = acc[4] + acc[0];
-    let r1 = acc[5] + acc[1];
-    let r2 = acc[6] + acc[2];
-    let r3 = acc[7] + acc[3];
-    return (r0 + r2) + (r1 + r3);
+    for (var jj = 0u; jj < NCE; jj++) {
+        let a = 8u * jj;
+        let r0 = acc[a + 4u] + acc[a];
+        let r1 = acc[a + 5u] + acc[a + 1u];
+        let r2 = acc[a + 6u] + acc[a + 2u];
+        let r3 = acc[a + 7u] + acc[a + 3u];
+        (*out)[jj] = (r0 + r2) + (r1 + r3);
+    }
 }
 
-// ggml's tiled K-quant path (q4_K, q6_K) for one weight row and one activation column: exact integer
-// sums per super-block, then `res = fma(-dmin, s2, d·s1)`, `acc = fma(res, d8, acc)`.
-fn dot_k(typ: u32, row: u32, col: u32, nblk: u32) -> f32 {
-    var acc = 0.0;
-    for (var i = 0u; i < nblk; i++) {
-        let ab = col + 324u * i;
-        let d8 = bitcast<f32>(b[ab >> 2u]);
-        var s1 = 0;
-        if (typ == 12u) {
-            let bb = row + i * 144u;
-            var s2 = 0;
-            for (var c = 0u; c < 8u; c++) {
-                let sm = q4k_scale_min(bb + 4u, c);
-                var s = 0;
-                for (var l = 0u; l < 32u; l++) {
-                    let q = rd8(bb + 16u + (c / 2u) * 32u + l);
-                    let nib = select(q >> 4u, q & 0xfu, c % 2u == 0u);
-                    s += i32(nib) * act_q(ab + 4u, 32u * c + l);
-                }
-                s1 += i32(sm.x) * s;
-                let bsum = bitcast<i32>(b[(ab >> 2u) + 65u + 2u * c]) + bitcast<i32>(b[(ab >> 2u) + 66u + 2u * c]);
-                s2 += i32(sm.y) * bsum;
+// The 32 quants of sub-block `c` of a q4_K (typ 12, unsigned 0..15) or q6_K (typ 14, minus 32) block.
+fn w_sub_k(typ: u32, bb: u32, c: u32, out: ptr<function, array<i32, 32>>) {
+    if (typ == 12u) {
+        let shift = (c % 2u) * 4u;
+        for (var w = 0u; w < 8u; w++) {
+            let q = u32_at(bb + 16u + (c / 2u) * 32u + 4u * w);
+            for (var k = 0u; k < 4u; k++) {
+                (*out)[4u * w + k] = i32((q >> (8u * k + shift)) & 0xfu);
             }
-            let res = fma(-rdh(bb + 2u), f32(s2), rdh(bb) * f32(s1));
-            acc = fma(res, d8, acc);
-        } else {
-            let bb = row + i * 210u;
-            for (var g = 0u; g < 16u; g++) {
-                var s = 0;
-                for (var l = 0u; l < 16u; l++) {
-                    let j = 16u * g + l;
-                    let n = j / 128u;
-                    let qq = (j % 128u) / 32u;
-                    let jl = j % 32u;
-                    let ql = rd8(bb + 64u * n + jl + (qq & 1u) * 32u);
-                    let lo = select(ql & 0xfu, ql >> 4u, qq >= 2u);
-                    let hi = (rd8(bb + 128u + 32u * n + jl) >> (2u * qq)) & 3u;
-                    s += (i32(lo | (hi << 4u)) - 32) * act_q(ab + 4u, j);
-                }
-                s1 += sext8(rd8(bb + 192u + g)) * s;
-            }
-            acc = fma(rdh(bb + 208u) * f32(s1), d8, acc);
+        }
+        return;
+    }
+    let n = c / 4u;
+    let qq = c % 4u;
+    let lshift = select(0u, 4u, qq >= 2u);
+    for (var w = 0u; w < 8u; w++) {
+        let ql = u32_at(bb + 64u * n + (qq & 1u) * 32u + 4u * w);
+        let qh = u32_at(bb + 128u + 32u * n + 4u * w);
+        for (var k = 0u; k < 4u; k++) {
+            let lo = (ql >> (8u * k + lshift)) & 0xfu;
+            let hi = (qh >> (8u * k + 2u * qq)) & 3u;
+            (*out)[4u * w + k] = i32(lo | (hi << 4u)) - 32;
         }
     }
-    return acc;
+}
+
+// ggml's tiled K-quant path (q4_K, q6_K): exact integer sums per super-block, then
+// `res = fma(-dmin, s2, d·s1)`, `acc = fma(res, d8, acc)`.
+fn exact_k(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) {
+    var acc: array<f32, 4>;
+    var wq: array<i32, 32>;
+    let q4 = p.typ == 12u;
+    let bs = select(210u, 144u, q4);
+    for (var i = 0u; i < p.k / 256u; i++) {
+        let bb = row + i * bs;
+        var s1: array<i32, 4>;
+        var s2: array<i32, 4>;
+        for (var c = 0u; c < 8u; c++) {
+            w_sub_k(p.typ, bb, c, &wq);
+            var sc0: i32;
+            var sc1: i32;
+            var mn = 0;
+            if (q4) {
+                let sm = q4k_scale_min(bb + 4u, c);
+                sc0 = i32(sm.x);
+                sc1 = sc0;
+                mn = i32(sm.y);
+            } else {
+                sc0 = sext8(rd8(bb + 192u + 2u * c));
+                sc1 = sext8(rd8(bb + 193u + 2u * c));
+            }
+            for (var jj = 0u; jj < NCE; jj++) {
+                if (jj < nc) {
+                    let aw = ((col0 + jj * p.b_nb1) >> 2u) + 81u * i;
+                    var lo = 0;
+                    var hi = 0;
+                    for (var l = 0u; l < 4u; l++) {
+                        lo += dot4(&wq, 4u * l, b[aw + 1u + 8u * c + l]);
+                        hi += dot4(&wq, 16u + 4u * l, b[aw + 5u + 8u * c + l]);
+                    }
+                    s1[jj] += sc0 * lo + sc1 * hi;
+                    if (q4) {
+                        s2[jj] += mn * (bitcast<i32>(b[aw + 65u + 2u * c]) + bitcast<i32>(b[aw + 66u + 2u * c]));
+                    }
+                }
+            }
+        }
+        for (var jj = 0u; jj < NCE; jj++) {
+            if (jj < nc) {
+                let d8 = bitcast<f32>(b[((col0 + jj * p.b_nb1) >> 2u) + 81u * i]);
+                var res = rdh(bb + select(208u, 0u, q4)) * f32(s1[jj]);
+                if (q4) {
+                    res = fma(-rdh(bb + 2u), f32(s2[jj]), res);
+                }
+                acc[jj] = fma(res, d8, acc[jj]);
+            }
+        }
+    }
+    *out = acc;
 }
 
 @compute @workgroup_size(64)
 fn mul_mat_exact(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let id = wg_linear(wg, nwg) * 64u + li;
-    if (id >= p.nr * p.ncols) {
+    let ng = (p.ne11 + NCE - 1u) / NCE;
+    if (id >= p.nr * ng * (p.ncols / p.ne11)) {
         return;
     }
     let r = id % p.nr;
-    let c = id / p.nr;
-    let i1 = c % p.ne11;
-    let i2 = (c / p.ne11) % p.ne12;
-    let i3 = c / (p.ne11 * p.ne12);
+    let g = id / p.nr;
+    let j0 = (g % ng) * NCE;
+    let slice = g / ng;
+    let i2 = slice % p.ne12;
+    let i3 = slice / p.ne12;
+    let nc = min(NCE, p.ne11 - j0);
     let row = p.a_base + r * p.a_nb1 + (i2 / p.r2) * p.a_nb2 + (i3 / p.r3) * p.a_nb3;
-    let col = p.b_base + i1 * p.b_nb1 + i2 * p.b_nb2 + i3 * p.b_nb3;
-    var s: f32;
+    let col0 = p.b_base + j0 * p.b_nb1 + i2 * p.b_nb2 + i3 * p.b_nb3;
+    var s: array<f32, 4>;
     if (p.typ == 12u || p.typ == 14u) {
-        s = dot_k(p.typ, row, col, p.k / 256u);
+        exact_k(row, col0, nc, &s);
     } else {
-        s = dot_q0(p.typ, row, col, p.k / 32u);
+        exact_q0(row, col0, nc, &s);
     }
-    let o = p.d_base + (p.r0 + r) * p.d_nb0 + i1 * p.d_nb1 + i2 * p.d_nb2 + i3 * p.d_nb3;
-    d[o >> 2u] = bitcast<u32>(s);
+    for (var jj = 0u; jj < NCE; jj++) {
+        if (jj < nc) {
+            let o = p.d_base + (p.r0 + r) * p.d_nb0 + (j0 + jj) * p.d_nb1 + i2 * p.d_nb2 + i3 * p.d_nb3;
+            d[o >> 2u] = bitcast<u32>(s[jj]);
+        }
+    }
 }

@@ -239,10 +239,11 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
         params.extend([aa[0], aa[2], aa[3], aa[4]]);
         params.extend(ab);
         params.extend(ad);
-        let units = if entry == "mul_mat_cols" {
-            nr * b.ne[1].div_ceil(8) * b.ne[2] * b.ne[3]
-        } else {
-            nr * ncols
+        // Column-blocked kernels: 8 (mul_mat_cols) or 4 (mul_mat_exact) columns per invocation.
+        let units = match entry {
+            "mul_mat_cols" => nr * b.ne[1].div_ceil(8) * b.ne[2] * b.ne[3],
+            "mul_mat_exact" => nr * b.ne[1].div_ceil(4) * b.ne[2] * b.ne[3],
+            _ => nr * ncols,
         };
         out.push(Dispatch {
             pipeline: pipeline.clone(),
