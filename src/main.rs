@@ -189,11 +189,26 @@ async fn serve(
     let _ = std::io::stdout().flush();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
+        if shutdown_signal().await {
             tracing::info!("shutting down");
             let _ = stop_tx.send(true);
         }
     });
     server.run(stop_rx).await;
     ExitCode::SUCCESS
+}
+
+/// Ctrl-C, or SIGTERM (what service managers send) on Unix; `false` if no handler could be installed.
+async fn shutdown_signal() -> bool {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                r = tokio::signal::ctrl_c() => r.is_ok(),
+                _ = term.recv() => true,
+            };
+        }
+    }
+    tokio::signal::ctrl_c().await.is_ok()
 }

@@ -233,11 +233,12 @@ class Server:
             return None
         if self.proc.poll() is None:
             self.proc.terminate()
+            # A loaded GPU server on a busy 2-core machine can take several seconds to release its memory.
             try:
-                self.proc.wait(timeout=5)
+                self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait(timeout=5)
+                self.proc.wait(timeout=30)
         rc = self.proc.returncode
         self.proc = None
         return rc
