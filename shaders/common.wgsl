@@ -60,20 +60,3 @@ fn bf16r(x: f32) -> f32 {
     }
     return bitcast<f32>((u + 0x7fffu + ((u >> 16u) & 1u)) & 0xffff0000u);
 }
-
-// GELU as ggml-cpu computes it on f32: through its f16 table (input and result rounded to f16), with
-// inputs outside (-10, 10) passed through or zeroed.
-fn gelu_tab(x: f32) -> f32 {
-    if (x <= -10.0) {
-        return 0.0;
-    }
-    if (x >= 10.0) {
-        return x;
-    }
-    return f16r(gelu(f16r(x)));
-}
-
-// GELU_QUICK through ggml's f16 table (no clamping).
-fn gelu_quick_tab(x: f32) -> f32 {
-    return f16r(gelu_quick(f16r(x)));
-}

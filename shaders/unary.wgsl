@@ -16,6 +16,30 @@ struct P {
 @group(0) @binding(1) var<storage, read_write> a: array<u32>;
 @group(0) @binding(2) var<storage, read_write> g: array<u32>;
 @group(0) @binding(3) var<storage, read_write> d: array<u32>;
+// ggml's f16 tables: GELU at words [0, 32768), GELU_QUICK at [32768, 65536), two entries per word.
+@group(0) @binding(4) var<storage, read_write> gelu_t: array<u32>;
+
+// Entry `h` (f16 bits of the input) of table `t` (0 GELU, 1 GELU_QUICK), as f32.
+fn table(t: u32, x: f32) -> f32 {
+    let h = pack2x16float(vec2<f32>(x, 0.0)) & 0xffffu;
+    return unpack2x16float(gelu_t[t * 32768u + (h >> 1u)])[h & 1u];
+}
+
+// GELU as ggml-cpu computes it on f32: its f16 table, inputs outside (-10, 10) passed through or zeroed.
+fn gelu_tab(x: f32) -> f32 {
+    if (x <= -10.0) {
+        return 0.0;
+    }
+    if (x >= 10.0) {
+        return x;
+    }
+    return table(0u, x);
+}
+
+// GELU_QUICK through ggml's f16 table (no clamping; beyond f16's range the table's end values).
+fn gelu_quick_tab(x: f32) -> f32 {
+    return table(1u, clamp(x, -65504.0, 65504.0));
+}
 
 fn act(op: u32, x: f32) -> f32 {
     switch op {

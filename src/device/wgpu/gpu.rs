@@ -17,6 +17,8 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     /// Compiled pipelines, created on first use.
     pub kernels: Kernels,
+    /// ggml's GELU and GELU_QUICK f16 tables (`cpu::ops::gelu_tables_f16`), bound by the unary kernels.
+    pub gelu_tables: wgpu::Buffer,
     /// Scratch buffers no graph is using (see `kernels::scratch`).
     pub scratch_pool: Mutex<Vec<wgpu::Buffer>>,
 }

@@ -71,6 +71,7 @@ impl WgpuDevice {
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             tracing::error!(device = dev_name, "wgpu error outside an error scope: {e}");
         }));
+        let gelu_tables = upload_gelu_tables(&device, &queue);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(opts.threads.max(1))
             .thread_name(|i| format!("ggrpc-wgpu-{i}"))
@@ -85,6 +86,7 @@ impl WgpuDevice {
                 queue,
                 limits,
                 kernels: Default::default(),
+                gelu_tables,
                 scratch_pool: Default::default(),
             }),
             cap: opts.mem_cap,
@@ -129,6 +131,20 @@ impl WgpuDevice {
         }
         out
     }
+}
+
+/// ggml's GELU tables in a storage buffer (256 KiB), so GELU on the GPU is the CPU's value exactly.
+fn upload_gelu_tables(device: &wgpu::Device, queue: &wgpu::Queue) -> wgpu::Buffer {
+    let table = cpu_ops::gelu_tables_f16();
+    let bytes: &[u8] = bytemuck::cast_slice(&table);
+    let buf = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("ggrpc-gelu-tables"),
+        size: bytes.len() as u64,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    queue.write_buffer(&buf, 0, bytes);
+    buf
 }
 
 /// The error for a raised index flag: the same words as the CPU kernels' checks.

@@ -4,6 +4,7 @@
 
 #[path = "elementwise_math.rs"]
 mod math;
+pub use math::gelu_tables_f16;
 #[path = "elementwise_rows.rs"]
 pub(super) mod rows;
 #[path = "elementwise_unary.rs"]

@@ -77,6 +77,18 @@ static GELU_TABLE: std::sync::LazyLock<Vec<f16>> = std::sync::LazyLock::new(|| {
         .collect()
 });
 
+/// ggml's two f16 tables as f16 bits, indexed by the f16 bits of the input: GELU (65536 entries),
+/// then GELU_QUICK (65536). GPU devices upload them to compute the same values.
+pub fn gelu_tables_f16() -> Vec<u16> {
+    let quick = (0..=u16::MAX)
+        .map(|h| f16::from_f32(gelu_quick_exact(f16::from_bits(h).to_f32())).to_bits());
+    GELU_TABLE
+        .iter()
+        .map(|v| v.to_bits())
+        .chain(quick)
+        .collect()
+}
+
 /// GELU_QUICK through the f16 table (no clamping, so large |x| saturate like ggml's table does).
 #[inline]
 pub fn gelu_quick(x: f32, src: GgmlType) -> f32 {

@@ -9,6 +9,7 @@ pub mod access;
 mod attention;
 mod copy;
 mod elementwise;
+pub use elementwise::gelu_tables_f16;
 mod get_rows;
 mod matmul;
 mod norm;

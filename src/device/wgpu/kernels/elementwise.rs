@@ -172,7 +172,7 @@ pub fn call_unary(
     Ok(Some(vec![Dispatch {
         pipeline: ctx.pipeline(Source::Unary, "unary"),
         params,
-        bindings: vec![va.window.clone(), va.window, vd.window],
+        bindings: vec![va.window.clone(), va.window, vd.window, ctx.gelu_tables()],
         groups: groups(ctx.gpu, u64::from(count).div_ceil(256))?,
     }]))
 }
@@ -217,7 +217,7 @@ pub fn call_glu(
     Ok(Some(vec![Dispatch {
         pipeline: ctx.pipeline(Source::Unary, "glu"),
         params,
-        bindings: vec![va.window, vg.window, vd.window],
+        bindings: vec![va.window, vg.window, vd.window, ctx.gelu_tables()],
         groups: groups(ctx.gpu, u64::from(count).div_ceil(256))?,
     }]))
 }

@@ -88,7 +88,7 @@ impl Source {
         match self {
             Source::Fill => 1,
             Source::Norm | Source::ActQuant => 2,
-            Source::GetRows | Source::Copy => 4,
+            Source::GetRows | Source::Copy | Source::Unary => 4,
             Source::Attention => 5,
             _ => 3,
         }
@@ -258,6 +258,15 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The GELU tables as a binding window.
+    pub fn gelu_tables(&self) -> Window {
+        Window {
+            buffer: self.gpu.gelu_tables.clone(),
+            offset: 0,
+            size: self.gpu.gelu_tables.size(),
+        }
+    }
+
     /// The wgpu buffer holding `t`, the tensor's byte offset in it and its byte length.
     pub fn place(&self, t: &Tensor) -> Result<(&WgpuBuffer, u64, u64), DeviceError> {
         let data = t.data.ok_or_else(|| {
