@@ -9,9 +9,9 @@
 
 use super::refs::{close, random_tensor};
 use super::{Builder, device_or_skip};
-use crate::device::DeviceError;
 use crate::device::cpu::ops::testutil::{HostTensor, Rng, params_f32};
 use crate::device::cpu::ops::{Dst, Src};
+use crate::device::{Device, DeviceError};
 use crate::ggml::{GgmlType, MAX_SRC, Op, Tensor};
 
 fn no_fallback(_: &[Option<Src<'_>>; MAX_SRC], dst: Dst<'_>) -> Result<(), DeviceError> {
@@ -250,6 +250,30 @@ fn norm_and_rms_norm_rows() {
                 want.extend(row.iter().map(|&x| (x as f64 - mean) * s));
             }
             close(&got, &want, 1e-4, &format!("{} {ne:?}", op.name()));
+            if op == Op::RmsNorm {
+                rms_norm_matches_cpu(&dev, &a, ne, eps);
+            }
         }
     }
+}
+
+/// RMS_NORM within a few f32 ulps of the CPU device (ggml's f64 sum, emulated in float-float; GPU
+/// division and square root may round differently).
+fn rms_norm_matches_cpu(dev: &super::WgpuDevice, a: &HostTensor, ne: [usize; 4], eps: f32) {
+    let mut g = Builder::new(dev);
+    let ia = g.input(a);
+    let n = g.node(
+        Tensor::new(GgmlType::F32, ne),
+        Op::RmsNorm,
+        params_f32(&[eps]),
+        &[ia],
+    );
+    dev.compute(&g.graph, &g.buffers).unwrap();
+    let cpu: Vec<f64> = g.on_cpu(n).iter().map(|&x| x as f64).collect();
+    close(
+        &g.read_f32(n),
+        &cpu,
+        3e-7,
+        &format!("rms_norm {ne:?} vs CPU"),
+    );
 }
