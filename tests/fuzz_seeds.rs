@@ -25,7 +25,12 @@ fn session_seeds_replay_in_process() {
     let mut seeds: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seed-"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("seed-")
+        })
         .collect();
     seeds.sort();
     assert!(seeds.len() >= 10, "seeds in {}", dir.display());

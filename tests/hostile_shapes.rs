@@ -261,3 +261,32 @@ fn argsort_and_top_k_sizes() {
         c.graph_compute(0, &g.graph(&[out])).unwrap();
     });
 }
+
+/// Zero or overlapping strides let a 4-byte tensor claim 2^40 elements: a kernel would loop for hours
+/// and hold the device's workers from every other client. A tensor's elements must fit in its bytes.
+#[test]
+fn more_elements_than_bytes() {
+    closes_only_itself("zero strides", |c, b| {
+        let (_, mut wg) = add_graph(b);
+        for t in &mut wg.tensors {
+            t.ne = [1 << 20, 1 << 20, 1, 1];
+            t.nb = [0; 4];
+        }
+        c.graph_compute(0, &wg).unwrap();
+    });
+    closes_only_itself("rows overlap", |c, b| {
+        let (_, mut wg) = add_graph(b);
+        for t in &mut wg.tensors {
+            t.ne = [64, 1 << 24, 1, 1];
+            t.nb = [4, 4, 4 << 24, 4 << 24];
+        }
+        c.graph_compute(0, &wg).unwrap();
+    });
+    // A broadcast source with zero strides over a real destination is refused too.
+    closes_only_itself("zero-stride source", |c, b| {
+        let (_, mut wg) = add_graph(b);
+        wg.tensors[1].ne = [1 << 20, 1 << 20, 1, 1];
+        wg.tensors[1].nb = [0; 4];
+        c.graph_compute(0, &wg).unwrap();
+    });
+}
