@@ -34,7 +34,7 @@ fn session_seeds_replay_in_process() {
         .collect();
     seeds.sort();
     assert!(seeds.len() >= 10, "seeds in {}", dir.display());
-    let cpu = Arc::new(CpuDevice::new(1, Some(4 << 20)).unwrap());
+    let cpu = Arc::new(CpuDevice::new(1, Some(256 << 10)).unwrap());
     for seed in seeds {
         let bytes = std::fs::read(&seed).unwrap();
         let devices: Vec<Arc<dyn Device>> = vec![cpu.clone()];

@@ -290,3 +290,89 @@ fn more_elements_than_bytes() {
         c.graph_compute(0, &wg).unwrap();
     });
 }
+
+/// Indices read from tensor contents (beside GET_ROWS/SET_ROWS in hostile.rs): expert ids of
+/// MUL_MAT_ID and row ids of ADD_ID, too large or negative, fail the graph and close the connection.
+#[test]
+fn expert_and_row_ids_out_of_range() {
+    for bad in [2i32, -1] {
+        closes_only_itself("MUL_MAT_ID expert id", |c, b| {
+            let mut g = GraphBuilder::new(b, 64);
+            let experts = g.input(GgmlType::F32, [4, 2, 2, 1]);
+            let x = g.input(GgmlType::F32, [4, 1, 1, 1]);
+            let ids = g.input(GgmlType::I32, [1, 1, 1, 1]);
+            let out = g.op(
+                Op::MulMatId,
+                GgmlType::F32,
+                [2, 1, 1, 1],
+                &[experts, x, ids],
+                [0; 16],
+            );
+            c.set_tensor(&g.tensor(ids), 0, &bad.to_le_bytes(), false)
+                .unwrap();
+            c.graph_compute(0, &g.graph(&[out])).unwrap();
+        });
+        closes_only_itself("ADD_ID row id", |c, b| {
+            let mut g = GraphBuilder::new(b, 64);
+            let a = g.input(GgmlType::F32, [4, 2, 1, 1]);
+            let rows = g.input(GgmlType::F32, [4, 2, 1, 1]);
+            let ids = g.input(GgmlType::I32, [2, 1, 1, 1]);
+            let out = g.op(
+                Op::AddId,
+                GgmlType::F32,
+                [4, 2, 1, 1],
+                &[a, rows, ids],
+                [0; 16],
+            );
+            let v: Vec<u8> = [0, bad].iter().flat_map(|v| v.to_le_bytes()).collect();
+            c.set_tensor(&g.tensor(ids), 0, &v, false).unwrap();
+            c.graph_compute(0, &g.graph(&[out])).unwrap();
+        });
+    }
+}
+
+/// The same graphs with ids in range compute (so the cases above fail on the ids, not the shapes).
+#[test]
+fn expert_and_row_ids_in_range_work() {
+    let s = common::start();
+    let mut c = s.client();
+    let b = c.alloc(0, 4096).unwrap();
+    let mut g = GraphBuilder::new(b, 64);
+    let a = g.input(GgmlType::F32, [4, 2, 1, 1]);
+    let rows = g.input(GgmlType::F32, [4, 2, 1, 1]);
+    let ids = g.input(GgmlType::I32, [2, 1, 1, 1]);
+    let out = g.op(
+        Op::AddId,
+        GgmlType::F32,
+        [4, 2, 1, 1],
+        &[a, rows, ids],
+        [0; 16],
+    );
+    c.set_f32(&g.tensor(a), &[1.0; 8]).unwrap();
+    c.set_f32(&g.tensor(rows), &[0.0, 0.0, 0.0, 0.0, 5.0, 5.0, 5.0, 5.0])
+        .unwrap();
+    let v: Vec<u8> = [1i32, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    c.set_tensor(&g.tensor(ids), 0, &v, false).unwrap();
+    let experts = g.input(GgmlType::F32, [4, 2, 2, 1]);
+    let x = g.input(GgmlType::F32, [4, 1, 1, 1]);
+    let eid = g.input(GgmlType::I32, [1, 1, 1, 1]);
+    let mm = g.op(
+        Op::MulMatId,
+        GgmlType::F32,
+        [2, 1, 1, 1],
+        &[experts, x, eid],
+        [0; 16],
+    );
+    let ev: Vec<f32> = (0..16).map(|i| i as f32).collect();
+    c.set_f32(&g.tensor(experts), &ev).unwrap();
+    c.set_f32(&g.tensor(x), &[1.0; 4]).unwrap();
+    c.set_tensor(&g.tensor(eid), 0, &1i32.to_le_bytes(), false)
+        .unwrap();
+    c.graph_compute(0, &g.graph(&[out, mm])).unwrap();
+    assert_eq!(
+        c.get_f32(&g.tensor(out)).unwrap(),
+        vec![6.0, 6.0, 6.0, 6.0, 1.0, 1.0, 1.0, 1.0]
+    );
+    // Expert 1's rows are 8..12 and 12..16: sums 38 and 54.
+    assert_eq!(c.get_f32(&g.tensor(mm)).unwrap(), vec![38.0, 54.0]);
+}
