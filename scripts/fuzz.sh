@@ -9,6 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-60}"
 
+# libfuzzer-sys compiles libFuzzer itself: it needs a C++ compiler.
+if ! command -v c++ >/dev/null && command -v apt-get >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends g++ >/dev/null
+fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
