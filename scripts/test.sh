@@ -23,5 +23,7 @@ echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo test (release profile: shares its build with the real-client tier)"
 cargo test --release --all-targets
+echo "== fuzzing, 60 s per target (scripts/fuzz.sh; SECURITY.md has the long runs)"
+bash scripts/fuzz.sh 60
 echo "== real-client tier (llama.cpp + Gemma 3 270M)"
 bash scripts/e2e.sh

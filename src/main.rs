@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::Parser;
 use ggrpc::device::{self, DeviceOptions};
 use ggrpc::server::cache::Cache;
-use ggrpc::server::{Server, ServerConfig, Shared};
+use ggrpc::server::{Limits, Server, ServerConfig, Shared};
 
 /// A drop-in replacement for llama.cpp's rpc-server.
 #[derive(Parser, Debug)]
@@ -33,6 +33,16 @@ struct Args {
     /// Most clients served at once
     #[arg(long, default_value_t = 256)]
     max_connections: usize,
+    /// Largest SET_TENSOR request, in bytes (data is streamed, never buffered whole)
+    #[arg(long, default_value_t = Limits::default().max_set_tensor_bytes)]
+    max_set_tensor_bytes: u64,
+    /// Largest payload of any other request (GRAPH_COMPUTE), in bytes; it is buffered whole
+    #[arg(long, default_value_t = Limits::default().max_request_bytes)]
+    max_request_bytes: u64,
+    /// Close a connection whose client stays silent this many seconds while the server waits for it
+    /// (0: never, as the reference)
+    #[arg(long, default_value_t = 0)]
+    idle_timeout: u64,
     /// List the available devices and exit
     #[arg(long)]
     list_devices: bool,
@@ -161,7 +171,13 @@ async fn serve(
             )
         })
         .collect();
-    let shared = Shared::new(devices, cache);
+    let mut shared = Shared::new(devices, cache);
+    shared.limits = Limits {
+        max_set_tensor_bytes: args.max_set_tensor_bytes,
+        max_request_bytes: args.max_request_bytes,
+        idle_timeout: (args.idle_timeout > 0)
+            .then(|| std::time::Duration::from_secs(args.idle_timeout)),
+    };
     let addr = format!("{}:{}", args.host, args.port);
     let server = match Server::bind(
         &addr,

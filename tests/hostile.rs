@@ -3,49 +3,11 @@
 
 mod common;
 
-use ggrpc::client::{Client, GraphBuilder, RemoteBuffer};
+use ggrpc::client::{Client, GraphBuilder};
 use ggrpc::ggml::{GgmlType, Op};
 use ggrpc::proto::{Command, WireGraph, WireTensor};
 
-fn tensor_offset_size(t: &WireTensor, offset: u64, size: u64) -> Vec<u8> {
-    let mut p = t.encode().to_vec();
-    p.extend_from_slice(&offset.to_le_bytes());
-    p.extend_from_slice(&size.to_le_bytes());
-    p
-}
-
-fn set_tensor_payload(t: &WireTensor, offset: u64, data: &[u8]) -> Vec<u8> {
-    let mut p = t.encode().to_vec();
-    p.push(0);
-    p.extend_from_slice(&offset.to_le_bytes());
-    p.extend_from_slice(data);
-    p
-}
-
-/// Runs `attack` on a fresh connection (after HELLO, with one 4 KiB buffer), checks that connection is
-/// closed, and that a bystander session's data and a brand-new client are fine.
-fn closes_only_itself(name: &str, attack: impl FnOnce(&mut Client, RemoteBuffer)) {
-    let s = common::start();
-    let mut bystander = s.client();
-    let bb = bystander.alloc(0, 4096).unwrap();
-    let bt = common::f32_at(bb, 0, 4);
-    bystander.set_f32(&bt, &[1.0, 2.0, 3.0, 4.0]).unwrap();
-
-    let mut evil = s.client();
-    let buf = evil.alloc(0, 4096).unwrap();
-    attack(&mut evil, buf);
-    common::assert_closed(&mut evil);
-
-    assert_eq!(
-        bystander.get_f32(&bt).unwrap(),
-        vec![1.0, 2.0, 3.0, 4.0],
-        "{name}: bystander data"
-    );
-    let mut fresh = s.client();
-    assert_eq!(fresh.device_count().unwrap(), 1, "{name}: fresh client");
-    drop(evil);
-    assert!(s.wait_used(4096), "{name}: attacker's buffers freed");
-}
+use common::{add_graph, closes_only_itself, set_tensor_payload, tensor_offset_size};
 
 #[test]
 fn first_command_must_be_hello() {
@@ -157,59 +119,16 @@ fn arbitrary_write_and_read_are_refused() {
     });
 }
 
-/// GHSA-mqp6-7pv6-fqjf and friends: bad types and shapes.
-#[test]
-fn bad_types_and_shapes() {
-    for (name, typ, ne0) in [
-        ("type out of range", 43u32, 4u32),
-        ("removed type", 4, 32),
-        ("partial block", 2, 33),
-    ] {
-        closes_only_itself(name, |c, b| {
-            let t = WireTensor {
-                typ,
-                ne: [ne0, 1, 1, 1],
-                ..common::f32_at(b, 0, 4)
-            };
-            c.send(Command::GetTensor as u8, &tensor_offset_size(&t, 0, 4))
-                .unwrap();
-        });
-    }
-    closes_only_itself("element count overflow", |c, b| {
-        let t = WireTensor {
-            ne: [u32::MAX; 4],
-            ..common::f32_at(b, 0, 4)
-        };
-        c.send(Command::InitTensor as u8, &t.encode()).unwrap();
-    });
-}
-
-fn add_graph(buf: RemoteBuffer) -> (GraphBuilder, WireGraph) {
-    let mut g = GraphBuilder::new(buf, 64);
-    let a = g.input(GgmlType::F32, [4, 1, 1, 1]);
-    let b = g.input(GgmlType::F32, [4, 1, 1, 1]);
-    let sum = g.op(Op::Add, GgmlType::F32, [4, 1, 1, 1], &[a, b], [0; 16]);
-    let wg = g.graph(&[sum]);
-    (g, wg)
-}
-
 #[test]
 fn hostile_graphs() {
     type Mutate = fn(&mut WireGraph);
-    let cases: [(&str, Mutate); 9] = [
-        ("GHSA-j8rj: null buffer with a raw pointer", |g| {
-            g.tensors[0].buffer = 0
-        }),
+    let cases: [(&str, Mutate); 6] = [
         ("custom op", |g| g.tensors[2].op = Op::Custom as u32),
         ("map_custom op", |g| g.tensors[2].op = Op::MapCustom1 as u32),
         ("op id out of range", |g| g.tensors[2].op = 101),
-        ("unknown node id", |g| g.node_ids = vec![999]),
         ("node id 0", |g| g.node_ids = vec![0]),
         ("unknown source id", |g| g.tensors[2].src[1] = 12345),
         ("cycle", |g| g.tensors[0].src[0] = 3),
-        ("output larger than its buffer", |g| {
-            g.tensors[2].ne = [4096, 1, 1, 1]
-        }),
     ];
     for (name, mutate) in cases {
         closes_only_itself(name, |c, b| {

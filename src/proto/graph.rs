@@ -134,6 +134,14 @@ pub fn build_graph(wg: &WireGraph, bufs: &impl BufferLookup) -> Result<Graph, Pr
             if t.data.is_none() && w.data != 0 {
                 return Err(ProtoError::DataWithoutBuffer);
             }
+            if t.data.is_some() && !elements_fit_bytes(&t) {
+                return Err(ProtoError::Graph(format!(
+                    "tensor '{}' holds {:?} elements in {} bytes (overlapping strides)",
+                    t.name,
+                    t.ne,
+                    t.nbytes().unwrap_or(0)
+                )));
+            }
             if t.op.is_custom() {
                 return Err(ProtoError::Graph(format!(
                     "op {} carries client function pointers",
@@ -164,6 +172,15 @@ pub fn build_graph(wg: &WireGraph, bufs: &impl BufferLookup) -> Result<Graph, Pr
         graph.nodes.push(idx);
     }
     Ok(graph)
+}
+
+/// Whether the tensor's elements can all have their own bytes: `nelements * type_size / block_size <=
+/// nbytes`. Zero or overlapping strides would let a few bytes stand for 2^60 elements, and a kernel
+/// would loop over every one of them; with this, work is bounded by buffer sizes (and so by `-m`).
+fn elements_fit_bytes(t: &crate::ggml::Tensor) -> bool {
+    let count: u128 = t.ne.iter().map(|&n| n as u128).product();
+    let need = count * t.typ.type_size() as u128 / t.typ.block_size().max(1) as u128;
+    t.nbytes().is_some_and(|n| need <= n as u128)
 }
 
 /// Position of dependency `id` of wire tensor `wi` (which will sit at `me`).
@@ -284,6 +301,21 @@ mod tests {
         let mut wg = appendix_c();
         wg.tensors[2].data = 0x1000 + 4090;
         assert!(build_graph(&wg, &Buf).is_err(), "out of buffer");
+        let mut wg = appendix_c();
+        wg.tensors[0].ne = [1 << 20, 1 << 20, 1, 1];
+        wg.tensors[0].nb = [0; 4];
+        assert!(build_graph(&wg, &Buf).is_err(), "zero strides");
+        let mut wg = appendix_c();
+        wg.tensors[0].ne = [2, 2, 1, 1];
+        wg.tensors[0].nb = [4, 4, 8, 8];
+        assert!(build_graph(&wg, &Buf).is_err(), "overlapping rows");
+        let mut wg = appendix_c();
+        wg.tensors[0].ne = [2, 2, 1, 1];
+        wg.tensors[0].nb = [8, 4, 8, 8];
+        assert!(
+            build_graph(&wg, &Buf).is_ok(),
+            "a transposed view (nb0 > nb1) is fine"
+        );
     }
 
     #[test]

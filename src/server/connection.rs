@@ -8,18 +8,17 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
+use super::dispatch::Outcome;
 use super::session::{Session, StoredGraph};
+use super::stall::StallGuard;
 use super::{SessionError, Shared};
-use crate::proto::{
-    self, AllocBuffer, BufferClear, Command, CopyTensor, GetAllocSize, GetTensor, MemsetTensor,
-    ProtoError, SetTensorHash, SetTensorHeader, WireTensor,
-};
+use crate::proto::{self, Command, ProtoError, SetTensorHeader};
 
 /// SET_TENSOR data is moved in chunks of this size, so a declared length never allocates up front.
 const CHUNK: usize = 4 << 20;
 
 pub struct Connection {
-    reader: BufReader<OwnedReadHalf>,
+    reader: BufReader<StallGuard<OwnedReadHalf>>,
     writer: BufWriter<OwnedWriteHalf>,
     session: Session,
     shared: Arc<Shared>,
@@ -28,6 +27,7 @@ pub struct Connection {
 impl Connection {
     pub fn new(stream: TcpStream, shared: Arc<Shared>) -> Self {
         let (r, w) = stream.into_split();
+        let r = StallGuard::new(r, shared.limits.idle_timeout);
         Connection {
             reader: BufReader::with_capacity(1 << 16, r),
             writer: BufWriter::with_capacity(1 << 16, w),
@@ -43,6 +43,8 @@ impl Connection {
             return;
         }
         loop {
+            // The idle clock starts now, not when the previous read finished (a graph may have run since).
+            self.reader.get_mut().arm();
             let first = tokio::select! {
                 r = self.reader.read_u8() => r,
                 _ = stop.changed() => return,
@@ -87,6 +89,7 @@ impl Connection {
         Ok(())
     }
 
+    /// Reads `len` bytes; memory grows with the bytes that actually arrive, not with `len`.
     async fn read_payload(&mut self, len: u64) -> Result<Vec<u8>, SessionError> {
         let mut buf = Vec::with_capacity(usize::try_from(len.min(CHUNK as u64)).unwrap_or(CHUNK));
         let got = (&mut self.reader).take(len).read_to_end(&mut buf).await?;
@@ -101,85 +104,40 @@ impl Connection {
         let len = self.reader.read_u64_le().await?;
         tracing::debug!(command = cmd.name(), payload = len, "request");
         proto::expect_len(cmd, len)?;
-        match cmd {
-            Command::Hello => Err(SessionError::Protocol("HELLO after the handshake".into())),
-            Command::SetTensor => self.set_tensor(len).await,
-            Command::GraphCompute => {
-                if len > self.shared.max_graph_bytes {
-                    return Err(SessionError::Protocol(format!(
-                        "graph payload of {len} bytes exceeds the limit of {}",
-                        self.shared.max_graph_bytes
-                    )));
-                }
-                let payload = self.read_payload(len).await?;
-                let (dev, g) = self.session.prepare_graph(&payload)?;
+        let limits = &self.shared.limits;
+        let (limit, flag) = match cmd {
+            Command::SetTensor => (limits.max_set_tensor_bytes, "--max-set-tensor-bytes"),
+            _ => (limits.max_request_bytes, "--max-request-bytes"),
+        };
+        if len > limit {
+            return Err(SessionError::Protocol(format!(
+                "payload of {len} bytes exceeds the limit of {limit} ({flag})"
+            )));
+        }
+        if cmd == Command::SetTensor {
+            return self.set_tensor(len).await;
+        }
+        let payload = self.read_payload(len).await?;
+        match self.session.handle(byte, &payload)? {
+            Outcome::Done => Ok(()),
+            Outcome::Reply(r) => self.reply(&r).await,
+            Outcome::Compute {
+                device,
+                graph,
+                store,
+            } => {
                 tracing::debug!(
-                    nodes = g.graph.nodes.len(),
-                    tensors = g.graph.tensors.len(),
+                    nodes = graph.graph.nodes.len(),
+                    tensors = graph.graph.tensors.len(),
                     "graph"
                 );
-                self.compute(dev, g.clone()).await?;
-                self.session.store_graph(dev, g);
+                self.compute(device, graph.clone()).await?;
+                if store {
+                    self.session.store_graph(device, graph);
+                }
                 Ok(())
             }
-            _ => {
-                let p = self.read_payload(len).await?;
-                self.fixed(cmd, &p).await
-            }
         }
-    }
-
-    /// Commands whose whole payload is small and already read.
-    async fn fixed(&mut self, cmd: Command, p: &[u8]) -> Result<(), SessionError> {
-        let s = &mut self.session;
-        let u32_of = |p: &[u8]| {
-            p.get(..4)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_le_bytes)
-                .unwrap_or(u32::MAX)
-        };
-        let u64_of = |p: &[u8]| {
-            p.get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_le_bytes)
-                .unwrap_or(0)
-        };
-        let reply: Vec<u8> = match cmd {
-            Command::DeviceCount => s.device_count().to_le_bytes().to_vec(),
-            Command::GetAlignment => s.alignment(u32_of(p))?.to_le_bytes().to_vec(),
-            Command::GetMaxSize => s.max_size(u32_of(p))?.to_le_bytes().to_vec(),
-            Command::GetDeviceMemory => {
-                let (free, total) = s.memory(u32_of(p))?;
-                [free.to_le_bytes(), total.to_le_bytes()].concat()
-            }
-            Command::AllocBuffer => {
-                let (h, size) = s.alloc(AllocBuffer::parse(p)?)?;
-                [h.to_le_bytes(), size.to_le_bytes()].concat()
-            }
-            Command::BufferGetBase => s.buffer_base(u64_of(p))?.to_le_bytes().to_vec(),
-            Command::FreeBuffer => return s.free(u64_of(p)),
-            Command::BufferClear => {
-                let r = BufferClear::parse(p)?;
-                return s.clear(r.handle, r.value);
-            }
-            Command::SetTensorHash => vec![s.set_tensor_hash(&SetTensorHash::parse(p)?)? as u8],
-            Command::GetTensor => s.get_tensor(&GetTensor::parse(p)?)?,
-            Command::CopyTensor => vec![s.copy_tensor(&CopyTensor::parse(p)?)? as u8],
-            Command::MemsetTensor => return s.memset(&MemsetTensor::parse(p)?),
-            Command::InitTensor => return s.init_tensor(&WireTensor::parse(p)?),
-            Command::GetAllocSize => s
-                .alloc_size(&GetAllocSize::parse(p)?)?
-                .to_le_bytes()
-                .to_vec(),
-            Command::GraphRecompute => {
-                let g = s.stored_graph(u32_of(p))?;
-                return self.compute(u32_of(p) as usize, g).await;
-            }
-            Command::Hello | Command::SetTensor | Command::GraphCompute => {
-                return Err(SessionError::Protocol("unexpected command".into()));
-            }
-        };
-        self.reply(&reply).await
     }
 
     /// SET_TENSOR: validate the header, then stream the data into the buffer (and the cache file).

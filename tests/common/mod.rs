@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ggrpc::client::Client;
+use ggrpc::client::RemoteBuffer;
 use ggrpc::device::{Device, cpu::CpuDevice};
 use ggrpc::server::cache::Cache;
-use ggrpc::server::{Server, ServerConfig, Shared};
+use ggrpc::server::{Limits, Server, ServerConfig, Shared};
 
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -23,6 +24,7 @@ pub struct Options {
     pub mem_cap: Option<u64>,
     pub cache_dir: Option<PathBuf>,
     pub max_connections: Option<usize>,
+    pub limits: Option<Limits>,
 }
 
 pub fn start() -> TestServer {
@@ -35,7 +37,10 @@ pub fn start_with(o: Options) -> TestServer {
     let cache = o
         .cache_dir
         .map(|d| Arc::new(Cache::open(d).expect("cache dir")));
-    let shared = Shared::new(devices, cache);
+    let mut shared = Shared::new(devices, cache);
+    if let Some(l) = o.limits {
+        shared.limits = l;
+    }
     let (tx, rx) = std::sync::mpsc::channel();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let config = ServerConfig {
@@ -108,4 +113,98 @@ pub fn f32_at(buf: ggrpc::client::RemoteBuffer, offset: u64, n: u32) -> ggrpc::p
         data: buf.base + offset,
         ..Default::default()
     }
+}
+
+/// GET_TENSOR / MEMSET-style payload: `tensor | offset | size`.
+pub fn tensor_offset_size(t: &ggrpc::proto::WireTensor, offset: u64, size: u64) -> Vec<u8> {
+    let mut p = t.encode().to_vec();
+    p.extend_from_slice(&offset.to_le_bytes());
+    p.extend_from_slice(&size.to_le_bytes());
+    p
+}
+
+/// SET_TENSOR payload: `tensor | cache flag 0 | offset | data`.
+pub fn set_tensor_payload(t: &ggrpc::proto::WireTensor, offset: u64, data: &[u8]) -> Vec<u8> {
+    let mut p = t.encode().to_vec();
+    p.push(0);
+    p.extend_from_slice(&offset.to_le_bytes());
+    p.extend_from_slice(data);
+    p
+}
+
+/// Runs `attack` on a fresh connection (after HELLO, with one 4 KiB buffer), checks that connection is
+/// closed, and that a bystander session's data and a brand-new client are fine.
+pub fn closes_only_itself(name: &str, attack: impl FnOnce(&mut Client, RemoteBuffer)) {
+    let s = start();
+    let mut bystander = s.client();
+    let bb = bystander.alloc(0, 4096).unwrap();
+    let bt = f32_at(bb, 0, 4);
+    bystander.set_f32(&bt, &[1.0, 2.0, 3.0, 4.0]).unwrap();
+
+    let mut evil = s.client();
+    let buf = evil.alloc(0, 4096).unwrap();
+    attack(&mut evil, buf);
+    assert_closed(&mut evil);
+
+    assert_eq!(
+        bystander.get_f32(&bt).unwrap(),
+        vec![1.0, 2.0, 3.0, 4.0],
+        "{name}: bystander data"
+    );
+    let mut fresh = s.client();
+    assert_eq!(fresh.device_count().unwrap(), 1, "{name}: fresh client");
+    drop(evil);
+    assert!(s.wait_used(4096), "{name}: attacker's buffers freed");
+}
+
+/// `a + b` on 4 floats in `buf`: tensors 1, 2 are inputs, 3 the sum (the one node).
+pub fn add_graph(buf: RemoteBuffer) -> (ggrpc::client::GraphBuilder, ggrpc::proto::WireGraph) {
+    use ggrpc::ggml::{GgmlType, Op};
+    let mut g = ggrpc::client::GraphBuilder::new(buf, 64);
+    let a = g.input(GgmlType::F32, [4, 1, 1, 1]);
+    let b = g.input(GgmlType::F32, [4, 1, 1, 1]);
+    let sum = g.op(Op::Add, GgmlType::F32, [4, 1, 1, 1], &[a, b], [0; 16]);
+    let wg = g.graph(&[sum]);
+    (g, wg)
+}
+
+/// `layers` chained 512x512 f32 MUL_MATs (134 M multiply-adds each) ping-ponging between two tensors of
+/// a new 3 MiB buffer of `c`: a graph slow enough to still be running while a test does something else.
+pub fn slow_graph(c: &mut Client, layers: u64) -> ggrpc::proto::WireGraph {
+    use ggrpc::ggml::{Op, TensorFlags};
+    use ggrpc::proto::WireTensor;
+    let d = 512u32;
+    let bytes = u64::from(d * d * 4);
+    let buf = c.alloc(0, 3 * bytes).unwrap();
+    let at = |slot: u64, id: u64| WireTensor {
+        id,
+        buffer: buf.handle,
+        ne: [d, d, 1, 1],
+        nb: [4, 4 * d, 4 * d * d, 4 * d * d],
+        data: buf.base + slot * bytes,
+        ..Default::default()
+    };
+    let mut tensors = vec![at(0, 1), at(1, 2)];
+    for id in 3..layers + 3 {
+        tensors.push(WireTensor {
+            op: Op::MulMat as u32,
+            flags: TensorFlags::COMPUTE,
+            src: [1, id - 1, 0, 0, 0, 0, 0, 0, 0, 0],
+            ..at(1 + id % 2, id)
+        });
+    }
+    ggrpc::proto::WireGraph {
+        device: 0,
+        node_ids: (3..layers + 3).collect(),
+        tensors,
+    }
+}
+
+/// Runs `wg` once and returns how long it took (GRAPH_COMPUTE has no reply: a DEVICE_COUNT behind it
+/// answers when it is done).
+pub fn time_graph(c: &mut Client, wg: &ggrpc::proto::WireGraph) -> Duration {
+    let started = std::time::Instant::now();
+    c.graph_compute(0, wg).unwrap();
+    c.device_count().unwrap();
+    started.elapsed()
 }
