@@ -1,5 +1,6 @@
 //! The server with `--device Vulkan0`: a client computes a graph on the wgpu device over TCP.
 //! Skipped with a printed reason when no adapter exists, failed when `CI` is set.
+#![cfg(feature = "wgpu")]
 
 use ggrpc::client::{Client, GraphBuilder};
 use ggrpc::device::{self, DeviceOptions};

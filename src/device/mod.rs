@@ -1,6 +1,7 @@
 //! The `Device` trait every backend implements, and device discovery.
 
 pub mod cpu;
+#[cfg(feature = "wgpu")]
 pub mod wgpu;
 
 use std::any::Any;
@@ -121,7 +122,10 @@ pub struct Candidate {
 
 /// Every device this build can serve, in registry order.
 pub fn discover() -> Vec<Candidate> {
+    #[cfg(feature = "wgpu")]
     let mut all = wgpu::discovery::candidates();
+    #[cfg(not(feature = "wgpu"))]
+    let mut all = Vec::new();
     all.push(Candidate {
         name: "CPU".into(),
         kind: DeviceKind::Cpu,
