@@ -2,8 +2,8 @@
 //! binding (a token embedding) is split into row ranges; each dispatch copies the rows it holds.
 //! Indices outside src0 raise the run's index flag (`scratch`).
 
-use super::matmul::{weight_rows_ok, weight_type_id};
-use super::{Ctx, Dispatch, Source, View, addr, groups, small, u};
+use super::matmul::{RowWindow, row_windows, weight_rows_ok, weight_type_id};
+use super::{Ctx, Dispatch, Source, addr, groups, small, u};
 use crate::device::DeviceError;
 use crate::ggml::{GgmlType, Graph};
 
@@ -31,17 +31,12 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
     let (Some(vi), Some(vd)) = (ctx.view(i)?, ctx.view(t)?) else {
         return Ok(None);
     };
-    let (wa, a_off, a_len) = ctx.place(a)?;
     let (Some(ai), Some(ad), Some(typ)) = (addr(&vi, i), addr(&vd, t), weight_type_id(a.typ))
     else {
         return Ok(None);
     };
     let rows = a.ne[1];
-    let per = if View::new(ctx.gpu, &wa.buf, a_off, a_len).is_some() {
-        rows.max(1)
-    } else if a.ne[2] == 1 && a.ne[3] == 1 && a.nb[1] > 0 {
-        (ctx.gpu.limits.max_storage_buffer_binding_size.min(1 << 31) as usize / 2 / a.nb[1]).max(1)
-    } else {
+    let Some(windows) = row_windows(ctx, a)? else {
         return Ok(None);
     };
     let Some(flags) = ctx.scratch.flags() else {
@@ -50,21 +45,13 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
     let n = t.nelements();
     let pipeline = ctx.pipeline(Source::GetRows, "get_rows");
     let mut out = Vec::new();
-    let mut r0 = 0;
-    loop {
-        let nr = per.min(rows - r0);
-        let start = a_off + (r0 * a.nb[1]) as u64;
-        let len = if nr == rows {
-            a_len
-        } else {
-            (nr * a.nb[1]) as u64
-        };
-        let Some(va) = View::new(ctx.gpu, &wa.buf, start, len) else {
-            return Ok(None);
-        };
-        let Some(aa) = addr(&va, a) else {
-            return Ok(None);
-        };
+    for RowWindow {
+        r0,
+        nr,
+        view: va,
+        addr: aa,
+    } in windows
+    {
         let p = [
             Some(typ),
             u(a.ne[0]),
@@ -92,10 +79,6 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
             ],
             groups: groups(ctx.gpu, (n as u64).div_ceil(256))?,
         });
-        r0 += nr;
-        if r0 >= rows {
-            break;
-        }
     }
     Ok(Some(out))
 }

@@ -41,6 +41,53 @@ pub fn weight_rows_ok(a: &Tensor) -> bool {
         && a.data.is_none_or(|d| d.offset % align == 0)
 }
 
+/// One binding window of a weight tensor's rows: rows `[r0, r0 + nr)`, bound as `view`, and the
+/// tensor's addresses inside it (`addr`).
+pub struct RowWindow {
+    pub r0: usize,
+    pub nr: usize,
+    pub view: View,
+    pub addr: [u32; 5],
+}
+
+/// The windows covering `a`'s rows: one when the tensor fits a binding, else 2-D weights split into
+/// row ranges of half a binding each (the window start is rounded down to the offset alignment).
+/// `None` when `a` cannot be bound that way (the op then runs on the CPU).
+pub fn row_windows(ctx: &Ctx, a: &Tensor) -> Result<Option<Vec<RowWindow>>, DeviceError> {
+    let (wa, a_off, a_len) = ctx.place(a)?;
+    let rows = a.ne[1];
+    let per = if View::new(ctx.gpu, &wa.buf, a_off, a_len).is_some() {
+        rows.max(1)
+    } else if a.ne[2] == 1 && a.ne[3] == 1 && a.nb[1] > 0 {
+        let half = ctx.gpu.limits.max_storage_buffer_binding_size.min(1 << 31) as usize / 2;
+        (half / a.nb[1]).max(1)
+    } else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    let mut r0 = 0;
+    loop {
+        let nr = per.min(rows - r0);
+        let len = if nr == rows {
+            a_len
+        } else {
+            (nr * a.nb[1]) as u64
+        };
+        let start = a_off + (r0 * a.nb[1]) as u64;
+        let Some(view) = View::new(ctx.gpu, &wa.buf, start, len) else {
+            return Ok(None);
+        };
+        let Some(addr) = addr(&view, a) else {
+            return Ok(None);
+        };
+        out.push(RowWindow { r0, nr, view, addr });
+        r0 += nr;
+        if r0 >= rows {
+            return Ok(Some(out));
+        }
+    }
+}
+
 pub fn supports(graph: &Graph, node: usize) -> bool {
     let t = &graph.tensors[node];
     let (Some(a), Some(b)) = (graph.src(node, 0), graph.src(node, 1)) else {
@@ -173,7 +220,6 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
     let Some(vd) = ctx.view(t)? else {
         return Ok(None);
     };
-    let (wa, a_off, a_len) = ctx.place(a)?;
     let (Some(ad), Some(typ)) = (addr(&vd, t), weight_type_id(a.typ)) else {
         return Ok(None);
     };
@@ -181,15 +227,7 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
     let Some((b_win, ab)) = activations(ctx, graph, node, act_mode(a.typ), &mut out)? else {
         return Ok(None);
     };
-    let rows = a.ne[1];
-    // Rows per dispatch: all of them when src0 fits one binding, else as many as fit half of one
-    // (2-D weights only; the window start is rounded down to the offset alignment).
-    let per = if View::new(ctx.gpu, &wa.buf, a_off, a_len).is_some() {
-        rows.max(1)
-    } else if a.ne[2] == 1 && a.ne[3] == 1 && a.nb[1] > 0 {
-        let half = ctx.gpu.limits.max_storage_buffer_binding_size.min(1 << 31) as usize / 2;
-        (half / a.nb[1]).max(1)
-    } else {
+    let Some(windows) = row_windows(ctx, a)? else {
         return Ok(None);
     };
     let ncols = b.ne[1] * b.ne[2] * b.ne[3];
@@ -200,27 +238,19 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
         ("mul_mat_exact", 64)
     } else if b.ne[1] >= 4 {
         ("mul_mat_cols", 64)
-    } else if a.ne[0] <= 8192 || rows * b.ne[1] >= 4096 {
+    } else if a.ne[0] <= 8192 || a.ne[1] * b.ne[1] >= 4096 {
         ("mul_mat_thread", 64)
     } else {
         ("mul_mat", 1)
     };
     let pipeline = ctx.pipeline(Source::MatMul, entry);
-    let mut r0 = 0;
-    while r0 < rows {
-        let nr = per.min(rows - r0);
-        let start = a_off + (r0 * a.nb[1]) as u64;
-        let len = if nr == rows {
-            a_len
-        } else {
-            (nr * a.nb[1]) as u64
-        };
-        let Some(va) = View::new(ctx.gpu, &wa.buf, start, len) else {
-            return Ok(None);
-        };
-        let Some(aa) = addr(&va, a) else {
-            return Ok(None);
-        };
+    for RowWindow {
+        r0,
+        nr,
+        view: va,
+        addr: aa,
+    } in windows
+    {
         let p = [
             Some(typ),
             u(a.ne[0]),
@@ -251,7 +281,6 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
             bindings: vec![va.window, b_win.clone(), vd.window.clone()],
             groups: groups(ctx.gpu, (units as u64).div_ceil(units_per_group))?,
         });
-        r0 += nr;
     }
     Ok(Some(out))
 }
