@@ -15,6 +15,8 @@ struct P {
     a_base: u32, a_nb1: u32, a_nb2: u32, a_nb3: u32,
     b_base: u32, b_nb0: u32, b_nb1: u32, b_nb2: u32, b_nb3: u32,
     d_base: u32, d_nb0: u32, d_nb1: u32, d_nb2: u32, d_nb3: u32,
+    // Past the parameters the host writes: always 0 (see exact.wgsl's OPAQUE).
+    zero: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: P;
@@ -201,7 +203,7 @@ fn dot4(wq: ptr<function, array<i32, 32>>, e0: u32, aw: u32) -> i32 {
 }
 
 // ggml's AVX2 `vec_dot_q*_0_q8_0`: per block, eight i32 lanes of four consecutive products,
-// `acc[l] = fma(d_w·d_a, lane, acc[l])`, then ggml's horizontal sum order.
+// `acc[l] = fmaf(d_w·d_a, lane, acc[l])`, then ggml's horizontal sum order.
 fn exact_q0(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) {
     var acc: array<f32, 32>;
     var wq: array<i32, 32>;
@@ -215,7 +217,7 @@ fn exact_q0(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) {
                 let aw = ((col0 + jj * p.b_nb1) >> 2u) + 9u * i;
                 let dd = dw * bitcast<f32>(b[aw]);
                 for (var l = 0u; l < 8u; l++) {
-                    acc[8u * jj + l] = fma(dd, f32(dot4(&wq, 4u * l, b[aw + 1u + l])), acc[8u * jj + l]);
+                    acc[8u * jj + l] = fmaf(dd, f32(dot4(&wq, 4u * l, b[aw + 1u + l])), acc[8u * jj + l]);
                 }
             }
         }
@@ -257,7 +259,7 @@ fn w_sub_k(typ: u32, bb: u32, c: u32, out: ptr<function, array<i32, 32>>) {
 }
 
 // ggml's tiled K-quant path (q4_K, q6_K): exact integer sums per super-block, then
-// `res = fma(-dmin, s2, d·s1)`, `acc = fma(res, d8, acc)`.
+// `res = fmaf(-dmin, s2, d·s1)`, `acc = fmaf(res, d8, acc)`.
 fn exact_k(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) {
     var acc: array<f32, 4>;
     var wq: array<i32, 32>;
@@ -302,9 +304,9 @@ fn exact_k(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) {
                 let d8 = bitcast<f32>(b[((col0 + jj * p.b_nb1) >> 2u) + 81u * i]);
                 var res = rdh(bb + select(208u, 0u, q4)) * f32(s1[jj]);
                 if (q4) {
-                    res = fma(-rdh(bb + 2u), f32(s2[jj]), res);
+                    res = fmaf(-rdh(bb + 2u), f32(s2[jj]), res);
                 }
-                acc[jj] = fma(res, d8, acc[jj]);
+                acc[jj] = fmaf(res, d8, acc[jj]);
             }
         }
     }
@@ -313,6 +315,7 @@ fn exact_k(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) {
 
 @compute @workgroup_size(64)
 fn mul_mat_exact(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    OPAQUE = p.zero;
     let id = wg_linear(wg, nwg) * 64u + li;
     let ng = (p.ne11 + NCE - 1u) / NCE;
     if (id >= p.nr * ng * (p.ncols / p.ne11)) {

@@ -9,6 +9,7 @@ pub mod exec;
 pub mod fallback;
 mod gpu;
 pub mod kernels;
+pub mod probe;
 #[cfg(test)]
 mod tests;
 

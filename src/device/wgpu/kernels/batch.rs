@@ -15,7 +15,8 @@ pub struct Dispatch {
     pub groups: [u32; 3],
 }
 
-/// Largest parameter block (bytes); one slot per dispatch in the batch's uniform buffer.
+/// Largest parameter block (bytes); one slot per dispatch in the batch's uniform buffer. The slot's
+/// words past a dispatch's `params` are zero: kernels read their `zero` member (exact.wgsl) there.
 const PARAM_SLOT: u64 = 256;
 
 /// Encodes `batch` into one command buffer (one compute pass) and submits it. Does not wait.

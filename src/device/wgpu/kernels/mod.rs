@@ -32,6 +32,7 @@ use crate::ggml::{Graph, Op, Tensor};
 /// Shared WGSL helpers (byte and f16 access, dequantization), prepended to the sources that use them.
 const COMMON: &str = include_str!("../../../../shaders/common.wgsl");
 /// Weight-element access into `src0` (needs a `src0` binding), for the sources that dequantize.
+const EXACT: &str = include_str!("../../../../shaders/exact.wgsl");
 const QUANT: &str = include_str!("../../../../shaders/quant.wgsl");
 
 /// One WGSL program per op family.
@@ -48,10 +49,11 @@ pub enum Source {
     Copy,
     Attention,
     ActQuant,
+    Probe,
 }
 
 impl Source {
-    pub const ALL: [Source; 11] = [
+    pub const ALL: [Source; 12] = [
         Source::Fill,
         Source::Binary,
         Source::Unary,
@@ -63,6 +65,7 @@ impl Source {
         Source::Copy,
         Source::Attention,
         Source::ActQuant,
+        Source::Probe,
     ];
 
     /// The op family's own file.
@@ -79,6 +82,7 @@ impl Source {
             Source::Copy => include_str!("../../../../shaders/copy.wgsl"),
             Source::Attention => include_str!("../../../../shaders/attention.wgsl"),
             Source::ActQuant => include_str!("../../../../shaders/act_quant.wgsl"),
+            Source::Probe => include_str!("../../../../shaders/probe.wgsl"),
         }
     }
 
@@ -87,7 +91,7 @@ impl Source {
     fn storage_bindings(self) -> u32 {
         match self {
             Source::Fill => 1,
-            Source::Norm | Source::ActQuant => 2,
+            Source::Norm | Source::ActQuant | Source::Probe => 2,
             Source::GetRows | Source::Copy | Source::Unary => 4,
             Source::Attention => 5,
             _ => 3,
@@ -100,7 +104,7 @@ impl Source {
             Source::MatMul | Source::GetRows => QUANT,
             _ => "",
         };
-        format!("{COMMON}\n{}\n{quant}", self.body())
+        format!("{COMMON}\n{EXACT}\n{}\n{quant}", self.body())
     }
 }
 

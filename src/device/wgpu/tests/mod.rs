@@ -5,6 +5,7 @@
 mod attention;
 mod bench;
 mod buffers;
+mod exact;
 mod graphs;
 mod kernels;
 mod matmul;

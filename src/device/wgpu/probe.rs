@@ -1,0 +1,60 @@
+//! Runs `shaders/probe.wgsl`: one float primitive over many (a, b, c) triples on this adapter. Tests
+//! compare the results with the host's IEEE arithmetic.
+
+use super::gpu::Gpu;
+use super::kernels::{Dispatch, Source, Window, groups, submit};
+use crate::device::DeviceError;
+
+/// The primitives probe.wgsl evaluates (its op codes).
+#[derive(Clone, Copy, Debug)]
+#[repr(u32)]
+pub enum Op {
+    /// `a * b + c` as written.
+    MulAdd = 0,
+    /// WGSL's `fma()`.
+    Fma = 1,
+    /// exact.wgsl's `fmaf`.
+    FmaExact = 2,
+    Div = 3,
+    Sqrt = 4,
+    /// The error term of exact.wgsl's `two_sum(a, b)`.
+    TwoSumErr = 5,
+    /// The error term of exact.wgsl's `two_prod(a, b)`.
+    TwoProdErr = 6,
+    Exp = 7,
+}
+
+/// `op` applied to every triple, on the GPU.
+pub fn eval(gpu: &Gpu, op: Op, xs: &[[f32; 3]]) -> Result<Vec<f32>, DeviceError> {
+    let n = u32::try_from(xs.len()).map_err(|_| DeviceError::op("probe", "too many inputs"))?;
+    let bytes: &[u8] = bytemuck::cast_slice(xs);
+    let make = |size: u64| {
+        gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("ggrpc-probe"),
+            size: size.max(16),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        })
+    };
+    let (input, output) = gpu.scoped("probe", || {
+        let input = make(bytes.len() as u64);
+        gpu.queue.write_buffer(&input, 0, bytes);
+        (input, make(4 * u64::from(n)))
+    })?;
+    let window = |b: &wgpu::Buffer| Window {
+        buffer: b.clone(),
+        offset: 0,
+        size: b.size(),
+    };
+    let d = Dispatch {
+        pipeline: gpu.kernels.pipeline(&gpu.device, Source::Probe, "probe"),
+        params: vec![op as u32, n, 0],
+        bindings: vec![window(&input), window(&output)],
+        groups: groups(gpu, u64::from(n).div_ceil(64))?,
+    };
+    submit(gpu, &[d])?;
+    let out = gpu.read_words(&output, 0, 4 * u64::from(n))?;
+    Ok(bytemuck::pod_collect_to_vec(&out))
+}
