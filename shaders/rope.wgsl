@@ -1,6 +1,8 @@
-// ROPE, normal (pairs x[2i], x[2i+1]) and NeoX (pairs x[i], x[i + n_dims/2]) modes, with YaRN
-// extrapolation mixing as in ggml's rope_yarn; f32 in and out; positions i32, one per i2.
-// One invocation per pair; dims past n_dims are copied.
+// ROPE, normal (pairs x[2i], x[2i+1]) and NeoX (pairs x[i], x[i + n_dims/2]) modes; f32 in and out;
+// positions i32, one per i2. One invocation per pair; dims past n_dims are copied.
+// With `table` set, (cos, sin) come from the host-computed cache (`clen` floats per i2, ggml's own
+// libm values) and the rotation rounds like ggml-cpu (FMA); otherwise they are computed here with
+// ggml's rope_yarn formula and the GPU's sin/cos.
 
 struct P {
     neox: u32,
@@ -16,12 +18,16 @@ struct P {
     a_base: u32, a_nb0: u32, a_nb1: u32, a_nb2: u32, a_nb3: u32,
     pos_base: u32,
     d_base: u32, d_nb0: u32, d_nb1: u32, d_nb2: u32, d_nb3: u32,
+    table: u32,
+    clen: u32,
+    zero: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read_write> a: array<u32>;
 @group(0) @binding(2) var<storage, read_write> pos: array<u32>;
 @group(0) @binding(3) var<storage, read_write> d: array<u32>;
+@group(0) @binding(4) var<storage, read_write> cs: array<f32>;
 
 fn ld(ra: u32, i: u32) -> f32 {
     return bitcast<f32>(a[(ra + i * p.a_nb0) >> 2u]);
@@ -33,6 +39,7 @@ fn st(rd: u32, i: u32, v: f32) {
 
 @compute @workgroup_size(256)
 fn rope(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    OPAQUE = p.zero;
     let id = wg_linear(wg, nwg) * 256u + li;
     if (id >= p.n) {
         return;
@@ -50,6 +57,21 @@ fn rope(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         st(rd, i0 + 1u, ld(ra, i0 + 1u));
         return;
     }
+    var j0 = i0;
+    var j1 = i0 + 1u;
+    if (p.neox != 0u) {
+        j0 = ip;
+        j1 = ip + p.n_dims / 2u;
+    }
+    let x0 = ld(ra, j0);
+    let x1 = ld(ra, j1);
+    if (p.table != 0u) {
+        let c = cs[i2 * p.clen + i0];
+        let s = cs[i2 * p.clen + i0 + 1u];
+        st(rd, j0, fmaf(x0, c, -(x1 * s)));
+        st(rd, j1, fmaf(x0, s, x1 * c));
+        return;
+    }
     let position = f32(bitcast<i32>(pos[(p.pos_base >> 2u) + i2]));
     let theta_extrap = position * pow(p.theta_scale, f32(ip));
     let theta_interp = p.freq_scale * theta_extrap;
@@ -63,14 +85,6 @@ fn rope(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     let c = cos(theta) * mscale;
     let s = sin(theta) * mscale;
-    var j0 = i0;
-    var j1 = i0 + 1u;
-    if (p.neox != 0u) {
-        j0 = ip;
-        j1 = ip + p.n_dims / 2u;
-    }
-    let x0 = ld(ra, j0);
-    let x1 = ld(ra, j1);
     st(rd, j0, x0 * c - x1 * s);
     st(rd, j1, x0 * s + x1 * c);
 }

@@ -18,8 +18,13 @@ pub struct Report {
 pub fn scratch_bytes(graph: &Graph) -> u64 {
     graph
         .compute_nodes()
-        .filter(|&n| graph.tensors[n].op == Op::MulMat)
-        .map(|n| kernels::matmul::scratch_bytes(graph, n))
+        .map(|n| match graph.tensors[n].op {
+            Op::MulMat => kernels::matmul::scratch_bytes(graph, n),
+            Op::Rope => {
+                kernels::scratch::Scratch::region_bytes(kernels::rope::table_bytes(graph, n))
+            }
+            _ => 0,
+        })
         .sum()
 }
 

@@ -117,6 +117,7 @@ impl WgpuDevice {
             gpu: &self.gpu,
             buffers,
             scratch: &scratch,
+            host: Default::default(),
         };
         let out = self
             .pool

@@ -14,7 +14,7 @@ mod get_rows;
 mod matmul;
 mod norm;
 mod reduce;
-mod rope;
+pub mod rope;
 mod rows;
 mod softmax;
 #[cfg(test)]

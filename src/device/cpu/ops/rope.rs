@@ -209,6 +209,39 @@ fn fill_cache(p: &Params, pos: [f32; 4], ff: &[f32], corr: [f32; 2], cache: &mut
     }
 }
 
+/// The cos/sin cache of a ROPE node (`t`, its op parameters): `cache_len` floats (cos, sin pairs) per
+/// token i2, from the tokens' positions (`pos(k)`: entry k of the position tensor) and the freq
+/// factors. The wgpu device computes it here too, so that both devices rotate by the same values.
+pub fn cos_sin_cache(
+    t: &Tensor,
+    pos: impl Fn(usize) -> i32 + Sync,
+    ff: &[f32],
+) -> Result<Vec<f32>, DeviceError> {
+    let p = Params::parse(t).map_err(|e| DeviceError::op("ROPE", e))?;
+    let [ne0, _, ne2, _] = t.ne;
+    let clen = p.cache_len(ne0);
+    if !ff.is_empty() && ff.len() < clen / 2 {
+        return Err(DeviceError::op("ROPE", "too few freq_factors"));
+    }
+    let corr = corr_dims(&p);
+    let mut caches = vec![0f32; clen * ne2];
+    if clen > 0 {
+        caches
+            .par_chunks_mut(clen)
+            .enumerate()
+            .for_each(|(i2, cache)| {
+                let at = |k: usize| pos(i2 + k * ne2) as f32;
+                let ps = if p.mode & MROPE != 0 {
+                    [at(0), at(1), at(2), at(3)]
+                } else {
+                    [at(0); 4]
+                };
+                fill_cache(&p, ps, ff, corr, cache);
+            });
+    }
+    Ok(caches)
+}
+
 pub fn run(srcs: &[Option<Src<'_>>; MAX_SRC], dst: Dst<'_>) -> Result<(), DeviceError> {
     let t = dst.t;
     let p = Params::parse(t).map_err(|e| DeviceError::op("ROPE", e))?;
@@ -226,22 +259,7 @@ pub fn run(srcs: &[Option<Src<'_>>; MAX_SRC], dst: Dst<'_>) -> Result<(), Device
     if pos.t.ne[0] < ne2 * p.pos_per_token() {
         return Err(DeviceError::op("ROPE", "too few positions"));
     }
-    let corr = corr_dims(&p);
-    let mut caches = vec![0f32; clen * ne2];
-    if clen > 0 {
-        caches
-            .par_chunks_mut(clen)
-            .enumerate()
-            .for_each(|(i2, cache)| {
-                let at = |k: usize| access::load_i32(pos.data, (i2 + k * ne2) * pos.t.nb[0]) as f32;
-                let ps = if p.mode & MROPE != 0 {
-                    [at(0), at(1), at(2), at(3)]
-                } else {
-                    [at(0); 4]
-                };
-                fill_cache(&p, ps, &ff, corr, cache);
-            });
-    }
+    let caches = cos_sin_cache(t, |k| access::load_i32(pos.data, k * pos.t.nb[0]), &ff)?;
     let (n, offs) = (p.n_dims, p.n_offs);
     par_rows(t, dst.data, 4 * ne0, |r, y| {
         let (i1, i2, i3) = access::unravel_row(t, r);

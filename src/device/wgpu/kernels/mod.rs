@@ -13,6 +13,7 @@ pub mod copy;
 pub mod elementwise;
 pub mod fill;
 pub mod get_rows;
+pub mod host;
 pub mod matmul;
 pub mod norm;
 pub mod rope;
@@ -92,7 +93,7 @@ impl Source {
         match self {
             Source::Fill => 1,
             Source::Norm | Source::ActQuant | Source::Probe => 2,
-            Source::GetRows | Source::Copy | Source::Unary => 4,
+            Source::GetRows | Source::Copy | Source::Unary | Source::Rope => 4,
             Source::Attention => 5,
             _ => 3,
         }
@@ -259,6 +260,8 @@ pub struct Ctx<'a> {
     pub buffers: &'a crate::device::BufferSet,
     /// This run's scratch regions.
     pub scratch: &'a scratch::Scratch,
+    /// This run's host copies of leaf tensors.
+    pub host: host::HostCopies,
 }
 
 impl Ctx<'_> {

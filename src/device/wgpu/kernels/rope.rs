@@ -1,8 +1,14 @@
-//! ROPE, NORMAL and NEOX modes with YaRN, f32, without freq_factors: `call_rope`.
+//! ROPE, NORMAL and NEOX modes with YaRN, f32: `call_rope`. When the positions (and freq factors)
+//! are leaves, their values are read back and the cos/sin cache is the CPU device's (ggml's libm
+//! values), so the rotation is bit-identical to ggml-cpu; otherwise the kernel computes the angles.
 
-use super::{Ctx, Dispatch, Source, addr, f, groups, small, u};
+use super::{Ctx, Dispatch, Source, Window, addr, f, groups, small, u};
 use crate::device::DeviceError;
-use crate::ggml::{GgmlType, Graph};
+use crate::device::cpu::ops::{access, rope as cpu_rope};
+use crate::ggml::{GgmlType, Graph, Op};
+
+/// Scratch region kind of a node's cos/sin table.
+const TABLE: u32 = 100;
 
 pub fn supports(graph: &Graph, node: usize) -> bool {
     let t = &graph.tensors[node];
@@ -23,7 +29,9 @@ pub fn supports(graph: &Graph, node: usize) -> bool {
         && n_dims as usize <= a.ne[0]
         && a.ne[0] % 2 == 0
         && t.param_i32(15) == 0
-        && graph.src(node, 2).is_none()
+        && graph
+            .src(node, 2)
+            .is_none_or(|ff| ff.typ == GgmlType::F32 && ff.op == Op::None)
         && a.nb.iter().chain(&t.nb).all(|n| n % 4 == 0)
         && small(a)
         && small(t)
@@ -56,6 +64,10 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
     let Some(p) = p.into_iter().collect::<Option<Vec<u32>>>() else {
         return Ok(None);
     };
+    let table = cos_sin_table(ctx, graph, node)?;
+    if table.is_none() && graph.src(node, 2).is_some() {
+        return Ok(None); // freq factors need the table
+    }
     let mut params = vec![u32::from(t.param_i32(2) == 2), t.param_i32(1) as u32, count];
     params.extend(p);
     params.extend([
@@ -69,10 +81,51 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
     params.extend(aa);
     params.push(vp.base);
     params.extend(ad);
+    params.extend([u32::from(table.is_some()), t.param_i32(1) as u32]);
+    let table = table.unwrap_or_else(|| vp.window.clone());
     Ok(Some(vec![Dispatch {
         pipeline: ctx.pipeline(Source::Rope, "rope"),
         params,
-        bindings: vec![va.window, vp.window, vd.window],
+        bindings: vec![va.window, vp.window, vd.window, table],
         groups: groups(ctx.gpu, u64::from(count).div_ceil(256))?,
     }]))
+}
+
+/// Bytes of the node's cos/sin table (`n_dims` floats per token).
+pub fn table_bytes(graph: &Graph, node: usize) -> u64 {
+    let t = &graph.tensors[node];
+    if !supports(graph, node) {
+        return 0;
+    }
+    4 * (t.param_i32(1).max(0) as u64) * t.ne[2] as u64
+}
+
+/// The node's cos/sin cache computed on the host from its leaf positions (and freq factors) and
+/// written to a scratch region; `None` when a source is computed by the graph or scratch is short.
+fn cos_sin_table(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Window>, DeviceError> {
+    let t = &graph.tensors[node];
+    let Some(pi) = t.src[1] else {
+        return Ok(None);
+    };
+    let Some(pos) = ctx.leaf_bytes(graph, pi)? else {
+        return Ok(None);
+    };
+    let mut ff = Vec::new();
+    if let Some(fi) = t.src[2] {
+        let Some(fb) = ctx.leaf_bytes(graph, fi)? else {
+            return Ok(None);
+        };
+        let ft = &graph.tensors[fi];
+        ff = (0..ft.ne[0])
+            .map(|i| access::load(GgmlType::F32, &fb, i * ft.nb[0]))
+            .collect();
+    }
+    let nb0 = graph.tensors[pi].nb[0];
+    let cache = cpu_rope::cos_sin_cache(t, |k| access::load_i32(&pos, k * nb0), &ff)?;
+    let bytes: &[u8] = bytemuck::cast_slice(&cache);
+    let Some((win, _)) = ctx.scratch.region((node, TABLE), bytes.len() as u64) else {
+        return Ok(None);
+    };
+    ctx.gpu.queue.write_buffer(&win.buffer, win.offset, bytes);
+    Ok(Some(win))
 }

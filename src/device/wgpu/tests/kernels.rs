@@ -259,9 +259,24 @@ fn norm_and_rms_norm_rows() {
 fn norm_matches_cpu(dev: &super::WgpuDevice, op: Op, a: &HostTensor, ne: [usize; 4], eps: f32) {
     let mut g = Builder::new(dev);
     let ia = g.input(a);
-    let n = g.node(Tensor::new(GgmlType::F32, ne), op, params_f32(&[eps]), &[ia]);
+    let n = g.node(
+        Tensor::new(GgmlType::F32, ne),
+        op,
+        params_f32(&[eps]),
+        &[ia],
+    );
     dev.compute(&g.graph, &g.buffers).unwrap();
     let (got, cpu) = (g.read_f32(n), g.on_cpu(n));
-    let diff = got.iter().zip(&cpu).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-    assert_eq!(diff, 0, "{} {ne:?}: {diff} of {} differ from the CPU", op.name(), got.len());
+    let diff = got
+        .iter()
+        .zip(&cpu)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    assert_eq!(
+        diff,
+        0,
+        "{} {ne:?}: {diff} of {} differ from the CPU",
+        op.name(),
+        got.len()
+    );
 }

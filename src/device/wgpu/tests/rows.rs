@@ -3,9 +3,9 @@
 use super::kernels::{each, li};
 use super::refs::{close, random_tensor};
 use super::{Builder, device_or_skip};
-use crate::device::DeviceError;
 use crate::device::cpu::ops::testutil::{HostTensor, Rng, params_f32};
 use crate::device::cpu::ops::{Dst, Src};
+use crate::device::{Device, DeviceError};
 use crate::ggml::{GgmlType, MAX_SRC, Op, Tensor};
 
 fn no_fallback(_: &[Option<Src<'_>>; MAX_SRC], dst: Dst<'_>) -> Result<(), DeviceError> {
@@ -118,18 +118,64 @@ fn rope_normal_neox_yarn() {
         for (k, v) in p.iter().enumerate() {
             params[5 + k] = v.to_bits() as i32;
         }
+        let want = rope_ref(&av, ne, &pos, &p, n_dims as usize, mode == 2);
+        let what = format!("rope mode {mode} n_dims {n_dims}");
+        // Leaf positions: the host computes the cos/sin cache, and the result is the CPU's, bit for bit.
         let mut g = Builder::new(&dev);
         let (ia, ip) = (g.input(&a), g.input(&pt));
         let n = g.node(Tensor::new(GgmlType::F32, ne), Op::Rope, params, &[ia, ip]);
         dev.compute_with(&g.graph, &g.buffers, no_fallback).unwrap();
-        let want = rope_ref(&av, ne, &pos, &p, n_dims as usize, mode == 2);
+        let (got, cpu) = (g.read_f32(n), g.on_cpu(n));
+        close(&got, &want, 2e-4, &what);
+        let diff = got
+            .iter()
+            .zip(&cpu)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(
+            diff,
+            0,
+            "{what}: {diff} of {} differ from the CPU",
+            got.len()
+        );
+        // Positions computed by the graph (a CPY, run by the CPU fallback): the kernel's own angles.
+        let mut g = Builder::new(&dev);
+        let (ia, ip) = (g.input(&a), g.input(&pt));
+        let ic = g.node(
+            Tensor::new(GgmlType::I32, [5, 1, 1, 1]),
+            Op::Cpy,
+            [0; 16],
+            &[ip],
+        );
+        let n = g.node(Tensor::new(GgmlType::F32, ne), Op::Rope, params, &[ia, ic]);
+        dev.compute(&g.graph, &g.buffers).unwrap();
         close(
             &g.read_f32(n),
             &want,
             2e-4,
-            &format!("rope mode {mode} n_dims {n_dims}"),
+            &format!("{what}, computed positions"),
         );
     }
+    // Freq factors (llama 3's rope_freqs): only through the host cache, bit for bit.
+    let (a, _) = random_tensor(GgmlType::F32, ne, &mut rng);
+    let ff = HostTensor::from_f32(GgmlType::F32, [32, 1, 1, 1], &rng.vec(32, 1.0, 8.0));
+    let mut params = [0i32; 16];
+    params[1] = 64;
+    params[2] = 2;
+    params[4] = 8192;
+    for (k, v) in [500000.0f32, 1.0, 0.0, 1.0, 32.0, 1.0].iter().enumerate() {
+        params[5 + k] = v.to_bits() as i32;
+    }
+    let mut g = Builder::new(&dev);
+    let (ia, ip, iff) = (g.input(&a), g.input(&pt), g.input(&ff));
+    let n = g.node(
+        Tensor::new(GgmlType::F32, ne),
+        Op::Rope,
+        params,
+        &[ia, ip, iff],
+    );
+    dev.compute_with(&g.graph, &g.buffers, no_fallback).unwrap();
+    assert_eq!(g.read_f32(n), g.on_cpu(n), "rope with freq factors");
 }
 
 #[test]

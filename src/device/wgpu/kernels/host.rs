@@ -1,0 +1,59 @@
+//! Host copies of small leaf tensors a kernel needs the *values* of while the graph is planned (ROPE's
+//! positions and freq factors), read back once per run. Leaves are set by the client before the
+//! compute, so their contents are final when planning starts.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::Ctx;
+use crate::device::DeviceError;
+use crate::device::wgpu::gpu::{WORD, align_down, align_up};
+use crate::ggml::{Graph, Op};
+
+/// Largest leaf read back (bytes): positions and freq factors are a few KiB.
+const MAX_LEAF: u64 = 1 << 20;
+
+#[derive(Default)]
+pub struct HostCopies {
+    leaves: Mutex<HashMap<usize, Arc<Vec<u8>>>>,
+}
+
+impl Ctx<'_> {
+    /// The bytes of leaf tensor `idx` (a graph source that no node computes), read once per run;
+    /// `None` for computed tensors, views of them, and leaves too large to read back cheaply.
+    pub fn leaf_bytes(
+        &self,
+        graph: &Graph,
+        idx: usize,
+    ) -> Result<Option<Arc<Vec<u8>>>, DeviceError> {
+        let t = &graph.tensors[idx];
+        if t.op != Op::None {
+            return Ok(None);
+        }
+        if let Some(b) = self
+            .host
+            .leaves
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&idx).cloned())
+        {
+            return Ok(Some(b));
+        }
+        let (wb, off, len) = self.place(t)?;
+        if len > MAX_LEAF {
+            return Ok(None);
+        }
+        let start = align_down(off, WORD);
+        let end = align_up(off + len, WORD).min(wb.buf.size());
+        let words = self.gpu.read_words(&wb.buf, start, end - start)?;
+        let skip = (off - start) as usize;
+        let Some(bytes) = words.get(skip..skip + len as usize) else {
+            return Ok(None);
+        };
+        let bytes = Arc::new(bytes.to_vec());
+        if let Ok(mut m) = self.host.leaves.lock() {
+            m.insert(idx, bytes.clone());
+        }
+        Ok(Some(bytes))
+    }
+}
