@@ -19,12 +19,6 @@ struct P {
 var<workgroup> red: array<f32, 256>;
 var<workgroup> red_lo: array<f32, 256>;
 
-// (hi, lo) + (hi2, lo2), renormalized.
-fn ff_add(x: vec2<f32>, y: vec2<f32>) -> vec2<f32> {
-    let s = two_sum(x.x, y.x);
-    return two_sum(s.x, s.y + (x.y + y.y));
-}
-
 // (hi + lo) / n rounded to f32: a first quotient, corrected by the exact remainder.
 fn ff_div(x: vec2<f32>, n: f32) -> f32 {
     let q = x.x / n;

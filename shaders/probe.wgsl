@@ -31,6 +31,8 @@ fn probe(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
         case 5u: { r = two_sum(a, b).y; }
         case 6u: { r = two_prod(a, b).y; }
         case 7u: { r = exp(a); }
+        case 8u: { r = expf_libm(a); }
+        case 9u: { r = v_expf(a); }
         default: { r = 0.0; }
     }
     y[i] = r;

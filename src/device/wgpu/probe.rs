@@ -22,6 +22,10 @@ pub enum Op {
     /// The error term of exact.wgsl's `two_prod(a, b)`.
     TwoProdErr = 6,
     Exp = 7,
+    /// exact.wgsl's `expf_libm` (glibc's expf).
+    ExpLibm = 8,
+    /// exact.wgsl's `v_expf` (ggml's vector expf).
+    ExpVec = 9,
 }
 
 /// `op` applied to every triple, on the GPU.

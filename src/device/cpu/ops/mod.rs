@@ -19,7 +19,7 @@ mod rows;
 mod softmax;
 #[cfg(test)]
 pub mod testutil;
-mod vexp;
+pub mod vexp;
 
 use crate::device::DeviceError;
 use crate::ggml::{Graph, MAX_SRC, Op, Tensor};

@@ -3,6 +3,7 @@
 
 use super::device_or_skip;
 use crate::device::cpu::ops::testutil::Rng;
+use crate::device::cpu::ops::vexp;
 use crate::device::wgpu::probe::{Op, eval};
 
 /// Triples spread over many binades, plus products that nearly cancel the addend (FMA's hard cases).
@@ -80,4 +81,81 @@ fn adapter_float_primitives() {
         "two_sum's error term is not exact (compiler reassociation?)"
     );
     assert_eq!(tp, 0, "two_prod's error term is not exact");
+}
+
+/// Arguments for the exp tests: the whole range libm handles, dense where attention lives.
+fn exp_args(n: usize) -> Vec<[f32; 3]> {
+    let mut rng = Rng::new(9);
+    (0..n)
+        .map(|i| {
+            let x = match i % 4 {
+                0 => rng.uniform(-104.0, 89.0),
+                1 => rng.uniform(-20.0, 0.0),
+                2 => rng.uniform(-1.0, 1.0),
+                _ => rng.uniform(-87.0, 0.0),
+            };
+            [x, 0.0, 0.0]
+        })
+        .chain(
+            [
+                0.0,
+                -0.0,
+                1.0,
+                -1.0,
+                f32::NEG_INFINITY,
+                f32::INFINITY,
+                -200.0,
+                200.0,
+            ]
+            .map(|x| [x, 0.0, 0.0]),
+        )
+        .collect()
+}
+
+#[test]
+fn expf_libm_matches_glibc_expf() {
+    let Some(dev) = device_or_skip("expf_libm_matches_glibc_expf") else {
+        return;
+    };
+    let xs = exp_args(1 << 20);
+    let got = eval(&dev.gpu, Op::ExpLibm, &xs).unwrap();
+    // glibc rounds to nearest in all but ~0.05% of cases: show that this is not plain rounding.
+    let nearest = mismatches(&got, xs.iter().map(|x| (x[0] as f64).exp() as f32));
+    // Below 2^-126 the result is rounded twice here (once in glibc): off by at most one subnormal ulp.
+    let normal = |x: f32| x > -87.0 || x == f32::NEG_INFINITY;
+    let (got_n, xs_n): (Vec<f32>, Vec<f32>) = got
+        .iter()
+        .zip(&xs)
+        .filter(|(_, x)| normal(x[0]))
+        .map(|(g, x)| (*g, x[0]))
+        .unzip();
+    let libm = mismatches(&got_n, xs_n.iter().map(|x| x.exp()));
+    eprintln!(
+        "{} arguments: {libm} differ from libm's expf, {nearest} from exp rounded to nearest",
+        xs.len()
+    );
+    assert!(
+        libm <= 2,
+        "{libm} of {} differ from libm's expf",
+        xs_n.len()
+    );
+}
+
+#[test]
+fn v_expf_matches_ggml_vector_exp() {
+    let Some(dev) = device_or_skip("v_expf_matches_ggml_vector_exp") else {
+        return;
+    };
+    let mut xs = exp_args(1 << 18);
+    xs.extend([-150.0f32, -130.0, 100.0, 150.0, f32::NAN].map(|x| [x, 0.0, 0.0]));
+    let got = eval(&dev.gpu, Op::ExpVec, &xs).unwrap();
+    // Results below 2^-126 (x < -87.3) are rounded twice here: off by at most one subnormal ulp.
+    let (got_n, xs_n): (Vec<f32>, Vec<f32>) = got
+        .iter()
+        .zip(&xs)
+        .filter(|(_, x)| !(x[0] < -87.3 && x[0] > -104.0))
+        .map(|(g, x)| (*g, x[0]))
+        .unzip();
+    let n = mismatches(&got_n, xs_n.iter().map(|&x| vexp::v_expf(x)));
+    assert_eq!(n, 0, "{n} of {} differ from ggml_v_expf", xs_n.len());
 }
