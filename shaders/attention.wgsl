@@ -1,11 +1,13 @@
 // FLASH_ATTN_EXT: one workgroup per (query row, head, dim 3); blocks of 64 KV positions, online
 // softmax. q f32; k, v f16 or f32 (`kt`, `vt`: 0 f32, 1 f16); optional mask (f16/f32, `has_mask`
-// 0/1/2 for none/f32/f16); GQA by head ratio; logit softcap. dst f32 [Dv, n_head, n_batch, d3].
-// Each invocation owns output dims d = li, li + 64, ... (Dv <= 512).
-// Two numeric flavours, as in ggml-cpu (`vec` = 1 for its vector path, used below 64 query rows):
-// the vector path rounds Q to f16 for an f16 K, updates the running maximum key by key and keeps an
-// f16 V accumulator rounded to f16 after every step; the tiled path keeps everything in f32 and
-// updates the maximum once per block of 64 keys.
+// 0/1/2 for none/f32/f16); GQA by head ratio; logit softcap (`scale` arrives divided by it).
+// dst f32 [Dv, n_head, n_batch, d3]. Each invocation owns output dims d = li, li + 64, ... (Dv <= 512).
+// Both of ggml-cpu's numeric paths, step for step (`vec` = 1 for its vector path, used below 64 query
+// rows), so that results are bit-identical without a softcap (tanh is the GPU's):
+// - vector: Q rounded to f16 for an f16 K, K·Q in AVX2's 32-lane FMA layout, the running maximum
+//   updated key by key with libm's expf, an f16 V accumulator for f16 V;
+// - tiled: K·Q as one FMA chain, the maximum updated once per block of 64 keys, the block's weights
+//   through ggml's vector exp and summed in f64 (float-float here), V accumulated by FMA in key order.
 
 struct P {
     dk: u32, dv: u32, n_kv: u32, nq: u32, nh: u32,
@@ -17,6 +19,7 @@ struct P {
     v_base: u32, v_nb0: u32, v_nb1: u32, v_nb2: u32, v_nb3: u32,
     m_base: u32, m_nb0: u32, m_nb1: u32, m_nb2: u32, m_nb3: u32,
     d_base: u32, d_nb0: u32, d_nb1: u32, d_nb2: u32, d_nb3: u32,
+    zero: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: P;
@@ -26,9 +29,8 @@ struct P {
 @group(0) @binding(4) var<storage, read_write> m: array<u32>;
 @group(0) @binding(5) var<storage, read_write> d: array<u32>;
 
+// A block's scores, then its weights.
 var<workgroup> scores: array<f32, 64>;
-
-const NEG: f32 = -3.4028235e38;
 
 fn ldk(a: u32) -> f32 {
     if (p.kt == 1u) {
@@ -62,8 +64,57 @@ fn ldm(a: u32) -> f32 {
     return bitcast<f32>(m[a >> 2u]);
 }
 
+fn neg_inf() -> f32 {
+    return bitcast<f32>(0xff800000u);
+}
+
+// ggml_vec_dot_f16 (AVX2): four 8-lane FMA accumulators over 32-element steps, GGML_F32x8_REDUCE,
+// the tail in f64.
+fn dot_vec(qa: u32, kr: u32) -> f32 {
+    var acc: array<f32, 32>;
+    let np = p.dk & ~31u;
+    for (var c0 = 0u; c0 < np; c0 += 32u) {
+        for (var i = 0u; i < 32u; i++) {
+            let c = c0 + i;
+            acc[i] = fmaf(ldq(qa + c * p.q_nb0), ldk(kr + c * p.k_nb0), acc[i]);
+        }
+    }
+    var x0: array<f32, 8>;
+    for (var l = 0u; l < 8u; l++) {
+        x0[l] = (acc[l] + acc[16u + l]) + (acc[8u + l] + acc[24u + l]);
+    }
+    let t0 = x0[0] + x0[4];
+    let t1 = x0[1] + x0[5];
+    let t2 = x0[2] + x0[6];
+    let t3 = x0[3] + x0[7];
+    var total = vec2<f32>((t0 + t1) + (t2 + t3), 0.0);
+    for (var c = np; c < p.dk; c++) {
+        total = ff_add(total, vec2<f32>(ldq(qa + c * p.q_nb0) * ldk(kr + c * p.k_nb0), 0.0));
+    }
+    return total.x;
+}
+
+// The tiled path's K·Q: one FMA chain over DK.
+fn dot_chain(qa: u32, kr: u32) -> f32 {
+    var kq = 0.0;
+    for (var c = 0u; c < p.dk; c++) {
+        kq = fmaf(ldq(qa + c * p.q_nb0), ldk(kr + c * p.k_nb0), kq);
+    }
+    return kq;
+}
+
+// Sum of 8 weights as ggml_vec_soft_max_f32's AVX2 reduction: halves, then pairs.
+fn reduce8(o: u32) -> f32 {
+    let t0 = scores[o + 4u] + scores[o];
+    let t1 = scores[o + 5u] + scores[o + 1u];
+    let t2 = scores[o + 6u] + scores[o + 2u];
+    let t3 = scores[o + 7u] + scores[o + 3u];
+    return (t0 + t2) + (t1 + t3);
+}
+
 @compute @workgroup_size(64)
 fn flash_attn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    OPAQUE = p.zero;
     let id = wg_linear(wg, nwg);
     let iq = id % p.nq;
     let h = (id / p.nq) % p.nh;
@@ -72,26 +123,33 @@ fn flash_attn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     let ka = p.k_base + (h / p.rh) * p.k_nb2 + (i3 / p.r3) * p.k_nb3;
     let va = p.v_base + (h / p.rh) * p.v_nb2 + (i3 / p.r3) * p.v_nb3;
     let ma = p.m_base + iq * p.m_nb1 + (h % p.m_ne2) * p.m_nb2 + (i3 % p.m_ne3) * p.m_nb3;
+    let ninf = neg_inf();
     var acc: array<f32, 8>;
-    var mx = NEG;
+    var mx = ninf;
     var l = 0.0;
     let nblk = (p.n_kv + 63u) / 64u;
     for (var blk = 0u; blk < nblk; blk++) {
+        // This invocation's key: -inf where masked or past the end.
         let j = blk * 64u + li;
-        var s = NEG;
+        var s = ninf;
         if (j < p.n_kv) {
-            var dot = 0.0;
-            for (var c = 0u; c < p.dk; c++) {
-                dot = fma(ldq(qa + c * p.q_nb0), ldk(ka + j * p.k_nb1 + c * p.k_nb0), dot);
-            }
-            s = dot * p.scale;
-            if (p.softcap != 0.0) {
-                s = p.softcap * tanh_safe(s / p.softcap);
-            }
+            var mv = 0.0;
             if (p.has_mask != 0u) {
-                s += ldm(ma + j * p.m_nb0);
+                mv = ldm(ma + j * p.m_nb0);
             }
-            s = max(s, NEG);
+            if (mv != ninf) {
+                let kr = ka + j * p.k_nb1;
+                var sc: f32;
+                if (p.vec == 1u) {
+                    sc = dot_vec(qa, kr) * p.scale;
+                } else {
+                    sc = dot_chain(qa, kr) * p.scale;
+                }
+                if (p.softcap != 0.0) {
+                    sc = tanh_safe(sc) * p.softcap;
+                }
+                s = sc + mv;
+            }
         }
         scores[li] = s;
         workgroupBarrier();
@@ -99,59 +157,72 @@ fn flash_attn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
             // ggml's one_chunk: every key updates M, S and the accumulator in turn.
             for (var t = 0u; t < 64u; t++) {
                 let sc = scores[t];
-                if (sc == NEG) {
+                if (sc == ninf) {
                     continue;
                 }
                 var ms = 1.0;
                 var vs = 1.0;
                 if (sc > mx) {
-                    ms = exp(mx - sc);
+                    ms = expf_libm(mx - sc);
                     mx = sc;
                     for (var e = 0u; e < 8u; e++) {
                         acc[e] = vacc(acc[e] * ms);
                     }
                 } else {
-                    vs = exp(sc - mx);
+                    vs = expf_libm(sc - mx);
                 }
                 let row = va + (blk * 64u + t) * p.v_nb1;
                 for (var e = 0u; e < 8u; e++) {
                     let dd = li + 64u * e;
                     if (dd < p.dv) {
-                        acc[e] = vacc(fma(ldv(row + dd * p.v_nb0), vs, acc[e]));
+                        acc[e] = vacc(fmaf(ldv(row + dd * p.v_nb0), vs, acc[e]));
                     }
                 }
-                l = fma(l, ms, vs);
+                l = fmaf(l, ms, vs);
             }
             workgroupBarrier();
             continue;
         }
-        var bm = NEG;
+        var bm = ninf;
         for (var t = 0u; t < 64u; t++) {
-            bm = max(bm, scores[t]);
+            bm = select(scores[t], bm, bm > scores[t]);
         }
-        let nm = max(mx, bm);
-        if (nm > NEG) {
-            let corr = select(exp(mx - nm), 0.0, mx == NEG);
-            l *= corr;
-            for (var e = 0u; e < 8u; e++) {
-                acc[e] *= corr;
+        let live = bm != ninf;
+        var w = 0.0;
+        if (live) {
+            let nm = max(mx, bm);
+            if (nm > mx) {
+                let ms = expf_libm(mx - nm);
+                for (var e = 0u; e < 8u; e++) {
+                    acc[e] *= ms;
+                }
+                l *= ms;
             }
+            mx = nm;
+            w = v_expf(scores[li] - mx);
+        }
+        workgroupBarrier();
+        scores[li] = w;
+        workgroupBarrier();
+        if (live) {
+            var ts = vec2<f32>(0.0, 0.0);
+            for (var c = 0u; c < 64u; c += 8u) {
+                ts = ff_add(ts, vec2<f32>(reduce8(c), 0.0));
+            }
+            l = ff_add(vec2<f32>(l, 0.0), ts).x;
             for (var t = 0u; t < 64u; t++) {
-                let sc = scores[t];
-                if (sc == NEG) {
+                let wt = scores[t];
+                if (wt == 0.0) {
                     continue;
                 }
-                let pj = exp(sc - nm);
-                l += pj;
                 let row = va + (blk * 64u + t) * p.v_nb1;
                 for (var e = 0u; e < 8u; e++) {
                     let dd = li + 64u * e;
                     if (dd < p.dv) {
-                        acc[e] = fma(pj, ldv(row + dd * p.v_nb0), acc[e]);
+                        acc[e] = fmaf(wt, ldv(row + dd * p.v_nb0), acc[e]);
                     }
                 }
             }
-            mx = nm;
         }
         workgroupBarrier();
     }

@@ -90,7 +90,10 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
     };
     let is_f16 = |x: &Tensor| u32::from(x.typ == GgmlType::F16);
     let mut params = head;
-    params.extend([f(t.param_f32(0)), f(t.param_f32(2))]);
+    // ggml divides the scale by the softcap up front: tanh(s · scale / cap) · cap.
+    let softcap = t.param_f32(2);
+    let scale = t.param_f32(0) / if softcap != 0.0 { softcap } else { 1.0 };
+    params.extend([f(scale), f(softcap)]);
     // ggml-cpu's tiled path: f32 Q, f32/f16 K and V of one type, >= 64 query rows, DV a multiple of 8.
     let tiled = k.typ == v.typ && q.ne[1] >= 64 && v.ne[0].is_multiple_of(8);
     params.extend([is_f16(k), is_f16(v), has_mask, m2, m3, u32::from(!tiled)]);
