@@ -232,14 +232,22 @@ fn exact_q0(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) {
     }
 }
 
-// The 32 quants of sub-block `c` of a q4_K (typ 12, unsigned 0..15) or q6_K (typ 14, minus 32) block.
+// The 32 quants of sub-block `c` of a q4_K (typ 12, unsigned 0..15), q5_K (13, 0..31) or q6_K (typ 14,
+// minus 32) block.
 fn w_sub_k(typ: u32, bb: u32, c: u32, out: ptr<function, array<i32, 32>>) {
-    if (typ == 12u) {
+    if (typ == 12u || typ == 13u) {
+        // q5_K: the same nibbles after 32 bytes of high bits (bit c of byte e).
+        let q5 = typ == 13u;
         let shift = (c % 2u) * 4u;
+        let qs = bb + select(16u, 48u, q5);
         for (var w = 0u; w < 8u; w++) {
-            let q = u32_at(bb + 16u + (c / 2u) * 32u + 4u * w);
+            let q = u32_at(qs + (c / 2u) * 32u + 4u * w);
+            var h = 0u;
+            if (q5) {
+                h = u32_at(bb + 16u + 4u * w);
+            }
             for (var k = 0u; k < 4u; k++) {
-                (*out)[4u * w + k] = i32((q >> (8u * k + shift)) & 0xfu);
+                (*out)[4u * w + k] = i32(((q >> (8u * k + shift)) & 0xfu) | (((h >> (8u * k + c)) & 1u) << 4u));
             }
         }
         return;
@@ -263,8 +271,8 @@ fn w_sub_k(typ: u32, bb: u32, c: u32, out: ptr<function, array<i32, 32>>) {
 fn exact_k(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) {
     var acc: array<f32, 4>;
     var wq: array<i32, 32>;
-    let q4 = p.typ == 12u;
-    let bs = select(210u, 144u, q4);
+    let q4 = p.typ == 12u || p.typ == 13u;
+    let bs = select(select(210u, 144u, p.typ == 12u), 176u, p.typ == 13u);
     for (var i = 0u; i < p.k / 256u; i++) {
         let bb = row + i * bs;
         var s1: array<i32, 4>;
@@ -313,6 +321,91 @@ fn exact_k(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) {
     *out = acc;
 }
 
+// ggml's AVX2 `vec_dot_q4_K_q8_K` / `vec_dot_q6_K_q8_K` (fewer than 8 columns): per super-block, eight
+// i32 lanes of four consecutive products each (lanes 0-3 and 4-7 of a 32-quant vector), scaled per
+// sub-block, then `acc[l] = fmaf(d·d8, lane, acc[l])`; q4_K adds its mins in four more lanes.
+fn exact_k_vec(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) {
+    var acc: array<f32, 32>;
+    var accm: array<f32, 16>;
+    var wq: array<i32, 32>;
+    let q4 = p.typ == 12u || p.typ == 13u;
+    let bs = select(select(210u, 144u, p.typ == 12u), 176u, p.typ == 13u);
+    for (var i = 0u; i < p.k / 256u; i++) {
+        let bb = row + i * bs;
+        var lanes: array<i32, 32>;
+        var mins: array<i32, 16>;
+        for (var c = 0u; c < 8u; c++) {
+            w_sub_k(p.typ, bb, c, &wq);
+            var sc0: i32;
+            var sc1: i32;
+            var mn = 0;
+            if (q4) {
+                let sm = q4k_scale_min(bb + 4u, c);
+                sc0 = i32(sm.x);
+                sc1 = sc0;
+                mn = i32(sm.y);
+            } else {
+                // ggml takes q6_K quants unsigned (0..63) and subtracts 32·Σ scale·bsum per lane.
+                for (var e = 0u; e < 32u; e++) {
+                    wq[e] += 32;
+                }
+                sc0 = sext8(rd8(bb + 192u + 2u * c));
+                sc1 = sext8(rd8(bb + 193u + 2u * c));
+            }
+            for (var jj = 0u; jj < NCE; jj++) {
+                if (jj < nc) {
+                    let aw = ((col0 + jj * p.b_nb1) >> 2u) + 81u * i;
+                    for (var l = 0u; l < 8u; l++) {
+                        let sc = select(sc0, sc1, l >= 4u);
+                        lanes[8u * jj + l] += sc * dot4(&wq, 4u * l, b[aw + 1u + 8u * c + l]);
+                    }
+                    if (q4) {
+                        let q8s = bitcast<i32>(b[aw + 65u + 2u * c]) + bitcast<i32>(b[aw + 66u + 2u * c]);
+                        mins[4u * jj + c / 2u] += mn * q8s;
+                    }
+                }
+            }
+        }
+        for (var jj = 0u; jj < NCE; jj++) {
+            if (jj < nc) {
+                let aw = ((col0 + jj * p.b_nb1) >> 2u) + 81u * i;
+                let d8 = bitcast<f32>(b[aw]);
+                if (q4) {
+                    let dmin = -d8 * rdh(bb + 2u);
+                    for (var t = 0u; t < 4u; t++) {
+                        accm[4u * jj + t] = fmaf(dmin, f32(mins[4u * jj + t]), accm[4u * jj + t]);
+                    }
+                    let dd = rdh(bb) * d8;
+                    for (var l = 0u; l < 8u; l++) {
+                        acc[8u * jj + l] = fmaf(dd, f32(lanes[8u * jj + l]), acc[8u * jj + l]);
+                    }
+                } else {
+                    let dd = rdh(bb + 208u) * d8;
+                    for (var l = 0u; l < 8u; l++) {
+                        var off = 0;
+                        for (var g = 2u * l; g < 2u * l + 2u; g++) {
+                            off += sext8(rd8(bb + 192u + g)) * bitcast<i32>(b[aw + 65u + g]);
+                        }
+                        acc[8u * jj + l] = fmaf(dd, f32(lanes[8u * jj + l] - 32 * off), acc[8u * jj + l]);
+                    }
+                }
+            }
+        }
+    }
+    for (var jj = 0u; jj < NCE; jj++) {
+        let a = 8u * jj;
+        let r0 = acc[a + 4u] + acc[a];
+        let r1 = acc[a + 5u] + acc[a + 1u];
+        let r2 = acc[a + 6u] + acc[a + 2u];
+        let r3 = acc[a + 7u] + acc[a + 3u];
+        (*out)[jj] = (r0 + r2) + (r1 + r3);
+        if (q4) {
+            let m = 4u * jj;
+            (*out)[jj] += (accm[m] + accm[m + 2u]) + (accm[m + 1u] + accm[m + 3u]);
+        }
+    }
+}
+
 @compute @workgroup_size(64)
 fn mul_mat_exact(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     OPAQUE = p.zero;
@@ -331,8 +424,11 @@ fn mul_mat_exact(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     let row = p.a_base + r * p.a_nb1 + (i2 / p.r2) * p.a_nb2 + (i3 / p.r3) * p.a_nb3;
     let col0 = p.b_base + j0 * p.b_nb1 + i2 * p.b_nb2 + i3 * p.b_nb3;
     var s: array<f32, 4>;
-    if (p.typ == 12u || p.typ == 14u) {
+    let kq = p.typ >= 12u && p.typ <= 14u;
+    if (kq && p.ne11 >= 8u) {
         exact_k(row, col0, nc, &s);
+    } else if (kq) {
+        exact_k_vec(row, col0, nc, &s);
     } else {
         exact_q0(row, col0, nc, &s);
     }

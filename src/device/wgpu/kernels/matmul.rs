@@ -150,7 +150,12 @@ fn act_bytes(mode: u32, n: usize) -> u64 {
 fn exact(typ: GgmlType) -> bool {
     matches!(
         typ,
-        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q4K | GgmlType::Q6K
+        GgmlType::Q4_0
+            | GgmlType::Q5_0
+            | GgmlType::Q8_0
+            | GgmlType::Q4K
+            | GgmlType::Q5K
+            | GgmlType::Q6K
     )
 }
 

@@ -82,10 +82,9 @@ fn mat_mul_case(
         2e-5,
         &format!("mul_mat {} {a_ne:?} x {b_ne:?}", typ.name()),
     );
-    // Legacy quants always, K-quants from 8 columns (ggml's tiled path): llama.cpp's arithmetic step
-    // by step, bit for bit (exact.wgsl's fmaf where ggml uses FMA).
-    let (q0, qk) = (act_mode(typ) == 3, act_mode(typ) == 4);
-    if q0 || (qk && b_ne[1] * b_ne[2] * b_ne[3] / (a_ne[2] * a_ne[3]) >= 8) {
+    // llama.cpp's arithmetic step by step, bit for bit (exact.wgsl's fmaf where ggml uses FMA): the
+    // AVX2 dot products below 8 columns, tinyBLAS and the tiled K-quant path from 8.
+    if act_mode(typ) >= 3 {
         let cpu = g.on_cpu(n);
         let diff = got
             .iter()
