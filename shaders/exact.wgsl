@@ -44,8 +44,15 @@ fn add_odd(a: f32, b: f32) -> f32 {
     return bitcast<f32>(select(bits - 1u, bits + 1u, (t.y > 0.0) == (t.x > 0.0)));
 }
 
-// a · b + c with one rounding (Boldo and Melquiond's emulation through round-to-odd).
+// Set at pipeline creation when the device found its own fma() fused (see `probe::fma_is_fused`).
+override FUSED_FMA: bool = false;
+
+// a · b + c with one rounding: the hardware's where fused, else Boldo and Melquiond's emulation through
+// round-to-odd.
 fn fmaf(a: f32, b: f32, c: f32) -> f32 {
+    if (FUSED_FMA) {
+        return fma(a, b, c);
+    }
     let p = a * b;
     let pc = p + c;
     // Zeros, infinities and NaN need no emulation (and would poison the error terms).

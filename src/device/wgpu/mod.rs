@@ -78,18 +78,27 @@ impl WgpuDevice {
             .thread_name(|i| format!("ggrpc-wgpu-{i}"))
             .build()
             .map_err(|e| DeviceError::op("open", e.to_string()))?;
+        let gpu = Gpu {
+            device,
+            queue,
+            limits: limits.clone(),
+            kernels: Default::default(),
+            gelu_tables,
+            scratch_pool: Default::default(),
+        };
+        // The probe's own pipeline does not depend on the flag it decides.
+        let fused = probe::fma_is_fused(&gpu);
+        gpu.kernels.set_fused_fma(fused);
+        tracing::debug!(
+            device = name,
+            fused,
+            "fma(): hardware if fused, else emulated"
+        );
         Ok(WgpuDevice {
             name: name.to_string(),
             total: discovery::total_memory(&info, &limits, opts.mem_cap),
             info,
-            gpu: Arc::new(Gpu {
-                device,
-                queue,
-                limits,
-                kernels: Default::default(),
-                gelu_tables,
-                scratch_pool: Default::default(),
-            }),
+            gpu: Arc::new(gpu),
             cap: opts.mem_cap,
             used: Arc::new(AtomicU64::new(0)),
             pool,

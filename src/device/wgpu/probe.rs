@@ -2,7 +2,7 @@
 //! compare the results with the host's IEEE arithmetic.
 
 use super::gpu::Gpu;
-use super::kernels::{Dispatch, Source, Window, groups, submit};
+use super::kernels::{Dispatch, Kernels, Source, Window, groups, submit};
 use crate::device::DeviceError;
 
 /// The primitives probe.wgsl evaluates (its op codes).
@@ -30,6 +30,16 @@ pub enum Op {
 
 /// `op` applied to every triple, on the GPU.
 pub fn eval(gpu: &Gpu, op: Op, xs: &[[f32; 3]]) -> Result<Vec<f32>, DeviceError> {
+    eval_with(gpu, &gpu.kernels, op, xs)
+}
+
+/// `eval` with pipelines from `kernels` (tests compile them with other constants).
+pub fn eval_with(
+    gpu: &Gpu,
+    kernels: &Kernels,
+    op: Op,
+    xs: &[[f32; 3]],
+) -> Result<Vec<f32>, DeviceError> {
     let n = u32::try_from(xs.len()).map_err(|_| DeviceError::op("probe", "too many inputs"))?;
     let bytes: &[u8] = bytemuck::cast_slice(xs);
     let make = |size: u64| {
@@ -53,7 +63,7 @@ pub fn eval(gpu: &Gpu, op: Op, xs: &[[f32; 3]]) -> Result<Vec<f32>, DeviceError>
         size: b.size(),
     };
     let d = Dispatch {
-        pipeline: gpu.kernels.pipeline(&gpu.device, Source::Probe, "probe"),
+        pipeline: kernels.pipeline(&gpu.device, Source::Probe, "probe"),
         params: vec![op as u32, n, 0],
         bindings: vec![window(&input), window(&output)],
         groups: groups(gpu, u64::from(n).div_ceil(64))?,
@@ -61,4 +71,26 @@ pub fn eval(gpu: &Gpu, op: Op, xs: &[[f32; 3]]) -> Result<Vec<f32>, DeviceError>
     submit(gpu, &[d])?;
     let out = gpu.read_words(&output, 0, 4 * u64::from(n))?;
     Ok(bytemuck::pod_collect_to_vec(&out))
+}
+
+/// Whether this device's `fma()` rounds once, judged on products that nearly cancel the addend (where
+/// a separate multiply and add loses the low bits). lavapipe's does not.
+pub fn fma_is_fused(gpu: &Gpu) -> bool {
+    let xs: Vec<[f32; 3]> = (1..=256u32)
+        .map(|i| {
+            let a = 1.0 + i as f32 * f32::EPSILON * 3.0;
+            let b = 1.0 - i as f32 * f32::EPSILON * 5.0;
+            [a, b, -(a * b)]
+        })
+        .collect();
+    match eval(gpu, Op::Fma, &xs) {
+        Ok(got) => got
+            .iter()
+            .zip(&xs)
+            .all(|(g, x)| g.to_bits() == x[0].mul_add(x[1], x[2]).to_bits()),
+        Err(e) => {
+            tracing::warn!("fma probe failed ({e}); emulating fused multiply-adds");
+            false
+        }
+    }
 }

@@ -22,6 +22,7 @@ pub mod softmax;
 
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use batch::{Dispatch, groups, submit};
 
@@ -112,12 +113,19 @@ impl Source {
 /// Compiled pipelines, created lazily and kept for the device's lifetime.
 #[derive(Default)]
 pub struct Kernels {
+    /// The value of exact.wgsl's `FUSED_FMA` for pipelines created from now on.
+    fused_fma: AtomicBool,
     modules: RwLock<HashMap<Source, wgpu::ShaderModule>>,
     pipelines: RwLock<HashMap<(Source, &'static str), wgpu::ComputePipeline>>,
     layouts: RwLock<HashMap<u32, wgpu::PipelineLayout>>,
 }
 
 impl Kernels {
+    /// Lets exact.wgsl's `fmaf` use the device's own `fma()` (call before any pipeline is created).
+    pub fn set_fused_fma(&self, fused: bool) {
+        self.fused_fma.store(fused, Ordering::Relaxed);
+    }
+
     /// The pipeline for `entry` in `source`, compiling it on first use (errors are captured by the
     /// caller's error scope).
     pub fn pipeline(
@@ -141,7 +149,13 @@ impl Kernels {
             layout: Some(&layout),
             module: &module,
             entry_point: Some(entry),
-            compilation_options: Default::default(),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &[(
+                    "FUSED_FMA",
+                    f64::from(u8::from(self.fused_fma.load(Ordering::Relaxed))),
+                )],
+                ..Default::default()
+            },
             cache: None,
         });
         if let Ok(mut m) = self.pipelines.write() {

@@ -4,7 +4,8 @@
 use super::device_or_skip;
 use crate::device::cpu::ops::testutil::Rng;
 use crate::device::cpu::ops::vexp;
-use crate::device::wgpu::probe::{Op, eval};
+use crate::device::wgpu::kernels::Kernels;
+use crate::device::wgpu::probe::{Op, eval, eval_with, fma_is_fused};
 
 /// Triples spread over many binades, plus products that nearly cancel the addend (FMA's hard cases).
 fn triples(n: usize) -> Vec<[f32; 3]> {
@@ -158,4 +159,19 @@ fn v_expf_matches_ggml_vector_exp() {
         .unzip();
     let n = mismatches(&got_n, xs_n.iter().map(|&x| vexp::v_expf(x)));
     assert_eq!(n, 0, "{n} of {} differ from ggml_v_expf", xs_n.len());
+}
+
+#[test]
+fn fmaf_uses_the_hardware_fma_when_told() {
+    let Some(dev) = device_or_skip("fmaf_uses_the_hardware_fma_when_told") else {
+        return;
+    };
+    let xs = triples(3000);
+    let kernels = Kernels::default();
+    kernels.set_fused_fma(true);
+    let switched = eval_with(&dev.gpu, &kernels, Op::FmaExact, &xs).unwrap();
+    let builtin = eval(&dev.gpu, Op::Fma, &xs).unwrap();
+    let n = mismatches(&switched, builtin.iter().copied());
+    assert_eq!(n, 0, "with FUSED_FMA, fmaf is not the builtin fma()");
+    eprintln!("this adapter's fma() is fused: {}", fma_is_fused(&dev.gpu));
 }
