@@ -6,7 +6,7 @@ pub mod wgpu;
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::ggml::Graph;
 
@@ -59,6 +59,12 @@ pub trait Buffer: Send + Sync + Any {
 /// The buffers a graph's tensors live in, by session handle.
 pub type BufferSet = HashMap<u64, Arc<dyn Buffer>>;
 
+/// Device state kept with a graph the server stores for GRAPH_RECOMPUTE (a GPU device's planned and
+/// encoded work). It lives exactly as long as the stored graph and its buffers, and only the device
+/// that computed the graph reads it.
+#[derive(Default)]
+pub struct GraphCache(pub Mutex<Option<Box<dyn Any + Send>>>);
+
 /// One compute device exposed to clients (a position in the server's device list).
 pub trait Device: Send + Sync {
     /// The `--device` name: `CPU`, `Vulkan0`, `CUDA0`, ...
@@ -90,6 +96,17 @@ pub trait Device: Send + Sync {
     fn check_graph(&self, graph: &Graph) -> Result<(), DeviceError>;
     /// Runs the graph's compute nodes in order. `buffers` holds every buffer the graph refers to.
     fn compute(&self, graph: &Graph, buffers: &BufferSet) -> Result<(), DeviceError>;
+    /// `compute` for a graph the server keeps for GRAPH_RECOMPUTE: the device may keep what it derived
+    /// from the graph in `cache` and reuse it when the same graph runs again.
+    fn compute_cached(
+        &self,
+        graph: &Graph,
+        buffers: &BufferSet,
+        cache: &GraphCache,
+    ) -> Result<(), DeviceError> {
+        let _ = cache;
+        self.compute(graph, buffers)
+    }
 }
 
 /// Options that shape the devices at startup.

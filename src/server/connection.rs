@@ -190,7 +190,7 @@ impl Connection {
             .device_arc(dev)
             .ok_or(SessionError::BadDevice(dev as u32))?;
         let started = std::time::Instant::now();
-        tokio::task::spawn_blocking(move || device.compute(&g.graph, &g.buffers))
+        tokio::task::spawn_blocking(move || device.compute_cached(&g.graph, &g.buffers, &g.cache))
             .await
             .map_err(|e| SessionError::Protocol(format!("compute task failed: {e}")))??;
         tracing::debug!(

@@ -119,7 +119,7 @@ impl Session {
                 let dev = self
                     .device_arc(device)
                     .ok_or(SessionError::BadDevice(device as u32))?;
-                dev.compute(&graph.graph, &graph.buffers)?;
+                dev.compute_cached(&graph.graph, &graph.buffers, &graph.cache)?;
                 if store {
                     self.store_graph(device, graph);
                 }

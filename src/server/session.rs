@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{SessionError, Shared};
-use crate::device::{Buffer, BufferSet, Device};
+use crate::device::{Buffer, BufferSet, Device, GraphCache};
 use crate::ggml::{Graph, Tensor};
 use crate::proto::{
     AllocBuffer, BufferLookup, CopyTensor, GetAllocSize, GetTensor, MemsetTensor, ProtoError,
@@ -29,6 +29,8 @@ struct SessionBuffer {
 pub struct StoredGraph {
     pub graph: Arc<Graph>,
     pub buffers: Arc<BufferSet>,
+    /// What the device derived from the graph (see `Device::compute_cached`).
+    pub cache: Arc<GraphCache>,
 }
 
 /// Where a SET_TENSOR's data goes once validated.
@@ -308,6 +310,7 @@ impl Session {
             StoredGraph {
                 graph: Arc::new(graph),
                 buffers: Arc::new(buffers),
+                cache: Default::default(),
             },
         ))
     }

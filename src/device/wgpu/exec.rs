@@ -1,16 +1,25 @@
 //! Runs a graph: consecutive nodes with native kernels are encoded into one command buffer without any
 //! readback; a node without one flushes that batch and runs through the host fallback.
+//!
+//! Planning (choosing kernels, binding windows, writing parameters, creating bind groups) is kept as a
+//! `Plan`, which the server stores with the graph, so GRAPH_RECOMPUTE only records the passes again.
+
+use std::sync::Arc;
 
 use super::fallback::{self, HostKernel};
-use super::kernels::{self, Ctx, Dispatch};
-use crate::device::DeviceError;
+use super::gpu::Gpu;
+use super::kernels::scratch::Scratch;
+use super::kernels::{self, Ctx, Dispatch, Encoded, Window};
+use crate::device::{BufferSet, DeviceError};
 use crate::ggml::{Graph, Op};
 
 /// Which nodes ran where, for logs and tests.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Report {
     pub native: usize,
     pub fallback: Vec<&'static str>,
+    /// Whether the run reused a stored plan.
+    pub replayed: bool,
 }
 
 /// Scratch bytes the graph's native kernels may ask for (an upper bound: shared regions count once
@@ -20,9 +29,7 @@ pub fn scratch_bytes(graph: &Graph) -> u64 {
         .compute_nodes()
         .map(|n| match graph.tensors[n].op {
             Op::MulMat => kernels::matmul::scratch_bytes(graph, n),
-            Op::Rope => {
-                kernels::scratch::Scratch::region_bytes(kernels::rope::table_bytes(graph, n))
-            }
+            Op::Rope => Scratch::region_bytes(kernels::rope::table_bytes(graph, n)),
             _ => 0,
         })
         .sum()
@@ -35,30 +42,123 @@ pub fn needs_flags(graph: &Graph) -> bool {
         .any(|n| matches!(graph.tensors[n].op, Op::GetRows | Op::SetRows))
 }
 
-/// Runs every compute node of `graph` in order and waits for the GPU to finish.
-pub fn run_graph(ctx: &Ctx, graph: &Graph, host: HostKernel) -> Result<Report, DeviceError> {
-    let mut report = Report::default();
-    let mut batch: Vec<Dispatch> = Vec::new();
-    for node in graph.compute_nodes() {
-        let planned = ctx
-            .gpu
-            .scoped("plan", || kernels::plan(ctx, graph, node))??;
-        match planned {
-            Some(d) => {
-                batch.extend(d);
-                report.native += 1;
-            }
-            None => {
-                kernels::submit(ctx.gpu, &batch)?;
-                batch.clear();
-                let op = graph.tensors[node].op.name();
-                tracing::debug!(op, node, "wgpu: running on the CPU fallback");
-                fallback::run_node(ctx, graph, node, host)?;
-                report.fallback.push(op);
+/// One step of a planned graph.
+enum Step {
+    /// Native kernels, one command buffer.
+    Gpu(Encoded),
+    /// A node for the host fallback.
+    Host(usize),
+}
+
+/// A planned graph, tied to the device, the graph and the buffers it was planned for.
+pub struct Plan {
+    gpu: Arc<Gpu>,
+    steps: Vec<Step>,
+    scratch: Option<Scratch>,
+    /// Scratch regions derived from leaf values on the host, rewritten before every run.
+    refresh: Vec<(usize, Window)>,
+    report: Report,
+}
+
+impl Plan {
+    /// Plans every compute node of `graph` (nothing runs yet).
+    pub fn new(gpu: &Arc<Gpu>, graph: &Graph, buffers: &BufferSet) -> Result<Plan, DeviceError> {
+        let scratch = Scratch::new(gpu, scratch_bytes(graph), needs_flags(graph));
+        let ctx = Ctx {
+            gpu,
+            buffers,
+            scratch: &scratch,
+            host: Default::default(),
+        };
+        let mut report = Report::default();
+        let mut steps = Vec::new();
+        let mut batch: Vec<Dispatch> = Vec::new();
+        for node in graph.compute_nodes() {
+            match gpu.scoped("plan", || kernels::plan(&ctx, graph, node))?? {
+                Some(d) => {
+                    batch.extend(d);
+                    report.native += 1;
+                }
+                None => {
+                    if !batch.is_empty() {
+                        steps.push(Step::Gpu(kernels::encode(gpu, &batch)?));
+                        batch.clear();
+                    }
+                    steps.push(Step::Host(node));
+                    report.fallback.push(graph.tensors[node].op.name());
+                }
             }
         }
+        if !batch.is_empty() {
+            steps.push(Step::Gpu(kernels::encode(gpu, &batch)?));
+        }
+        let refresh = ctx.host.take_refresh();
+        Ok(Plan {
+            gpu: gpu.clone(),
+            steps,
+            scratch: Some(scratch),
+            refresh,
+            report,
+        })
     }
-    kernels::submit(ctx.gpu, &batch)?;
-    ctx.gpu.wait()?;
-    Ok(report)
+
+    /// Whether the plan was made on `gpu`.
+    pub fn is_for(&self, gpu: &Arc<Gpu>) -> bool {
+        Arc::ptr_eq(&self.gpu, gpu)
+    }
+
+    /// Runs the planned steps in order and waits for the GPU. `fresh` says whether the plan was just
+    /// made (its host-derived regions are then current); a replay first rewrites them.
+    pub fn run(
+        &self,
+        graph: &Graph,
+        buffers: &BufferSet,
+        host: HostKernel,
+        fresh: bool,
+    ) -> Result<Report, DeviceError> {
+        let Some(scratch) = self.scratch.as_ref() else {
+            return Err(DeviceError::op("wgpu", "plan without scratch"));
+        };
+        let gpu = &*self.gpu;
+        let ctx = Ctx {
+            gpu,
+            buffers,
+            scratch,
+            host: Default::default(),
+        };
+        if !fresh {
+            scratch.clear_flags(gpu);
+            for (node, win) in &self.refresh {
+                kernels::rope::refresh_table(&ctx, graph, *node, win)?;
+            }
+        }
+        for step in &self.steps {
+            match step {
+                Step::Gpu(e) => e.submit(gpu)?,
+                Step::Host(node) => {
+                    let op = graph.tensors[*node].op.name();
+                    tracing::debug!(op, node, "wgpu: running on the CPU fallback");
+                    fallback::run_node(&ctx, graph, *node, host)?;
+                }
+            }
+        }
+        gpu.wait()?;
+        match scratch.read_flags(gpu)? {
+            0 => Ok(Report {
+                replayed: !fresh,
+                ..self.report.clone()
+            }),
+            f => Err(super::index_error(f)),
+        }
+    }
+}
+
+impl Drop for Plan {
+    /// The scratch buffer goes back to the device's pool: anything a later graph submits is ordered
+    /// after this plan's work on the same queue.
+    fn drop(&mut self) {
+        if let Some(s) = self.scratch.take() {
+            s.release(&self.gpu);
+        }
+    }
 }

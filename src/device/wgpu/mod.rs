@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub use buffer::WgpuBuffer;
 use gpu::{Gpu, WORD};
 
-use super::{Buffer, BufferSet, Device, DeviceError, DeviceOptions, Memory};
+use super::{Buffer, BufferSet, Device, DeviceError, DeviceOptions, GraphCache, Memory};
 use crate::device::cpu::ops as cpu_ops;
 use crate::ggml::Graph;
 
@@ -117,30 +117,36 @@ impl WgpuDevice {
         buffers: &BufferSet,
         host: fallback::HostKernel,
     ) -> Result<exec::Report, DeviceError> {
-        let scratch = kernels::scratch::Scratch::new(
-            &self.gpu,
-            exec::scratch_bytes(graph),
-            exec::needs_flags(graph),
-        );
-        let ctx = kernels::Ctx {
-            gpu: &self.gpu,
-            buffers,
-            scratch: &scratch,
-            host: Default::default(),
-        };
-        let out = self
-            .pool
-            .install(|| exec::run_graph(&ctx, graph, host))
-            .and_then(|report| match scratch.read_flags(&self.gpu)? {
-                0 => Ok(report),
-                f => Err(index_error(f)),
-            });
-        // After a success the GPU is idle, so the scratch can serve the next graph; after a failure
-        // work may still be queued, and dropping the buffer leaves it to wgpu to free when done.
-        if out.is_ok() {
-            scratch.release(&self.gpu);
+        self.pool
+            .install(|| exec::Plan::new(&self.gpu, graph, buffers)?.run(graph, buffers, host, true))
+    }
+
+    /// `compute_with`, reusing the plan kept in `cache` from an earlier run of the same stored graph
+    /// (GRAPH_RECOMPUTE), or planning and keeping it there.
+    pub fn compute_cached_with(
+        &self,
+        graph: &Graph,
+        buffers: &BufferSet,
+        host: fallback::HostKernel,
+        cache: &GraphCache,
+    ) -> Result<exec::Report, DeviceError> {
+        let mut slot = cache
+            .0
+            .lock()
+            .map_err(|_| DeviceError::op("wgpu", "graph cache poisoned"))?;
+        let kept = slot
+            .as_ref()
+            .and_then(|b| b.downcast_ref::<exec::Plan>())
+            .filter(|p| p.is_for(&self.gpu));
+        if let Some(plan) = kept {
+            return self.pool.install(|| plan.run(graph, buffers, host, false));
         }
-        out
+        let plan = self
+            .pool
+            .install(|| exec::Plan::new(&self.gpu, graph, buffers))?;
+        let report = self.pool.install(|| plan.run(graph, buffers, host, true))?;
+        *slot = Some(Box::new(plan));
+        Ok(report)
     }
 }
 
@@ -269,14 +275,28 @@ impl Device for WgpuDevice {
     }
 
     fn compute(&self, graph: &Graph, buffers: &BufferSet) -> Result<(), DeviceError> {
-        let report = self.compute_with(graph, buffers, cpu_ops::run)?;
-        if !report.fallback.is_empty() {
-            tracing::debug!(
-                native = report.native,
-                fallback = ?report.fallback,
-                "wgpu graph done"
-            );
-        }
+        log_report(&self.compute_with(graph, buffers, cpu_ops::run)?);
         Ok(())
+    }
+
+    fn compute_cached(
+        &self,
+        graph: &Graph,
+        buffers: &BufferSet,
+        cache: &GraphCache,
+    ) -> Result<(), DeviceError> {
+        log_report(&self.compute_cached_with(graph, buffers, cpu_ops::run, cache)?);
+        Ok(())
+    }
+}
+
+fn log_report(report: &exec::Report) {
+    if !report.fallback.is_empty() {
+        tracing::debug!(
+            native = report.native,
+            fallback = ?report.fallback,
+            replayed = report.replayed,
+            "wgpu graph done"
+        );
     }
 }

@@ -21,8 +21,24 @@ const PARAM_SLOT: u64 = 256;
 
 /// Encodes `batch` into one command buffer (one compute pass) and submits it. Does not wait.
 pub fn submit(gpu: &Gpu, batch: &[Dispatch]) -> Result<(), DeviceError> {
+    encode(gpu, batch)?.submit(gpu)
+}
+
+/// A batch ready to run any number of times: its parameter buffer and bind groups are built once, so
+/// a rerun only records the pass again.
+pub struct Encoded {
+    /// Kept alive for the bind groups.
+    _params: Option<wgpu::Buffer>,
+    passes: Vec<(wgpu::ComputePipeline, wgpu::BindGroup, [u32; 3])>,
+}
+
+/// Writes the batch's parameters and creates its bind groups.
+pub fn encode(gpu: &Gpu, batch: &[Dispatch]) -> Result<Encoded, DeviceError> {
     if batch.is_empty() {
-        return Ok(());
+        return Ok(Encoded {
+            _params: None,
+            passes: Vec::new(),
+        });
     }
     let slot = PARAM_SLOT.max(u64::from(gpu.limits.min_uniform_buffer_offset_alignment));
     let mut bytes = vec![0u8; slot as usize * batch.len()];
@@ -33,7 +49,7 @@ pub fn submit(gpu: &Gpu, batch: &[Dispatch]) -> Result<(), DeviceError> {
         }
         bytes[i * slot as usize..][..p.len()].copy_from_slice(p);
     }
-    gpu.scoped("dispatch", || {
+    gpu.scoped("encode", || {
         let params = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("ggrpc-params"),
             size: bytes.len() as u64,
@@ -41,7 +57,7 @@ pub fn submit(gpu: &Gpu, batch: &[Dispatch]) -> Result<(), DeviceError> {
             mapped_at_creation: false,
         });
         gpu.queue.write_buffer(&params, 0, &bytes);
-        let groups: Vec<wgpu::BindGroup> =
+        let passes =
             batch
                 .iter()
                 .enumerate()
@@ -64,26 +80,42 @@ pub fn submit(gpu: &Gpu, batch: &[Dispatch]) -> Result<(), DeviceError> {
                             }),
                         }
                     }));
-                    gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    let group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
                         label: None,
                         layout: &d.pipeline.get_bind_group_layout(0),
                         entries: &entries,
-                    })
+                    });
+                    (d.pipeline.clone(), group, d.groups)
                 })
                 .collect();
-        let mut enc = gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-            for (d, g) in batch.iter().zip(&groups) {
-                pass.set_pipeline(&d.pipeline);
-                pass.set_bind_group(0, g, &[]);
-                pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
-            }
+        Encoded {
+            _params: Some(params),
+            passes,
         }
-        gpu.queue.submit([enc.finish()]);
     })
+}
+
+impl Encoded {
+    /// Records the batch into one command buffer (one compute pass) and submits it. Does not wait.
+    pub fn submit(&self, gpu: &Gpu) -> Result<(), DeviceError> {
+        if self.passes.is_empty() {
+            return Ok(());
+        }
+        gpu.scoped("dispatch", || {
+            let mut enc = gpu
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                for (pipeline, group, g) in &self.passes {
+                    pass.set_pipeline(pipeline);
+                    pass.set_bind_group(0, group, &[]);
+                    pass.dispatch_workgroups(g[0], g[1], g[2]);
+                }
+            }
+            gpu.queue.submit([enc.finish()]);
+        })
+    }
 }
 
 /// Workgroup counts for `n` workgroups, folded into y when x would pass the per-dimension limit.

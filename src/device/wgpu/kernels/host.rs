@@ -1,11 +1,12 @@
 //! Host copies of small leaf tensors a kernel needs the *values* of while the graph is planned (ROPE's
-//! positions and freq factors), read back once per run. Leaves are set by the client before the
-//! compute, so their contents are final when planning starts.
+//! positions and freq factors), read back once per run, and the scratch regions derived from them,
+//! which a replayed plan rewrites before each run. Leaves are set by the client before the compute,
+//! so their contents are final when planning starts.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::Ctx;
+use super::{Ctx, Window};
 use crate::device::DeviceError;
 use crate::device::wgpu::gpu::{WORD, align_down, align_up};
 use crate::ggml::{Graph, Op};
@@ -16,6 +17,24 @@ const MAX_LEAF: u64 = 1 << 20;
 #[derive(Default)]
 pub struct HostCopies {
     leaves: Mutex<HashMap<usize, Arc<Vec<u8>>>>,
+    /// (ROPE node, its table's region), in planning order.
+    refresh: Mutex<Vec<(usize, Window)>>,
+}
+
+impl HostCopies {
+    pub fn record_refresh(&self, node: usize, win: Window) {
+        if let Ok(mut r) = self.refresh.lock() {
+            r.push((node, win));
+        }
+    }
+
+    /// The regions recorded while planning.
+    pub fn take_refresh(&self) -> Vec<(usize, Window)> {
+        self.refresh
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
+    }
 }
 
 impl Ctx<'_> {

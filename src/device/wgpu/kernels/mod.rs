@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pub use batch::{Dispatch, groups, submit};
+pub use batch::{Dispatch, Encoded, encode, groups, submit};
 
 use super::buffer::WgpuBuffer;
 use super::gpu::{Gpu, WORD, align_down, align_up};

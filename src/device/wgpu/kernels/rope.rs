@@ -101,8 +101,40 @@ pub fn table_bytes(graph: &Graph, node: usize) -> u64 {
 }
 
 /// The node's cos/sin cache computed on the host from its leaf positions (and freq factors) and
-/// written to a scratch region; `None` when a source is computed by the graph or scratch is short.
+/// written to a scratch region, which the run records for `refresh_table`; `None` when a source is
+/// computed by the graph or scratch is short.
 fn cos_sin_table(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Window>, DeviceError> {
+    let Some(cache) = host_table(ctx, graph, node)? else {
+        return Ok(None);
+    };
+    let bytes: &[u8] = bytemuck::cast_slice(&cache);
+    let Some((win, _)) = ctx.scratch.region((node, TABLE), bytes.len() as u64) else {
+        return Ok(None);
+    };
+    ctx.gpu.queue.write_buffer(&win.buffer, win.offset, bytes);
+    ctx.host.record_refresh(node, win.clone());
+    Ok(Some(win))
+}
+
+/// Rewrites the node's table in `win` from the leaves' current values (a replayed run).
+pub fn refresh_table(
+    ctx: &Ctx,
+    graph: &Graph,
+    node: usize,
+    win: &Window,
+) -> Result<(), DeviceError> {
+    let cache = host_table(ctx, graph, node)?
+        .ok_or_else(|| DeviceError::op("ROPE", "positions are no longer readable"))?;
+    let bytes: &[u8] = bytemuck::cast_slice(&cache);
+    if bytes.len() as u64 > win.size {
+        return Err(DeviceError::op("ROPE", "table outgrew its region"));
+    }
+    ctx.gpu.queue.write_buffer(&win.buffer, win.offset, bytes);
+    Ok(())
+}
+
+/// The CPU device's cos/sin cache for the node, from host copies of its leaves.
+fn host_table(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<f32>>, DeviceError> {
     let t = &graph.tensors[node];
     let Some(pi) = t.src[1] else {
         return Ok(None);
@@ -121,11 +153,5 @@ fn cos_sin_table(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Window>
             .collect();
     }
     let nb0 = graph.tensors[pi].nb[0];
-    let cache = cpu_rope::cos_sin_cache(t, |k| access::load_i32(&pos, k * nb0), &ff)?;
-    let bytes: &[u8] = bytemuck::cast_slice(&cache);
-    let Some((win, _)) = ctx.scratch.region((node, TABLE), bytes.len() as u64) else {
-        return Ok(None);
-    };
-    ctx.gpu.queue.write_buffer(&win.buffer, win.offset, bytes);
-    Ok(Some(win))
+    cpu_rope::cos_sin_cache(t, |k| access::load_i32(&pos, k * nb0), &ff).map(Some)
 }

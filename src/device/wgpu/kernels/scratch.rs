@@ -68,6 +68,13 @@ impl Scratch {
         })
     }
 
+    /// Zeroes the flag word again (before a replayed run).
+    pub fn clear_flags(&self, gpu: &Gpu) {
+        if let Some(b) = self.buf.as_ref().filter(|_| self.flags) {
+            gpu.queue.write_buffer(b, 0, &[0u8; 4]);
+        }
+    }
+
     /// The flag word after the run (call once the GPU is idle); 0 when no kernel raised one.
     pub fn read_flags(&self, gpu: &Gpu) -> Result<u32, DeviceError> {
         let Some(buf) = self.buf.as_ref().filter(|_| self.flags) else {

@@ -5,9 +5,9 @@ use super::kernels::li;
 use super::refs::{close, random_tensor};
 use super::{Builder, device_or_skip};
 use crate::device::cpu::CpuDevice;
-use crate::device::cpu::ops::testutil::{Rng, params_f32};
+use crate::device::cpu::ops::testutil::{HostTensor, Rng, params_f32};
 use crate::device::cpu::ops::{self, Dst, Src};
-use crate::device::{Device, DeviceError};
+use crate::device::{Device, DeviceError, GraphCache};
 use crate::ggml::{GgmlType, MAX_SRC, Op, Tensor};
 
 /// A host kernel standing in for the CPU ops: SUM of contiguous f32 and SUM_ROWS.
@@ -168,4 +168,70 @@ fn small_graph_matches_the_cpu_device() {
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
         .collect();
     close(&got, &want, 1e-4, "graph vs CPU device");
+}
+
+#[test]
+fn stored_graph_replays_its_plan_with_new_inputs() {
+    let Some(dev) = device_or_skip("stored_graph_replays_its_plan_with_new_inputs") else {
+        return;
+    };
+    let mut rng = Rng::new(33);
+    let (w, _) = random_tensor(GgmlType::Q8_0, [64, 16, 1, 1], &mut rng);
+    let (x, _) = random_tensor(GgmlType::F32, [64, 1, 3, 1], &mut rng);
+    let pos = HostTensor::from_i32([3, 1, 1, 1], &[0, 5, 9]);
+    let mut g = Builder::new(&dev);
+    let (iw, ix, ip) = (g.input(&w), g.input(&x), g.input(&pos));
+    let mm = g.node(
+        Tensor::new(GgmlType::F32, [16, 1, 3, 1]),
+        Op::MulMat,
+        [0; 16],
+        &[iw, ix],
+    );
+    let mut rope = [0i32; 16];
+    rope[1] = 16;
+    rope[2] = 2;
+    rope[4] = 4096;
+    for (k, v) in [10000.0f32, 1.0, 0.0, 1.0, 32.0, 1.0].iter().enumerate() {
+        rope[5 + k] = v.to_bits() as i32;
+    }
+    let r = g.node(
+        Tensor::new(GgmlType::F32, [16, 1, 3, 1]),
+        Op::Rope,
+        rope,
+        &[mm, ip],
+    );
+    // SUM_ROWS runs on the host fallback: replays interleave host steps too.
+    let rows = g.node(
+        Tensor::new(GgmlType::F32, [1, 1, 3, 1]),
+        Op::SumRows,
+        [0; 16],
+        &[r],
+    );
+    let out = g.node(
+        Tensor::new(GgmlType::F32, [1, 1, 3, 1]),
+        Op::Scale,
+        params_f32(&[0.5, 0.0]),
+        &[rows],
+    );
+    let cache = GraphCache::default();
+    let first = dev
+        .compute_cached_with(&g.graph, &g.buffers, ops::run, &cache)
+        .unwrap();
+    assert!(!first.replayed);
+    assert_eq!(first.fallback, vec!["SUM_ROWS"]);
+    assert_eq!(g.read_f32(r), g.on_cpu(r));
+    // New activations and positions, as the client's SET_TENSORs before GRAPH_RECOMPUTE.
+    let (x2, _) = random_tensor(GgmlType::F32, [64, 1, 3, 1], &mut rng);
+    let pos2 = HostTensor::from_i32([3, 1, 1, 1], &[100, 101, 4000]);
+    for (i, h) in [(ix, &x2), (ip, &pos2)] {
+        let d = g.graph.tensors[i].data.unwrap();
+        g.buffers[&d.buffer].write(d.offset, &h.bytes).unwrap();
+    }
+    let again = dev
+        .compute_cached_with(&g.graph, &g.buffers, ops::run, &cache)
+        .unwrap();
+    assert!(again.replayed, "the second run did not reuse the plan");
+    for n in [mm, r, out] {
+        assert_eq!(g.read_f32(n), g.on_cpu(n), "node {n} after the replay");
+    }
 }
