@@ -95,6 +95,39 @@ fn ff_mul(x: vec2<f32>, y: vec2<f32>) -> vec2<f32> {
     return two_sum(p.x, p.y + (x.x * y.y + x.y * y.x));
 }
 
+// 1 / (hi + lo) rounded to f32: a first quotient corrected by its exact remainder.
+fn ff_recip(x: vec2<f32>) -> f32 {
+    let q = 1.0 / x.x;
+    let e = two_prod(q, x.x);
+    let rem = ((1.0 - e.x) - e.y) - q * x.y;
+    return q + rem * q;
+}
+
+// (hi + lo) / n rounded to f32, likewise.
+fn ff_div(x: vec2<f32>, n: f32) -> f32 {
+    let q = x.x / n;
+    let prod = two_prod(q, n);
+    let rem = ((x.x - prod.x) - prod.y) + x.y;
+    return q + rem / n;
+}
+
+var<workgroup> ff_red: array<vec2<f32>, 256>;
+
+// The float-float sum of `v` over a workgroup of 256 (every invocation gets it).
+fn reduce_ff(li: u32, v: vec2<f32>) -> vec2<f32> {
+    ff_red[li] = v;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (li < s) {
+            ff_red[li] = ff_add(ff_red[li], ff_red[li + s]);
+        }
+        workgroupBarrier();
+    }
+    let r = ff_red[0];
+    workgroupBarrier();
+    return r;
+}
+
 fn ffc(hi: u32, lo: u32) -> vec2<f32> {
     return vec2<f32>(bitcast<f32>(hi), bitcast<f32>(lo));
 }

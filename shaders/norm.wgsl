@@ -16,34 +16,6 @@ struct P {
 @group(0) @binding(1) var<storage, read_write> a: array<u32>;
 @group(0) @binding(2) var<storage, read_write> d: array<u32>;
 
-var<workgroup> red: array<f32, 256>;
-var<workgroup> red_lo: array<f32, 256>;
-
-// (hi + lo) / n rounded to f32: a first quotient, corrected by the exact remainder.
-fn ff_div(x: vec2<f32>, n: f32) -> f32 {
-    let q = x.x / n;
-    let prod = two_prod(q, n);
-    let rem = ((x.x - prod.x) - prod.y) + x.y;
-    return q + rem / n;
-}
-
-fn reduce_ff(li: u32, v: vec2<f32>) -> vec2<f32> {
-    red[li] = v.x;
-    red_lo[li] = v.y;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (li < s) {
-            let r = ff_add(vec2<f32>(red[li], red_lo[li]), vec2<f32>(red[li + s], red_lo[li + s]));
-            red[li] = r.x;
-            red_lo[li] = r.y;
-        }
-        workgroupBarrier();
-    }
-    let r = vec2<f32>(red[0], red_lo[0]);
-    workgroupBarrier();
-    return r;
-}
-
 @compute @workgroup_size(256)
 fn norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     OPAQUE = p.zero;

@@ -18,12 +18,19 @@ fn soft_max_scale_and_mask() {
         return;
     };
     let mut rng = Rng::new(20);
-    let ne = [37, 4, 3, 1];
-    let (a, av) = random_tensor(GgmlType::F32, ne, &mut rng);
-    let m_ne = [37, 6, 1, 1];
-    let mut mv = rng.vec(37 * 6, -2.0, 2.0);
-    mv[5] = f32::NEG_INFINITY;
-    for mtyp in [None, Some(GgmlType::F32), Some(GgmlType::F16)] {
+    // 37 = four chunks of ggml's vector exp and a tail of 5 through libm's; 2101 = more chunks than
+    // the workgroup has invocations.
+    for (ne0, mtyp) in [
+        (37, None),
+        (37, Some(GgmlType::F32)),
+        (37, Some(GgmlType::F16)),
+        (2101, Some(GgmlType::F16)),
+    ] {
+        let ne = [ne0, 4, 3, 1];
+        let (a, av) = random_tensor(GgmlType::F32, ne, &mut rng);
+        let m_ne = [ne0, 6, 1, 1];
+        let mut mv = rng.vec(ne0 * 6, -2.0, 2.0);
+        mv[5] = f32::NEG_INFINITY;
         let mask = mtyp.map(|t| HostTensor::from_f32(t, m_ne, &mv));
         let mvals = mask.as_ref().map(|m| m.to_f32());
         let mut g = Builder::new(&dev);
@@ -54,6 +61,7 @@ fn soft_max_scale_and_mask() {
             want.extend(logits.iter().map(|l| (l - mx).exp() / s));
         }
         close(&got, &want, 1e-4, &format!("soft_max mask {mtyp:?}"));
+        assert_eq!(got, g.on_cpu(n), "soft_max mask {mtyp:?} vs the CPU device");
     }
 }
 
