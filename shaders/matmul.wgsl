@@ -232,9 +232,28 @@ fn exact_q0(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) {
     }
 }
 
-// The 32 quants of sub-block `c` of a q4_K (typ 12, unsigned 0..15), q5_K (13, 0..31) or q6_K (typ 14,
-// minus 32) block.
+// The 32 quants of sub-block `c` (elements 32c..32c+31) of a K-quant block: q2_K (typ 10, 0..3), q3_K
+// (11, -4..3), q4_K (12, 0..15), q5_K (13, 0..31) or q6_K (14, -32..31).
 fn w_sub_k(typ: u32, bb: u32, c: u32, out: ptr<function, array<i32, 32>>) {
+    if (typ == 10u || typ == 11u) {
+        // q2_K: 2-bit quants 0..3; q3_K: the same low bits, minus 4 where the hmask bit is clear.
+        let n = c / 4u;
+        let sh = 2u * (c % 4u);
+        let qs = bb + select(16u, 32u, typ == 11u);
+        for (var w = 0u; w < 8u; w++) {
+            let q = u32_at(qs + 32u * n + 4u * w);
+            var h = 0xffffffffu;
+            if (typ == 11u) {
+                h = u32_at(bb + 4u * w);
+            }
+            for (var k = 0u; k < 4u; k++) {
+                let lo = i32((q >> (8u * k + sh)) & 3u);
+                let hb = (h >> (8u * k + 4u * n + c % 4u)) & 1u;
+                (*out)[4u * w + k] = lo - select(4, 0, hb != 0u);
+            }
+        }
+        return;
+    }
     if (typ == 12u || typ == 13u) {
         // q5_K: the same nibbles after 32 bytes of high bits (bit c of byte e).
         let q5 = typ == 13u;
@@ -266,31 +285,68 @@ fn w_sub_k(typ: u32, bb: u32, c: u32, out: ptr<function, array<i32, 32>>) {
     }
 }
 
-// ggml's tiled K-quant path (q4_K, q6_K): exact integer sums per super-block, then
-// `res = fmaf(-dmin, s2, d·s1)`, `acc = fmaf(res, d8, acc)`.
+// Offsets of a K-quant block's f16 scale d and min scale dmin (0 when it has none).
+fn kq_d(typ: u32) -> u32 {
+    switch typ {
+        case 10u: { return 80u; }
+        case 11u: { return 108u; }
+        case 14u: { return 208u; }
+        default: { return 0u; }
+    }
+}
+
+fn kq_dmin(typ: u32) -> u32 {
+    switch typ {
+        case 10u: { return 82u; }
+        case 12u, 13u: { return 2u; }
+        default: { return 0u; }
+    }
+}
+
+// Sub-block c's integer scales and mins for its two halves of 16: (scale0, scale1, min0, min1).
+fn kq_scales(typ: u32, bb: u32, c: u32) -> vec4<i32> {
+    switch typ {
+        case 10u: {
+            let s0 = rd8(bb + 2u * c);
+            let s1 = rd8(bb + 2u * c + 1u);
+            return vec4<i32>(i32(s0 & 0xfu), i32(s1 & 0xfu), i32(s0 >> 4u), i32(s1 >> 4u));
+        }
+        case 11u: {
+            var sc: array<i32, 2>;
+            for (var h = 0u; h < 2u; h++) {
+                let k = 2u * c + h;
+                let t = k % 4u;
+                let g = k / 4u;
+                let lo = (rd8(bb + 96u + t + 4u * (g % 2u)) >> (4u * (g / 2u))) & 0xfu;
+                let hi = (rd8(bb + 104u + t) >> (2u * g)) & 3u;
+                sc[h] = i32(lo | (hi << 4u)) - 32;
+            }
+            return vec4<i32>(sc[0], sc[1], 0, 0);
+        }
+        case 12u, 13u: {
+            let sm = q4k_scale_min(bb + 4u, c);
+            return vec4<i32>(i32(sm.x), i32(sm.x), i32(sm.y), i32(sm.y));
+        }
+        default: {
+            return vec4<i32>(sext8(rd8(bb + 192u + 2u * c)), sext8(rd8(bb + 193u + 2u * c)), 0, 0);
+        }
+    }
+}
+
+// ggml's tiled K-quant path (q2_K to q6_K): exact integer sums per super-block, then
+// `res = fmaf(-dmin, s2, d·s1)` (formats with mins), `acc = fmaf(res, d8, acc)`.
 fn exact_k(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) {
     var acc: array<f32, 4>;
     var wq: array<i32, 32>;
-    let q4 = p.typ == 12u || p.typ == 13u;
-    let bs = select(select(210u, 144u, p.typ == 12u), 176u, p.typ == 13u);
+    let bs = block_bytes(p.typ);
+    let dmin_at = kq_dmin(p.typ);
     for (var i = 0u; i < p.k / 256u; i++) {
         let bb = row + i * bs;
         var s1: array<i32, 4>;
         var s2: array<i32, 4>;
         for (var c = 0u; c < 8u; c++) {
             w_sub_k(p.typ, bb, c, &wq);
-            var sc0: i32;
-            var sc1: i32;
-            var mn = 0;
-            if (q4) {
-                let sm = q4k_scale_min(bb + 4u, c);
-                sc0 = i32(sm.x);
-                sc1 = sc0;
-                mn = i32(sm.y);
-            } else {
-                sc0 = sext8(rd8(bb + 192u + 2u * c));
-                sc1 = sext8(rd8(bb + 193u + 2u * c));
-            }
+            let sc = kq_scales(p.typ, bb, c);
             for (var jj = 0u; jj < NCE; jj++) {
                 if (jj < nc) {
                     let aw = ((col0 + jj * p.b_nb1) >> 2u) + 81u * i;
@@ -300,19 +356,17 @@ fn exact_k(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) {
                         lo += dot4(&wq, 4u * l, b[aw + 1u + 8u * c + l]);
                         hi += dot4(&wq, 16u + 4u * l, b[aw + 5u + 8u * c + l]);
                     }
-                    s1[jj] += sc0 * lo + sc1 * hi;
-                    if (q4) {
-                        s2[jj] += mn * (bitcast<i32>(b[aw + 65u + 2u * c]) + bitcast<i32>(b[aw + 66u + 2u * c]));
-                    }
+                    s1[jj] += sc.x * lo + sc.y * hi;
+                    s2[jj] += sc.z * bitcast<i32>(b[aw + 65u + 2u * c]) + sc.w * bitcast<i32>(b[aw + 66u + 2u * c]);
                 }
             }
         }
         for (var jj = 0u; jj < NCE; jj++) {
             if (jj < nc) {
                 let d8 = bitcast<f32>(b[((col0 + jj * p.b_nb1) >> 2u) + 81u * i]);
-                var res = rdh(bb + select(208u, 0u, q4)) * f32(s1[jj]);
-                if (q4) {
-                    res = fmaf(-rdh(bb + 2u), f32(s2[jj]), res);
+                var res = rdh(bb + kq_d(p.typ)) * f32(s1[jj]);
+                if (dmin_at != 0u) {
+                    res = fmaf(-rdh(bb + dmin_at), f32(s2[jj]), res);
                 }
                 acc[jj] = fmaf(res, d8, acc[jj]);
             }
@@ -424,8 +478,10 @@ fn mul_mat_exact(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     let row = p.a_base + r * p.a_nb1 + (i2 / p.r2) * p.a_nb2 + (i3 / p.r3) * p.a_nb3;
     let col0 = p.b_base + j0 * p.b_nb1 + i2 * p.b_nb2 + i3 * p.b_nb3;
     var s: array<f32, 4>;
-    let kq = p.typ >= 12u && p.typ <= 14u;
-    if (kq && p.ne11 >= 8u) {
+    // Below 8 columns ggml uses its AVX2 vec_dot (reproduced for q4_K..q6_K); q2_K and q3_K keep the
+    // tiled epilogue there, within an ulp or so of it.
+    let kq = p.typ >= 10u && p.typ <= 14u;
+    if (kq && (p.ne11 >= 8u || p.typ < 12u)) {
         exact_k(row, col0, nc, &s);
     } else if (kq) {
         exact_k_vec(row, col0, nc, &s);

@@ -153,6 +153,8 @@ fn exact(typ: GgmlType) -> bool {
         GgmlType::Q4_0
             | GgmlType::Q5_0
             | GgmlType::Q8_0
+            | GgmlType::Q2K
+            | GgmlType::Q3K
             | GgmlType::Q4K
             | GgmlType::Q5K
             | GgmlType::Q6K
