@@ -375,9 +375,10 @@ fn exact_k(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) {
     *out = acc;
 }
 
-// ggml's AVX2 `vec_dot_q4_K_q8_K` / `vec_dot_q6_K_q8_K` (fewer than 8 columns): per super-block, eight
+// ggml's AVX2 `vec_dot_q{4,5,6}_K_q8_K` (fewer than 8 columns): per super-block, eight
 // i32 lanes of four consecutive products each (lanes 0-3 and 4-7 of a 32-quant vector), scaled per
-// sub-block, then `acc[l] = fmaf(d·d8, lane, acc[l])`; q4_K adds its mins in four more lanes.
+// sub-block, then `acc[l] = fmaf(d·d8, lane, acc[l])`; q4_K adds its mins in four more lanes, q5_K in
+// one scalar.
 fn exact_k_vec(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) {
     var acc: array<f32, 32>;
     var accm: array<f32, 16>;
@@ -426,8 +427,15 @@ fn exact_k_vec(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) 
                 let d8 = bitcast<f32>(b[aw]);
                 if (q4) {
                     let dmin = -d8 * rdh(bb + 2u);
-                    for (var t = 0u; t < 4u; t++) {
-                        accm[4u * jj + t] = fmaf(dmin, f32(mins[4u * jj + t]), accm[4u * jj + t]);
+                    if (p.typ == 13u) {
+                        // q5_K: one scalar accumulator for the mins' integer total.
+                        let m = 4u * jj;
+                        let total = (mins[m] + mins[m + 1u]) + (mins[m + 2u] + mins[m + 3u]);
+                        accm[m] = fmaf(dmin, f32(total), accm[m]);
+                    } else {
+                        for (var t = 0u; t < 4u; t++) {
+                            accm[4u * jj + t] = fmaf(dmin, f32(mins[4u * jj + t]), accm[4u * jj + t]);
+                        }
                     }
                     let dd = rdh(bb) * d8;
                     for (var l = 0u; l < 8u; l++) {
@@ -454,6 +462,7 @@ fn exact_k_vec(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) 
         let r3 = acc[a + 7u] + acc[a + 3u];
         (*out)[jj] = (r0 + r2) + (r1 + r3);
         if (q4) {
+            // q4_K: ggml's 4-lane horizontal sum; q5_K: its scalar (lanes 1..3 stay 0).
             let m = 4u * jj;
             (*out)[jj] += (accm[m] + accm[m + 2u]) + (accm[m + 1u] + accm[m + 3u]);
         }

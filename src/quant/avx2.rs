@@ -325,13 +325,18 @@ fn dot_q4_k_impl(x: &[u8], y: &[u8]) -> f32 {
     hsum(acc) + hsum4(acc_m)
 }
 
+/// Unlike Q4_K, ggml's Q5_K kernel sums the mins' integer total into one scalar (`summs`, an FMA).
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_q5_k_impl(x: &[u8], y: &[u8]) -> f32 {
-    let (mut acc, mut acc_m) = (_mm256_setzero_ps(), _mm_setzero_ps());
+    let (mut acc, mut summs) = (_mm256_setzero_ps(), 0f32);
     for (b, q) in x.as_chunks::<176>().0.iter().zip(y.as_chunks::<292>().0) {
-        k4_block(b, q, q5_k_quants(b), &mut acc, &mut acc_m);
+        let (sumi, prod) = k4_sums(b, q, q5_k_quants(b));
+        let dy = q8k_d(q);
+        let dmin = -dy * f16v(b[2], b[3]);
+        summs = dmin.mul_add(hsum_i32x4(prod) as f32, summs);
+        acc = fma(f16v(b[0], b[1]) * dy, sumi, acc);
     }
-    hsum(acc) + hsum4(acc_m)
+    hsum(acc) + summs
 }
 
 /// ggml's tiled-path numerics for Q4_K (see `tiled.rs`): exact block sums, then
