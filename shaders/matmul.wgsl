@@ -375,48 +375,39 @@ fn exact_k(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) {
     *out = acc;
 }
 
-// ggml's AVX2 `vec_dot_q{4,5,6}_K_q8_K` (fewer than 8 columns): per super-block, eight
-// i32 lanes of four consecutive products each (lanes 0-3 and 4-7 of a 32-quant vector), scaled per
-// sub-block, then `acc[l] = fmaf(d·d8, lane, acc[l])`; q4_K adds its mins in four more lanes, q5_K in
-// one scalar.
+// ggml's AVX2 `vec_dot_q{2..6}_K_q8_K` (fewer than 8 columns): per super-block, eight i32 lanes of four
+// consecutive products each (lanes 0-3 and 4-7 of a 32-quant vector, each half with its sub-block
+// scale), then `acc[l] = fmaf(d·d8, lane, acc[l])`. Mins: q2_K in the same eight lanes (an FMA before
+// the scales'), q4_K in four more lanes, q5_K in one scalar.
 fn exact_k_vec(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) {
     var acc: array<f32, 32>;
     var accm: array<f32, 16>;
     var wq: array<i32, 32>;
-    let q4 = p.typ == 12u || p.typ == 13u;
-    let bs = select(select(210u, 144u, p.typ == 12u), 176u, p.typ == 13u);
+    let typ = p.typ;
+    let k4 = typ == 12u || typ == 13u;
+    let bs = block_bytes(typ);
     for (var i = 0u; i < p.k / 256u; i++) {
         let bb = row + i * bs;
         var lanes: array<i32, 32>;
         var mins: array<i32, 16>;
         for (var c = 0u; c < 8u; c++) {
-            w_sub_k(p.typ, bb, c, &wq);
-            var sc0: i32;
-            var sc1: i32;
-            var mn = 0;
-            if (q4) {
-                let sm = q4k_scale_min(bb + 4u, c);
-                sc0 = i32(sm.x);
-                sc1 = sc0;
-                mn = i32(sm.y);
-            } else {
+            w_sub_k(typ, bb, c, &wq);
+            if (typ == 14u) {
                 // ggml takes q6_K quants unsigned (0..63) and subtracts 32·Σ scale·bsum per lane.
                 for (var e = 0u; e < 32u; e++) {
                     wq[e] += 32;
                 }
-                sc0 = sext8(rd8(bb + 192u + 2u * c));
-                sc1 = sext8(rd8(bb + 193u + 2u * c));
             }
+            let sc = kq_scales(typ, bb, c);
             for (var jj = 0u; jj < NCE; jj++) {
                 if (jj < nc) {
                     let aw = ((col0 + jj * p.b_nb1) >> 2u) + 81u * i;
                     for (var l = 0u; l < 8u; l++) {
-                        let sc = select(sc0, sc1, l >= 4u);
-                        lanes[8u * jj + l] += sc * dot4(&wq, 4u * l, b[aw + 1u + 8u * c + l]);
+                        lanes[8u * jj + l] += select(sc.x, sc.y, l >= 4u) * dot4(&wq, 4u * l, b[aw + 1u + 8u * c + l]);
                     }
-                    if (q4) {
+                    if (k4) {
                         let q8s = bitcast<i32>(b[aw + 65u + 2u * c]) + bitcast<i32>(b[aw + 66u + 2u * c]);
-                        mins[4u * jj + c / 2u] += mn * q8s;
+                        mins[4u * jj + c / 2u] += sc.z * q8s;
                     }
                 }
             }
@@ -425,31 +416,33 @@ fn exact_k_vec(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) 
             if (jj < nc) {
                 let aw = ((col0 + jj * p.b_nb1) >> 2u) + 81u * i;
                 let d8 = bitcast<f32>(b[aw]);
-                if (q4) {
+                let dd = rdh(bb + kq_d(typ)) * d8;
+                let m = 4u * jj;
+                if (typ == 13u) {
+                    let total = (mins[m] + mins[m + 1u]) + (mins[m + 2u] + mins[m + 3u]);
+                    accm[m] = fmaf(-d8 * rdh(bb + 2u), f32(total), accm[m]);
+                } else if (typ == 12u) {
                     let dmin = -d8 * rdh(bb + 2u);
-                    if (p.typ == 13u) {
-                        // q5_K: one scalar accumulator for the mins' integer total.
-                        let m = 4u * jj;
-                        let total = (mins[m] + mins[m + 1u]) + (mins[m + 2u] + mins[m + 3u]);
-                        accm[m] = fmaf(dmin, f32(total), accm[m]);
-                    } else {
-                        for (var t = 0u; t < 4u; t++) {
-                            accm[4u * jj + t] = fmaf(dmin, f32(mins[4u * jj + t]), accm[4u * jj + t]);
+                    for (var t = 0u; t < 4u; t++) {
+                        accm[m + t] = fmaf(dmin, f32(mins[m + t]), accm[m + t]);
+                    }
+                }
+                for (var l = 0u; l < 8u; l++) {
+                    var lane = lanes[8u * jj + l];
+                    if (typ == 10u) {
+                        var prod = 0;
+                        for (var g = 2u * l; g < 2u * l + 2u; g++) {
+                            prod += i32(rd8(bb + g) >> 4u) * bitcast<i32>(b[aw + 65u + g]);
                         }
-                    }
-                    let dd = rdh(bb) * d8;
-                    for (var l = 0u; l < 8u; l++) {
-                        acc[8u * jj + l] = fmaf(dd, f32(lanes[8u * jj + l]), acc[8u * jj + l]);
-                    }
-                } else {
-                    let dd = rdh(bb + 208u) * d8;
-                    for (var l = 0u; l < 8u; l++) {
+                        acc[8u * jj + l] = fmaf(-d8 * rdh(bb + 82u), f32(prod), acc[8u * jj + l]);
+                    } else if (typ == 14u) {
                         var off = 0;
                         for (var g = 2u * l; g < 2u * l + 2u; g++) {
                             off += sext8(rd8(bb + 192u + g)) * bitcast<i32>(b[aw + 65u + g]);
                         }
-                        acc[8u * jj + l] = fmaf(dd, f32(lanes[8u * jj + l] - 32 * off), acc[8u * jj + l]);
+                        lane -= 32 * off;
                     }
+                    acc[8u * jj + l] = fmaf(dd, f32(lane), acc[8u * jj + l]);
                 }
             }
         }
@@ -461,7 +454,7 @@ fn exact_k_vec(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) 
         let r2 = acc[a + 6u] + acc[a + 2u];
         let r3 = acc[a + 7u] + acc[a + 3u];
         (*out)[jj] = (r0 + r2) + (r1 + r3);
-        if (q4) {
+        if (k4) {
             // q4_K: ggml's 4-lane horizontal sum; q5_K: its scalar (lanes 1..3 stay 0).
             let m = 4u * jj;
             (*out)[jj] += (accm[m] + accm[m + 2u]) + (accm[m + 1u] + accm[m + 3u]);
@@ -487,10 +480,9 @@ fn mul_mat_exact(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     let row = p.a_base + r * p.a_nb1 + (i2 / p.r2) * p.a_nb2 + (i3 / p.r3) * p.a_nb3;
     let col0 = p.b_base + j0 * p.b_nb1 + i2 * p.b_nb2 + i3 * p.b_nb3;
     var s: array<f32, 4>;
-    // Below 8 columns ggml uses its AVX2 vec_dot (reproduced for q4_K..q6_K); q2_K and q3_K keep the
-    // tiled epilogue there, within an ulp or so of it.
+    // From 8 columns ggml takes its tiled path, below them its AVX2 vec_dot.
     let kq = p.typ >= 10u && p.typ <= 14u;
-    if (kq && (p.ne11 >= 8u || p.typ < 12u)) {
+    if (kq && p.ne11 >= 8u) {
         exact_k(row, col0, nc, &s);
     } else if (kq) {
         exact_k_vec(row, col0, nc, &s);

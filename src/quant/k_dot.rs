@@ -47,16 +47,45 @@ pub(super) fn sums_q2_k(b: &[u8; 84], q: &[u8; 292]) -> (i32, i32) {
     (isum, summs)
 }
 
-pub(super) fn dot_q2_k(x: &[u8], y: &[u8]) -> f32 {
-    let mut sumf = 0f32;
-    for (b, q) in x.as_chunks::<84>().0.iter().zip(y.as_chunks::<292>().0) {
-        let (isum, summs) = sums_q2_k(b, q);
-        let dy = q8k_d(q);
-        let dall = dy * f16_at(b[80], b[81]);
-        let dmin = dy * f16_at(b[82], b[83]);
-        sumf += dall * isum as f32 - dmin * summs as f32;
+/// `Σ scale_g·w_e·q8_e` in ggml's eight AVX2 lanes: lane l of each 32-quant sub-block c takes its
+/// elements 4l..4l+3 (lanes 0-3 in group 2c, 4-7 in group 2c+1). `w(c, l)` is the quant, `scale(g)`
+/// the group's integer scale.
+#[inline(always)]
+fn lanes8(q: &[u8; 292], w: impl Fn(usize, usize) -> i32, scale: impl Fn(usize) -> i32) -> [i32; 8] {
+    let mut lanes = [0i32; 8];
+    for c in 0..8 {
+        for l in 0..32 {
+            let e = 32 * c + l;
+            lanes[l / 4] += scale(2 * c + l / 16) * w(c, l) * q[4 + e] as i8 as i32;
+        }
     }
-    sumf
+    lanes
+}
+
+/// ggml's `hsum_float_8`: halves, then pairs.
+#[inline(always)]
+fn hsum8(a: &[f32; 8]) -> f32 {
+    let r: [f32; 4] = std::array::from_fn(|i| a[4 + i] + a[i]);
+    (r[0] + r[2]) + (r[1] + r[3])
+}
+
+/// As ggml's AVX2 kernel rounds: per lane, `fma(dmin, mins, acc)` then `fma(d, sums, acc)`.
+pub(super) fn dot_q2_k(x: &[u8], y: &[u8]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (b, q) in x.as_chunks::<84>().0.iter().zip(y.as_chunks::<292>().0) {
+        let dy = q8k_d(q);
+        let d = dy * f16_at(b[80], b[81]);
+        let dmin = -dy * f16_at(b[82], b[83]);
+        let bs = q8k_bsums(q);
+        let quant = |c: usize, l: usize| ((b[16 + 32 * (c / 4) + l] >> (2 * (c % 4))) & 3) as i32;
+        let lanes = lanes8(q, quant, |g| (b[g] & 0x0F) as i32);
+        for (l, a) in acc.iter_mut().enumerate() {
+            let mins = (b[2 * l] >> 4) as i32 * bs[2 * l] + (b[2 * l + 1] >> 4) as i32 * bs[2 * l + 1];
+            *a = dmin.mul_add(mins as f32, *a);
+            *a = d.mul_add(lanes[l] as f32, *a);
+        }
+    }
+    hsum8(&acc)
 }
 
 /// Integer sums of one Q3_K block: (Σ (scale − 32)·(quants·q8), 0), exact.
@@ -80,13 +109,22 @@ pub(super) fn sums_q3_k(b: &[u8; 110], q: &[u8; 292]) -> (i32, i32) {
     (isum, 0)
 }
 
+/// As ggml's AVX2 kernel rounds: per lane `fma(d, sums, acc)`.
 pub(super) fn dot_q3_k(x: &[u8], y: &[u8]) -> f32 {
-    let mut sumf = 0f32;
+    let mut acc = [0f32; 8];
     for (b, q) in x.as_chunks::<110>().0.iter().zip(y.as_chunks::<292>().0) {
-        let (isum, _) = sums_q3_k(b, q);
-        sumf += (f16_at(b[108], b[109]) * q8k_d(q)) * isum as f32;
+        let d = q8k_d(q) * f16_at(b[108], b[109]);
+        let sc = scales_q3_k(&scale_bytes::<96, 110>(b));
+        let quant = |c: usize, l: usize| {
+            let lo = ((b[32 + 32 * (c / 4) + l] >> (2 * (c % 4))) & 3) as i32;
+            lo - 4 * (((b[l] >> c) & 1) ^ 1) as i32
+        };
+        let lanes = lanes8(q, quant, |g| sc[g]);
+        for (a, &lane) in acc.iter_mut().zip(&lanes) {
+            *a = d.mul_add(lane as f32, *a);
+        }
     }
-    sumf
+    hsum8(&acc)
 }
 
 /// Integer sums of one Q4_K block: (Σ scale·(quants·q8), Σ min·bsum), exact.

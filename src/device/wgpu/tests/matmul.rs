@@ -83,10 +83,8 @@ fn mat_mul_case(
         &format!("mul_mat {} {a_ne:?} x {b_ne:?}", typ.name()),
     );
     // llama.cpp's arithmetic step by step, bit for bit (exact.wgsl's fmaf where ggml uses FMA): the
-    // AVX2 dot products below 8 columns, tinyBLAS and the tiled K-quant path from 8. (q2_K and q3_K
-    // keep the tiled epilogue below 8 columns too.)
-    let vec_q23 = matches!(typ, GgmlType::Q2K | GgmlType::Q3K) && b_ne[1] < 8;
-    if act_mode(typ) >= 3 && !vec_q23 {
+    // AVX2 dot products below 8 columns, tinyBLAS and the tiled K-quant path from 8.
+    if act_mode(typ) >= 3 {
         let cpu = g.on_cpu(n);
         let diff = got
             .iter()
