@@ -51,7 +51,11 @@ pub(super) fn sums_q2_k(b: &[u8; 84], q: &[u8; 292]) -> (i32, i32) {
 /// elements 4l..4l+3 (lanes 0-3 in group 2c, 4-7 in group 2c+1). `w(c, l)` is the quant, `scale(g)`
 /// the group's integer scale.
 #[inline(always)]
-fn lanes8(q: &[u8; 292], w: impl Fn(usize, usize) -> i32, scale: impl Fn(usize) -> i32) -> [i32; 8] {
+fn lanes8(
+    q: &[u8; 292],
+    w: impl Fn(usize, usize) -> i32,
+    scale: impl Fn(usize) -> i32,
+) -> [i32; 8] {
     let mut lanes = [0i32; 8];
     for c in 0..8 {
         for l in 0..32 {
@@ -80,7 +84,8 @@ pub(super) fn dot_q2_k(x: &[u8], y: &[u8]) -> f32 {
         let quant = |c: usize, l: usize| ((b[16 + 32 * (c / 4) + l] >> (2 * (c % 4))) & 3) as i32;
         let lanes = lanes8(q, quant, |g| (b[g] & 0x0F) as i32);
         for (l, a) in acc.iter_mut().enumerate() {
-            let mins = (b[2 * l] >> 4) as i32 * bs[2 * l] + (b[2 * l + 1] >> 4) as i32 * bs[2 * l + 1];
+            let mins =
+                (b[2 * l] >> 4) as i32 * bs[2 * l] + (b[2 * l + 1] >> 4) as i32 * bs[2 * l + 1];
             *a = dmin.mul_add(mins as f32, *a);
             *a = d.mul_add(lanes[l] as f32, *a);
         }
