@@ -445,8 +445,20 @@ fn tiled_q6_k_impl(x: &[u8], y: &[u8]) -> f32 {
     acc
 }
 
-/// F16 × F16 (`ggml_vec_dot_f16`): four 8-lane FMA accumulators over 32 elements per step; the tail
-/// goes through the portable kernel (f64 sum of products, as ggml does).
+/// The four accumulators as lane arrays.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn lanes(acc: [__m256; 4]) -> [[f32; 8]; 4] {
+    let mut out = [[0f32; 8]; 4];
+    for (o, a) in out.iter_mut().zip(acc) {
+        // SAFETY: `o` is 8 f32s, the unaligned store writes exactly those.
+        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), a) };
+    }
+    out
+}
+
+/// F16 × F16 (`ggml_vec_dot_f16`): four 8-lane FMA accumulators over 32 elements per step,
+/// GGML_F32x8_REDUCE, and the tail's products added in f64, as ggml does.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_f16_impl(x: &[u8], y: &[u8]) -> f32 {
     let (xb, xt) = x.as_chunks::<64>();
@@ -459,11 +471,14 @@ fn dot_f16_impl(x: &[u8], y: &[u8]) -> f32 {
             *acc = _mm256_fmadd_ps(xa, ya, *acc);
         }
     }
-    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
-    (hsum(sum) as f64 + super::float::dot_f16(xt, yt) as f64) as f32
+    let mut sum = super::float::reduce(&lanes(acc));
+    for (a, b) in xt.as_chunks::<2>().0.iter().zip(yt.as_chunks::<2>().0) {
+        sum += (f16v(a[0], a[1]) * f16v(b[0], b[1])) as f64;
+    }
+    sum as f32
 }
 
-/// F32 × F32 (`ggml_vec_dot_f32`), same structure as `dot_f16_impl`.
+/// F32 × F32 (`ggml_vec_dot_f32`), the same structure with a float sum and an FMA tail.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_f32_impl(x: &[u8], y: &[u8]) -> f32 {
     let (xb, xt) = x.as_chunks::<128>();
@@ -476,8 +491,11 @@ fn dot_f32_impl(x: &[u8], y: &[u8]) -> f32 {
             *acc = _mm256_fmadd_ps(xa, ya, *acc);
         }
     }
-    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
-    (hsum(sum) as f64 + super::float::dot_f32(xt, yt) as f64) as f32
+    let mut sum = super::float::reduce(&lanes(acc)) as f32;
+    for (a, b) in xt.as_chunks::<4>().0.iter().zip(yt.as_chunks::<4>().0) {
+        sum = f32::from_le_bytes(*a).mul_add(f32::from_le_bytes(*b), sum);
+    }
+    sum
 }
 
 /// Safe entry points. SAFETY (for every `unsafe` below): this module is compiled only when avx2, fma

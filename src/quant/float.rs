@@ -107,14 +107,48 @@ fn fma_step(acc: &mut [[f32; 8]; 4], x: [[f32; 8]; 4], y: [[f32; 8]; 4]) {
     }
 }
 
+/// GGML_F32x8_REDUCE: the four vectors pairwise, then the two halves, then two horizontal adds.
 #[inline(always)]
-fn reduce(acc: &[[f32; 8]; 4]) -> f64 {
-    let mut v = [0f32; 8];
-    for l in 0..8 {
-        v[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+pub(super) fn reduce(acc: &[[f32; 8]; 4]) -> f64 {
+    let q = halves(acc);
+    ((q[0] + q[1]) + (q[2] + q[3])) as f64
+}
+
+/// The four vectors pairwise, then the two halves of the 8 lanes.
+#[inline(always)]
+fn halves(acc: &[[f32; 8]; 4]) -> [f32; 4] {
+    let v: [f32; 8] = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
+    std::array::from_fn(|k| v[k] + v[4 + k])
+}
+
+/// llamafile's tinyBLAS (`gemm_bloc`, AVX2), which ggml uses for F32 and F16 weights when a MUL_MAT has
+/// at least 2 columns and K is a multiple of 8: eight FMA chains, lane l over elements l, l + 8, ...,
+/// then its `hsum` (halves, then pairs).
+#[inline(always)]
+fn tiny_blas(n: usize, x: impl Fn(usize) -> f32, y: impl Fn(usize) -> f32) -> f32 {
+    let mut acc = [0f32; 8];
+    for i in (0..n - n % 8).step_by(8) {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a = x(i + l).mul_add(y(i + l), *a);
+        }
     }
-    let q = [v[0] + v[4], v[1] + v[5], v[2] + v[6], v[3] + v[7]];
-    ((q[0] + q[2]) + (q[1] + q[3])) as f64
+    let r: [f32; 4] = std::array::from_fn(|i| acc[4 + i] + acc[i]);
+    (r[0] + r[2]) + (r[1] + r[3])
+}
+
+/// `tiny_blas` on F32 rows.
+pub(super) fn tiny_f32(x: &[u8], y: &[u8]) -> f32 {
+    let (xs, ys) = (x.as_chunks::<4>().0, y.as_chunks::<4>().0);
+    let n = xs.len().min(ys.len());
+    tiny_blas(n, |i| f32::from_le_bytes(xs[i]), |i| f32::from_le_bytes(ys[i]))
+}
+
+/// `tiny_blas` on F16 rows.
+pub(super) fn tiny_f16(x: &[u8], y: &[u8]) -> f32 {
+    let (xs, ys) = (x.as_chunks::<2>().0, y.as_chunks::<2>().0);
+    let n = xs.len().min(ys.len());
+    let h = |b: [u8; 2]| f16::from_le_bytes(b).to_f32();
+    tiny_blas(n, |i| h(xs[i]), |i| h(ys[i]))
 }
 
 /// `ggml_vec_dot_f32`.
@@ -127,11 +161,12 @@ pub(super) fn dot_f32(x: &[u8], y: &[u8]) -> f32 {
         let ya = std::array::from_fn(|k| f32x8(b, 32 * k));
         fma_step(&mut acc, xa, ya);
     }
-    let mut sum = reduce(&acc);
+    // ggml keeps this sum in a float; GCC contracts the tail's `sumf += x*y` into FMAs.
+    let mut sum = reduce(&acc) as f32;
     for (a, b) in xt.as_chunks::<4>().0.iter().zip(yt.as_chunks::<4>().0) {
-        sum += (f32::from_le_bytes(*a) * f32::from_le_bytes(*b)) as f64;
+        sum = f32::from_le_bytes(*a).mul_add(f32::from_le_bytes(*b), sum);
     }
-    sum as f32
+    sum
 }
 
 /// `ggml_vec_dot_f16`: both sides binary16, products accumulated in f32.
@@ -162,7 +197,9 @@ pub(super) fn dot_bf16(x: &[u8], y: &[u8]) -> f32 {
         let ya = std::array::from_fn(|k| bf16x8(b, 16 * k));
         fma_step(&mut acc, xa, ya);
     }
-    let mut sum = reduce(&acc);
+    // ggml's AVX2 bf16 kernel ends with a movehl/movehdup sum, not GGML_F32x8_REDUCE.
+    let q = halves(&acc);
+    let mut sum = ((q[0] + q[2]) + (q[1] + q[3])) as f64;
     for (a, b) in xt.as_chunks::<2>().0.iter().zip(yt.as_chunks::<2>().0) {
         sum += (bf16::from_le_bytes(*a).to_f32() * bf16::from_le_bytes(*b).to_f32()) as f64;
     }

@@ -233,6 +233,8 @@ struct Weights<'a> {
     dot: DotFn,
     /// The kernel of ggml's tiled path (groups of ≥ 8 columns), for the types it covers.
     tiled: Option<DotFn>,
+    /// llamafile's tinyBLAS kernel (MUL_MAT groups of ≥ 2 columns), where ggml would call it.
+    tiny: Option<DotFn>,
 }
 
 impl<'a> Weights<'a> {
@@ -251,11 +253,15 @@ impl<'a> Weights<'a> {
             gather,
             dot,
             tiled: quant::tiled::tiled_dot_fn(t.typ),
+            tiny: None,
         })
     }
 
     /// The kernel ggml-cpu would apply to a group of `cols` columns (see the module comment).
     fn dot_for(&self, cols: usize) -> DotFn {
+        if let Some(f) = self.tiny.filter(|_| cols >= 2) {
+            return f;
+        }
         match self.tiled {
             Some(f) if quant::tiled::use_tiled(cols) => f,
             _ => self.dot,
@@ -336,7 +342,11 @@ fn mul_mat(a: &Src<'_>, b: &Src<'_>, dst: Dst<'_>) -> Result<(), DeviceError> {
     if at.ne[0] == 0 {
         return access::write_all(dt, dst.data, &vec![0f32; dt.nelements()]);
     }
-    let w = Weights::new(a, op)?;
+    let mut w = Weights::new(a, op)?;
+    // ggml hands F32/F16 products to llamafile's tinyBLAS when K is a multiple of 8 (F32 ones only
+    // with contiguous activations; F16 ones are converted to a contiguous copy first).
+    w.tiny = quant::tiny_blas_fn(at.typ)
+        .filter(|_| at.ne[0] % 8 == 0 && (at.typ == GgmlType::F16 || bt.is_contiguous()));
     let vt = quant::vec_dot_type(at.typ);
     let act = convert_rows(b, vt, op)?;
     let act_row = vt.row_size(bt.ne[0]).unwrap_or(0);
