@@ -15,6 +15,8 @@ struct P {
     a_base: u32, a_nb1: u32, a_nb2: u32, a_nb3: u32,
     b_base: u32, b_nb0: u32, b_nb1: u32, b_nb2: u32, b_nb3: u32,
     d_base: u32, d_nb0: u32, d_nb1: u32, d_nb2: u32, d_nb3: u32,
+    // mul_mat_float only: 1 for llamafile's tinyBLAS arithmetic (0 elsewhere: the slot is zeroed).
+    tiny: u32,
     // Past the parameters the host writes: always 0 (see exact.wgsl's OPAQUE).
     zero: u32,
 }
@@ -97,6 +99,67 @@ fn mul_mat_thread(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     } else {
         for (var k = 0u; k < p.k; k++) {
             s += deq(p.typ, row, k) * bitcast<f32>(b[(vb + k * p.b_nb0) >> 2u]);
+        }
+    }
+    let o = p.d_base + (p.r0 + r) * p.d_nb0 + i1 * p.d_nb1 + i2 * p.d_nb2 + i3 * p.d_nb3;
+    d[o >> 2u] = bitcast<u32>(s);
+}
+
+// F32 and F16 weights as ggml-cpu multiplies them (F16 activations arrive rounded to f16), one
+// invocation per dst element. `tiny`: llamafile's tinyBLAS (8 FMA chains over elements l, l + 8, ...,
+// then its hsum), which ggml uses from 2 columns when K is a multiple of 8; otherwise
+// ggml_vec_dot_f32/f16 (four 8-lane FMA accumulators over 32-element steps, GGML_F32x8_REDUCE, the
+// tail by FMA in f32 or summed in f64 for f16).
+@compute @workgroup_size(64)
+fn mul_mat_float(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    OPAQUE = p.zero;
+    let id = wg_linear(wg, nwg) * 64u + li;
+    if (id >= p.nr * p.ncols) {
+        return;
+    }
+    let r = id % p.nr;
+    let col = id / p.nr;
+    let i1 = col % p.ne11;
+    let i2 = (col / p.ne11) % p.ne12;
+    let i3 = col / (p.ne11 * p.ne12);
+    let row = p.a_base + r * p.a_nb1 + (i2 / p.r2) * p.a_nb2 + (i3 / p.r3) * p.a_nb3;
+    let vb = p.b_base + i1 * p.b_nb1 + i2 * p.b_nb2 + i3 * p.b_nb3;
+    var s: f32;
+    if (p.tiny != 0u) {
+        var acc: array<f32, 8>;
+        for (var i = 0u; i + 8u <= p.k; i += 8u) {
+            for (var l = 0u; l < 8u; l++) {
+                let x = bitcast<f32>(b[(vb + (i + l) * p.b_nb0) >> 2u]);
+                acc[l] = fmaf(deq(p.typ, row, i + l), x, acc[l]);
+            }
+        }
+        s = ((acc[4] + acc[0]) + (acc[6] + acc[2])) + ((acc[5] + acc[1]) + (acc[7] + acc[3]));
+    } else {
+        var acc: array<f32, 32>;
+        let np = p.k & ~31u;
+        for (var c0 = 0u; c0 < np; c0 += 32u) {
+            for (var i = 0u; i < 32u; i++) {
+                let x = bitcast<f32>(b[(vb + (c0 + i) * p.b_nb0) >> 2u]);
+                acc[i] = fmaf(deq(p.typ, row, c0 + i), x, acc[i]);
+            }
+        }
+        var v: array<f32, 8>;
+        for (var l = 0u; l < 8u; l++) {
+            v[l] = (acc[l] + acc[16u + l]) + (acc[8u + l] + acc[24u + l]);
+        }
+        s = ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+        var t = vec2<f32>(s, 0.0);
+        for (var k = np; k < p.k; k++) {
+            let w = deq(p.typ, row, k);
+            let x = bitcast<f32>(b[(vb + k * p.b_nb0) >> 2u]);
+            if (p.typ == 0u) {
+                s = fmaf(w, x, s);
+            } else {
+                t = ff_add(t, vec2<f32>(w * x, 0.0));
+            }
+        }
+        if (p.typ != 0u) {
+            s = t.x;
         }
     }
     let o = p.d_base + (p.r0 + r) * p.d_nb0 + i1 * p.d_nb1 + i2 * p.d_nb2 + i3 * p.d_nb3;

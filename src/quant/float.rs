@@ -140,7 +140,11 @@ fn tiny_blas(n: usize, x: impl Fn(usize) -> f32, y: impl Fn(usize) -> f32) -> f3
 pub(super) fn tiny_f32(x: &[u8], y: &[u8]) -> f32 {
     let (xs, ys) = (x.as_chunks::<4>().0, y.as_chunks::<4>().0);
     let n = xs.len().min(ys.len());
-    tiny_blas(n, |i| f32::from_le_bytes(xs[i]), |i| f32::from_le_bytes(ys[i]))
+    tiny_blas(
+        n,
+        |i| f32::from_le_bytes(xs[i]),
+        |i| f32::from_le_bytes(ys[i]),
+    )
 }
 
 /// `tiny_blas` on F16 rows.
