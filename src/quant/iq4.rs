@@ -178,19 +178,25 @@ pub(super) fn sums_iq4_xs(b: &[u8; 136], q: &[u8; 292]) -> i32 {
 }
 
 /// `ggml_vec_dot_iq4_xs_q8_K`.
+/// As ggml's AVX2 kernel rounds: eight i32 lanes (lane l takes elements 4l..4l+3 of every 32-element
+/// sub-block, times its scale), `fma(d·d8, lane, acc)` per super-block, then `hsum_float_8`.
 pub(super) fn dot_iq4_xs(x: &[u8], y: &[u8]) -> f32 {
-    let mut sumf = 0f32;
+    let mut acc = [0f32; 8];
     for (b, q) in x.as_chunks::<136>().0.iter().zip(y.as_chunks::<292>().0) {
-        let d4d8 = f16_at(b[0], b[1]) * f32::from_le_bytes([q[0], q[1], q[2], q[3]]);
+        let d = f16_at(b[0], b[1]) * f32::from_le_bytes([q[0], q[1], q[2], q[3]]);
+        let mut lanes = [0i32; 8];
         for ib in 0..8 {
             let sub: [u8; 16] = std::array::from_fn(|j| b[8 + 16 * ib + j]);
             let v = lookup32::<0, 16>(&KVALUES, &sub);
-            let mut sumi = 0i32;
+            let scale = xs_scale(b, ib);
             for j in 0..32 {
-                sumi += v[j] as i32 * q[4 + 32 * ib + j] as i8 as i32;
+                lanes[j / 4] += scale * v[j] as i32 * q[4 + 32 * ib + j] as i8 as i32;
             }
-            sumf += (d4d8 * xs_scale(b, ib) as f32) * sumi as f32;
+        }
+        for (a, &lane) in acc.iter_mut().zip(&lanes) {
+            *a = d.mul_add(lane as f32, *a);
         }
     }
-    sumf
+    let r: [f32; 4] = std::array::from_fn(|i| acc[4 + i] + acc[i]);
+    (r[0] + r[2]) + (r[1] + r[3])
 }
