@@ -9,7 +9,8 @@ set -uo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 py="$("$repo/scripts/e2e-env.sh" | tail -n 1)" || { echo "e2e: environment setup failed" >&2; exit 2; }
 if [[ "${GGRPC_SERVER:-}" != "reference" ]]; then
-  (cd "$repo" && cargo build --release) || { echo "e2e: cargo build --release failed" >&2; exit 2; }
+  (cd "$repo" && cargo build --release --bin rpc-server --example compare_ops) \
+    || { echo "e2e: cargo build --release failed" >&2; exit 2; }
 fi
 export NODEVICE_SELECT=1
 cd "$repo" && "$py" -m pytest -s -p no:cacheprovider tests/e2e "$@"

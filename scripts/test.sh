@@ -27,5 +27,5 @@ echo "== fuzzing, 60 s per target (scripts/fuzz.sh; SECURITY.md has the long run
 bash scripts/fuzz.sh 60
 echo "== real-client tier (llama.cpp + Gemma 3 270M)"
 bash scripts/e2e.sh
-echo "== real-client tier on Vulkan0 (lavapipe): logits only, generation there takes minutes"
-GGRPC_DEVICE=Vulkan0 bash scripts/e2e.sh -k logits
+echo "== real-client tier on Vulkan0 (lavapipe): logits and ops; generation there takes minutes"
+GGRPC_DEVICE=Vulkan0 bash scripts/e2e.sh -k "logits or ops"
