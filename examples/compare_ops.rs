@@ -96,8 +96,13 @@ fn params(vals: &[(usize, f32)], ints: &[(usize, i32)]) -> [i32; 16] {
 fn cases() -> Vec<Case> {
     let mut v: Vec<Case> = Vec::new();
     for typ in [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
         GgmlType::Q5_0,
+        GgmlType::Q5_1,
         GgmlType::Q8_0,
+        GgmlType::Iq4Nl,
+        GgmlType::Bf16,
         GgmlType::Q4K,
         GgmlType::Q6K,
         GgmlType::Q5K,

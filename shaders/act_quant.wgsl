@@ -5,7 +5,9 @@
 // f16): per block of 32, 9 words: the scale (f32 holding the f16 value), then the 32 quants as i8, four
 // per word in element order. Mode 4, Q8_K (`quantize_row_q8_K_ref`: scale -127/max over the signed
 // extreme, q = min(127, round(x·scale))): per block of 256, 81 words: the scale, 64 words of quants,
-// then the 16 sums of 16 quants as i32. Blocks follow each other column by column.
+// then the 16 sums of 16 quants as i32. Mode 5, Q8_1 (`quantize_row_q8_1`: Q8_0's quants, plus
+// s = d·Σq as f16, d unrounded): per block of 32, 10 words: d, s, then the quants as in mode 3.
+// Blocks follow each other column by column.
 
 struct P {
     mode: u32,
@@ -29,7 +31,7 @@ fn ld(col: u32, i: u32) -> f32 {
 
 fn block_len(mode: u32) -> u32 {
     switch mode {
-        case 3u: { return 32u; }
+        case 3u, 5u: { return 32u; }
         case 4u: { return 256u; }
         default: { return 1u; }
     }
@@ -47,8 +49,14 @@ fn act_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
     let col = u / nb;
     let i0 = (u % nb) * bs;
     let o = (p.d_base >> 2u) + col * p.k + i0;
-    // Word address of this block in the packed layouts (9 words per 32, 81 per 256).
-    let ob = (p.d_base >> 2u) + u * select(9u, 81u, p.mode == 4u);
+    // Word address of this block in the packed layouts (9 or 10 words per 32, 81 per 256).
+    var words = 9u;
+    if (p.mode == 4u) {
+        words = 81u;
+    } else if (p.mode == 5u) {
+        words = 10u;
+    }
+    let ob = (p.d_base >> 2u) + u * words;
     switch p.mode {
         case 1u: {
             d[o] = bitcast<u32>(f16r(ld(col, i0)));
@@ -56,20 +64,26 @@ fn act_quant(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
         case 2u: {
             d[o] = bitcast<u32>(bf16r(ld(col, i0)));
         }
-        case 3u: {
+        case 3u, 5u: {
             var amax = 0.0;
             for (var j = 0u; j < 32u; j++) {
                 amax = max(amax, abs(ld(col, i0 + j)));
             }
             let id = select(0.0, 127.0 / amax, amax != 0.0);
             d[ob] = bitcast<u32>(f16r(amax / 127.0));
+            let qo = select(1u, 2u, p.mode == 5u);
+            var sum = 0;
             for (var w = 0u; w < 8u; w++) {
                 var packed = 0u;
                 for (var t = 0u; t < 4u; t++) {
                     let q = i32(clamp(round(ld(col, i0 + 4u * w + t) * id), -128.0, 127.0));
+                    sum += q;
                     packed |= (bitcast<u32>(q) & 0xffu) << (8u * t);
                 }
-                d[ob + 1u + w] = packed;
+                d[ob + qo + w] = packed;
+            }
+            if (p.mode == 5u) {
+                d[ob + 1u] = bitcast<u32>(f16r((amax / 127.0) * f32(sum)));
             }
         }
         default: {

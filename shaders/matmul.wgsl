@@ -242,14 +242,30 @@ fn w_block_q0(typ: u32, bb: u32, out: ptr<function, array<i32, 32>>) {
                 }
             }
         }
-        default: {
+        case 7u: {
+            // q5_1: unsigned 5-bit quants (the min is applied separately).
+            let qh = u32_at(bb + 4u);
             for (var w = 0u; w < 4u; w++) {
-                let q = u32_at(bb + 2u + 4u * w);
+                let q = u32_at(bb + 8u + 4u * w);
                 for (var k = 0u; k < 4u; k++) {
                     let j = 4u * w + k;
                     let byte = (q >> (8u * k)) & 0xffu;
-                    (*out)[j] = i32(byte & 0xfu) - 8;
-                    (*out)[j + 16u] = i32(byte >> 4u) - 8;
+                    (*out)[j] = i32((byte & 0xfu) | (((qh >> j) & 1u) << 4u));
+                    (*out)[j + 16u] = i32((byte >> 4u) | (((qh >> (j + 16u)) & 1u) << 4u));
+                }
+            }
+        }
+        default: {
+            // q4_0 (minus 8) and q4_1 (unsigned; its min is applied separately).
+            let q1 = typ == 3u;
+            let off = select(8, 0, q1);
+            for (var w = 0u; w < 4u; w++) {
+                let q = u32_at(bb + select(2u, 4u, q1) + 4u * w);
+                for (var k = 0u; k < 4u; k++) {
+                    let j = 4u * w + k;
+                    let byte = (q >> (8u * k)) & 0xffu;
+                    (*out)[j] = i32(byte & 0xfu) - off;
+                    (*out)[j + 16u] = i32(byte >> 4u) - off;
                 }
             }
         }
@@ -269,18 +285,26 @@ fn dot4(wq: ptr<function, array<i32, 32>>, e0: u32, aw: u32) -> i32 {
 // `acc[l] = fmaf(d_w·d_a, lane, acc[l])`, then ggml's horizontal sum order.
 fn exact_q0(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) {
     var acc: array<f32, 32>;
+    var summ: array<f32, 4>;
     var wq: array<i32, 32>;
     let bs = block_bytes(p.typ);
+    // q4_1/q5_1 take Q8_1 activations (10 words a block: d, s, quants) and add min·s per block.
+    let q1 = p.typ == 3u || p.typ == 7u;
+    let words = select(9u, 10u, q1);
+    let qo = select(1u, 2u, q1);
     for (var i = 0u; i < p.k / 32u; i++) {
         let bb = row + i * bs;
         w_block_q0(p.typ, bb, &wq);
         let dw = rdh(bb);
         for (var jj = 0u; jj < NCE; jj++) {
             if (jj < nc) {
-                let aw = ((col0 + jj * p.b_nb1) >> 2u) + 9u * i;
+                let aw = ((col0 + jj * p.b_nb1) >> 2u) + words * i;
                 let dd = dw * bitcast<f32>(b[aw]);
+                if (q1) {
+                    summ[jj] += rdh(bb + 2u) * bitcast<f32>(b[aw + 1u]);
+                }
                 for (var l = 0u; l < 8u; l++) {
-                    acc[8u * jj + l] = fmaf(dd, f32(dot4(&wq, 4u * l, b[aw + 1u + l])), acc[8u * jj + l]);
+                    acc[8u * jj + l] = fmaf(dd, f32(dot4(&wq, 4u * l, b[aw + qo + l])), acc[8u * jj + l]);
                 }
             }
         }
@@ -292,6 +316,9 @@ fn exact_q0(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) {
         let r2 = acc[a + 6u] + acc[a + 2u];
         let r3 = acc[a + 7u] + acc[a + 3u];
         (*out)[jj] = (r0 + r2) + (r1 + r3);
+        if (q1) {
+            (*out)[jj] += summ[jj];
+        }
     }
 }
 

@@ -21,6 +21,21 @@ pub(super) fn dequant_q8_0(src: &[u8], dst: &mut [f32]) {
     }
 }
 
+/// Q8_1: like Q8_0 (its `s` only serves dot products).
+pub(super) fn dequant_q8_1(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src
+        .as_chunks::<36>()
+        .0
+        .iter()
+        .zip(dst.as_chunks_mut::<QK>().0)
+    {
+        let d = f16_at(b[0], b[1]);
+        for j in 0..QK {
+            y[j] = b[4 + j] as i8 as f32 * d;
+        }
+    }
+}
+
 pub(super) fn dequant_q8_k(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src
         .as_chunks::<292>()

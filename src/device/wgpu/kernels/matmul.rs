@@ -115,6 +115,7 @@ pub fn act_mode(typ: GgmlType) -> u32 {
     match typ {
         GgmlType::F16 => 1,
         GgmlType::Bf16 => 2,
+        GgmlType::Q4_1 | GgmlType::Q5_1 => 5,
         t if exact(t) => {
             if t.block_size() == 256 {
                 4
@@ -142,6 +143,7 @@ fn act_bytes(mode: u32, n: usize) -> u64 {
     match mode {
         3 => 36 * (n / 32) as u64,
         4 => 324 * (n / 256) as u64,
+        5 => 40 * (n / 32) as u64,
         _ => 4 * n as u64,
     }
 }
@@ -151,7 +153,9 @@ fn exact(typ: GgmlType) -> bool {
     matches!(
         typ,
         GgmlType::Q4_0
+            | GgmlType::Q4_1
             | GgmlType::Q5_0
+            | GgmlType::Q5_1
             | GgmlType::Q8_0
             | GgmlType::Q2K
             | GgmlType::Q3K
@@ -190,7 +194,7 @@ fn activations(
         return Ok(None);
     };
     let block = match mode {
-        3 => 32,
+        3 | 5 => 32,
         4 => 256,
         _ => 1,
     };
