@@ -105,11 +105,11 @@ fn mul_mat_thread(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     d[o >> 2u] = bitcast<u32>(s);
 }
 
-// F32 and F16 weights as ggml-cpu multiplies them (F16 activations arrive rounded to f16), one
+// F32, F16 and BF16 weights as ggml-cpu multiplies them (activations arrive rounded to the type), one
 // invocation per dst element. `tiny`: llamafile's tinyBLAS (8 FMA chains over elements l, l + 8, ...,
 // then its hsum), which ggml uses from 2 columns when K is a multiple of 8; otherwise
-// ggml_vec_dot_f32/f16 (four 8-lane FMA accumulators over 32-element steps, GGML_F32x8_REDUCE, the
-// tail by FMA in f32 or summed in f64 for f16).
+// ggml_vec_dot_f32/f16/bf16 (four 8-lane FMA accumulators over 32-element steps, GGML_F32x8_REDUCE,
+// the tail by FMA in f32 or summed in f64 for f16 and bf16).
 @compute @workgroup_size(64)
 fn mul_mat_float(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     OPAQUE = p.zero;
@@ -147,7 +147,12 @@ fn mul_mat_float(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
         for (var l = 0u; l < 8u; l++) {
             v[l] = (acc[l] + acc[16u + l]) + (acc[8u + l] + acc[24u + l]);
         }
-        s = ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+        if (p.typ == 30u) {
+            // ggml_vec_dot_bf16 (AVX2) ends with movehl/movehdup instead of two hadds.
+            s = ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+        } else {
+            s = ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+        }
         var t = vec2<f32>(s, 0.0);
         for (var k = np; k < p.k; k++) {
             let w = deq(p.typ, row, k);

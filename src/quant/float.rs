@@ -147,6 +147,14 @@ pub(super) fn tiny_f32(x: &[u8], y: &[u8]) -> f32 {
     )
 }
 
+/// `tiny_blas` on BF16 rows.
+pub(super) fn tiny_bf16(x: &[u8], y: &[u8]) -> f32 {
+    let (xs, ys) = (x.as_chunks::<2>().0, y.as_chunks::<2>().0);
+    let n = xs.len().min(ys.len());
+    let h = |b: [u8; 2]| bf16::from_le_bytes(b).to_f32();
+    tiny_blas(n, |i| h(xs[i]), |i| h(ys[i]))
+}
+
 /// `tiny_blas` on F16 rows.
 pub(super) fn tiny_f16(x: &[u8], y: &[u8]) -> f32 {
     let (xs, ys) = (x.as_chunks::<2>().0, y.as_chunks::<2>().0);

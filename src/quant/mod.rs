@@ -188,11 +188,12 @@ pub fn dot_fn(typ: GgmlType) -> Option<DotFn> {
     scalar_dot_fn(typ)
 }
 
-/// llamafile's tinyBLAS arithmetic for F32 and F16 weights (see `float::tiny_f32`); `None` otherwise.
+/// llamafile's tinyBLAS arithmetic for F32, F16 and BF16 weights (see `float::tiny_f32`); `None` otherwise.
 pub fn tiny_blas_fn(typ: GgmlType) -> Option<DotFn> {
     match typ {
         GgmlType::F32 => Some(float::tiny_f32),
         GgmlType::F16 => Some(float::tiny_f16),
+        GgmlType::Bf16 => Some(float::tiny_bf16),
         _ => None,
     }
 }

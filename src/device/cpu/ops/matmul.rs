@@ -343,10 +343,10 @@ fn mul_mat(a: &Src<'_>, b: &Src<'_>, dst: Dst<'_>) -> Result<(), DeviceError> {
         return access::write_all(dt, dst.data, &vec![0f32; dt.nelements()]);
     }
     let mut w = Weights::new(a, op)?;
-    // ggml hands F32/F16 products to llamafile's tinyBLAS when K is a multiple of 8 (F32 ones only
-    // with contiguous activations; F16 ones are converted to a contiguous copy first).
+    // ggml hands F32/F16/BF16 products to llamafile's tinyBLAS when K is a multiple of 8 (F32 ones
+    // only with contiguous activations; the others are converted to a contiguous copy first).
     w.tiny = quant::tiny_blas_fn(at.typ)
-        .filter(|_| at.ne[0] % 8 == 0 && (at.typ == GgmlType::F16 || bt.is_contiguous()));
+        .filter(|_| at.ne[0] % 8 == 0 && (at.typ != GgmlType::F32 || bt.is_contiguous()));
     let vt = quant::vec_dot_type(at.typ);
     let act = convert_rows(b, vt, op)?;
     let act_row = vt.row_size(bt.ne[0]).unwrap_or(0);

@@ -245,7 +245,7 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
     // Batches of columns share each decoded weight chunk; single columns take one invocation per
     // dst element, unless it is a long reduction over few outputs, where a workgroup per element
     // spreads K over 64 invocations.
-    let float = matches!(a.typ, GgmlType::F32 | GgmlType::F16);
+    let float = matches!(a.typ, GgmlType::F32 | GgmlType::F16 | GgmlType::Bf16);
     let (entry, units_per_group) = if exact(a.typ) {
         ("mul_mat_exact", 64)
     } else if float {
@@ -284,9 +284,9 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
         params.extend(ab);
         params.extend(ad);
         if float {
-            // ggml's tinyBLAS condition (F16 activations are a contiguous converted copy here).
+            // ggml's tinyBLAS condition (F16/BF16 activations are a contiguous converted copy here).
             let tiny =
-                b.ne[1] >= 2 && a.ne[0] % 8 == 0 && (a.typ == GgmlType::F16 || b.is_contiguous());
+                b.ne[1] >= 2 && a.ne[0] % 8 == 0 && (a.typ != GgmlType::F32 || b.is_contiguous());
             params.push(u32::from(tiny));
         }
         // Column-blocked kernels: 8 (mul_mat_cols) or 4 (mul_mat_exact) columns per invocation.

@@ -87,7 +87,7 @@ fn mat_mul_case(
     // llama.cpp's arithmetic step by step, bit for bit (exact.wgsl's fmaf where ggml uses FMA): the
     // AVX2 dot products below 8 columns, tinyBLAS and the tiled K-quant path from 8; for F32 and F16
     // ggml_vec_dot_f32/f16 for one column, tinyBLAS from 2.
-    if act_mode(typ) >= 3 || matches!(typ, GgmlType::F32 | GgmlType::F16) {
+    if act_mode(typ) >= 3 || matches!(typ, GgmlType::F32 | GgmlType::F16 | GgmlType::Bf16) {
         let cpu = g.on_cpu(n);
         let diff = got
             .iter()
