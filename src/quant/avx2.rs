@@ -170,8 +170,9 @@ fn lookup<const B: usize>(table: &[i8; 16], b: &[u8; B], off: usize) -> __m256i 
     _mm256_shuffle_epi8(_mm256_set_m128i(t, t), nibbles(b, off))
 }
 
+/// IQ4_NL as llamafile's tinyBLAS_Q0 computes it (MUL_MAT with ≥ 2 columns): one accumulator.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_iq4_nl_impl(x: &[u8], y: &[u8]) -> f32 {
+fn tiny_iq4_nl_impl(x: &[u8], y: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (b, q) in x.as_chunks::<18>().0.iter().zip(y.as_chunks::<34>().0) {
         let d = f16_mul(q[0], q[1], b[0], b[1]);
@@ -182,6 +183,28 @@ fn dot_iq4_nl_impl(x: &[u8], y: &[u8]) -> f32 {
         );
     }
     hsum(acc)
+}
+
+/// IQ4_NL as `ggml_vec_dot_iq4_nl_q8_0` (one column).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_iq4_nl_impl(x: &[u8], y: &[u8]) -> f32 {
+    // ggml alternates two accumulators over block pairs and finishes an odd last block in scalar code.
+    let (xb, yb) = (x.as_chunks::<18>().0, y.as_chunks::<34>().0);
+    let n = xb.len().min(yb.len());
+    let lanes = |i: usize| dot_i8(lookup(&super::iq4::KVALUES, &xb[i], 2), load(&yb[i], 2));
+    let d = |i: usize| f16_mul(yb[i][0], yb[i][1], xb[i][0], xb[i][1]);
+    let (mut acc1, mut acc2) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut ib = 0;
+    while ib + 1 < n {
+        acc1 = fma(d(ib), lanes(ib), acc1);
+        acc2 = fma(d(ib + 1), lanes(ib + 1), acc2);
+        ib += 2;
+    }
+    let mut sum = hsum(_mm256_add_ps(acc1, acc2));
+    if ib < n {
+        sum = d(ib).mul_add(hsum_i32(lanes(ib)) as f32, sum);
+    }
+    sum
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -517,6 +540,7 @@ entries! {
     dot_q5_1 => dot_q5_1_impl,
     dot_q8_0 => dot_q8_0_impl,
     dot_iq4_nl => dot_iq4_nl_impl,
+    tiny_iq4_nl => tiny_iq4_nl_impl,
     dot_mxfp4 => dot_mxfp4_impl,
     dot_q4_k => dot_q4_k_impl,
     dot_q5_k => dot_q5_k_impl,

@@ -188,12 +188,19 @@ pub fn dot_fn(typ: GgmlType) -> Option<DotFn> {
     scalar_dot_fn(typ)
 }
 
-/// llamafile's tinyBLAS arithmetic for F32, F16 and BF16 weights (see `float::tiny_f32`); `None` otherwise.
+/// llamafile's tinyBLAS arithmetic for F32, F16, BF16 (and on AVX2 IQ4_NL) weights (see `float::tiny_f32`); `None` otherwise.
 pub fn tiny_blas_fn(typ: GgmlType) -> Option<DotFn> {
     match typ {
         GgmlType::F32 => Some(float::tiny_f32),
         GgmlType::F16 => Some(float::tiny_f16),
         GgmlType::Bf16 => Some(float::tiny_bf16),
+        #[cfg(all(
+            target_arch = "x86_64",
+            target_feature = "avx2",
+            target_feature = "fma",
+            target_feature = "f16c"
+        ))]
+        GgmlType::Iq4Nl => Some(avx2::tiny_iq4_nl),
         _ => None,
     }
 }
