@@ -28,19 +28,36 @@ struct P {
 
 var<workgroup> red: array<f32, 64>;
 
+// The dst element `id` of a kernel with one element per invocation (or workgroup): the byte addresses of
+// its weight row and activation column, and of its result.
+struct Elem {
+    row: u32,
+    vb: u32,
+    o: u32,
+}
+
+fn elem(id: u32) -> Elem {
+    let r = id % p.nr;
+    let col = id / p.nr;
+    let i1 = col % p.ne11;
+    let i2 = (col / p.ne11) % p.ne12;
+    let i3 = col / (p.ne11 * p.ne12);
+    var e: Elem;
+    e.row = p.a_base + r * p.a_nb1 + (i2 / p.r2) * p.a_nb2 + (i3 / p.r3) * p.a_nb3;
+    e.vb = p.b_base + i1 * p.b_nb1 + i2 * p.b_nb2 + i3 * p.b_nb3;
+    e.o = p.d_base + (p.r0 + r) * p.d_nb0 + i1 * p.d_nb1 + i2 * p.d_nb2 + i3 * p.d_nb3;
+    return e;
+}
+
 @compute @workgroup_size(64)
 fn mul_mat(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let id = wg_linear(wg, nwg);
     if (id >= p.nr * p.ncols) {
         return;
     }
-    let r = id % p.nr;
-    let col = id / p.nr;
-    let i1 = col % p.ne11;
-    let i2 = (col / p.ne11) % p.ne12;
-    let i3 = col / (p.ne11 * p.ne12);
-    let row = p.a_base + r * p.a_nb1 + (i2 / p.r2) * p.a_nb2 + (i3 / p.r3) * p.a_nb3;
-    let vb = p.b_base + i1 * p.b_nb1 + i2 * p.b_nb2 + i3 * p.b_nb3;
+    let e = elem(id);
+    let row = e.row;
+    let vb = e.vb;
     var s = 0.0;
     if (p.k % 32u == 0u) {
         // Whole 32-element chunks: one scale read and word loads per chunk.
@@ -66,7 +83,7 @@ fn mul_mat(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
         workgroupBarrier();
     }
     if (li == 0u) {
-        let o = p.d_base + (p.r0 + r) * p.d_nb0 + i1 * p.d_nb1 + i2 * p.d_nb2 + i3 * p.d_nb3;
+        let o = e.o;
         d[o >> 2u] = bitcast<u32>(red[0]);
     }
 }
@@ -79,13 +96,9 @@ fn mul_mat_thread(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     if (id >= p.nr * p.ncols) {
         return;
     }
-    let r = id % p.nr;
-    let col = id / p.nr;
-    let i1 = col % p.ne11;
-    let i2 = (col / p.ne11) % p.ne12;
-    let i3 = col / (p.ne11 * p.ne12);
-    let row = p.a_base + r * p.a_nb1 + (i2 / p.r2) * p.a_nb2 + (i3 / p.r3) * p.a_nb3;
-    let vb = p.b_base + i1 * p.b_nb1 + i2 * p.b_nb2 + i3 * p.b_nb3;
+    let e = elem(id);
+    let row = e.row;
+    let vb = e.vb;
     var s = 0.0;
     if (p.k % 32u == 0u) {
         var w: array<f32, 32>;
@@ -101,7 +114,7 @@ fn mul_mat_thread(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
             s += deq(p.typ, row, k) * bitcast<f32>(b[(vb + k * p.b_nb0) >> 2u]);
         }
     }
-    let o = p.d_base + (p.r0 + r) * p.d_nb0 + i1 * p.d_nb1 + i2 * p.d_nb2 + i3 * p.d_nb3;
+    let o = e.o;
     d[o >> 2u] = bitcast<u32>(s);
 }
 
@@ -117,13 +130,9 @@ fn mul_mat_float(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     if (id >= p.nr * p.ncols) {
         return;
     }
-    let r = id % p.nr;
-    let col = id / p.nr;
-    let i1 = col % p.ne11;
-    let i2 = (col / p.ne11) % p.ne12;
-    let i3 = col / (p.ne11 * p.ne12);
-    let row = p.a_base + r * p.a_nb1 + (i2 / p.r2) * p.a_nb2 + (i3 / p.r3) * p.a_nb3;
-    let vb = p.b_base + i1 * p.b_nb1 + i2 * p.b_nb2 + i3 * p.b_nb3;
+    let e = elem(id);
+    let row = e.row;
+    let vb = e.vb;
     var s: f32;
     if (p.tiny != 0u) {
         var acc: array<f32, 8>;
@@ -167,7 +176,7 @@ fn mul_mat_float(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
             s = t.x;
         }
     }
-    let o = p.d_base + (p.r0 + r) * p.d_nb0 + i1 * p.d_nb1 + i2 * p.d_nb2 + i3 * p.d_nb3;
+    let o = e.o;
     d[o >> 2u] = bitcast<u32>(s);
 }
 
@@ -235,28 +244,18 @@ fn w_block_q0(typ: u32, bb: u32, out: ptr<function, array<i32, 32>>) {
                 }
             }
         }
-        case 6u: {
-            let qh = u32_at(bb + 2u);
+        case 6u, 7u: {
+            // q5_0 (minus 16) and q5_1 (unsigned; its min is applied separately).
+            let q51 = typ == 7u;
+            let qh = u32_at(bb + select(2u, 4u, q51));
+            let off = select(16, 0, q51);
             for (var w = 0u; w < 4u; w++) {
-                let q = u32_at(bb + 6u + 4u * w);
+                let q = u32_at(bb + select(6u, 8u, q51) + 4u * w);
                 for (var k = 0u; k < 4u; k++) {
                     let j = 4u * w + k;
                     let byte = (q >> (8u * k)) & 0xffu;
-                    (*out)[j] = i32((byte & 0xfu) | (((qh >> j) & 1u) << 4u)) - 16;
-                    (*out)[j + 16u] = i32((byte >> 4u) | (((qh >> (j + 16u)) & 1u) << 4u)) - 16;
-                }
-            }
-        }
-        case 7u: {
-            // q5_1: unsigned 5-bit quants (the min is applied separately).
-            let qh = u32_at(bb + 4u);
-            for (var w = 0u; w < 4u; w++) {
-                let q = u32_at(bb + 8u + 4u * w);
-                for (var k = 0u; k < 4u; k++) {
-                    let j = 4u * w + k;
-                    let byte = (q >> (8u * k)) & 0xffu;
-                    (*out)[j] = i32((byte & 0xfu) | (((qh >> j) & 1u) << 4u));
-                    (*out)[j + 16u] = i32((byte >> 4u) | (((qh >> (j + 16u)) & 1u) << 4u));
+                    (*out)[j] = i32((byte & 0xfu) | (((qh >> j) & 1u) << 4u)) - off;
+                    (*out)[j + 16u] = i32((byte >> 4u) | (((qh >> (j + 16u)) & 1u) << 4u)) - off;
                 }
             }
         }
@@ -284,6 +283,15 @@ fn dot4(wq: ptr<function, array<i32, 32>>, e0: u32, aw: u32) -> i32 {
         s += (*wq)[e0 + t] * sext8((aw >> (8u * t)) & 0xffu);
     }
     return s;
+}
+
+// ggml's `hsum_float_8` of acc[a..a + 8]: the two halves, then pairs.
+fn hsum8(acc: array<f32, 32>, a: u32) -> f32 {
+    let r0 = acc[a + 4u] + acc[a];
+    let r1 = acc[a + 5u] + acc[a + 1u];
+    let r2 = acc[a + 6u] + acc[a + 2u];
+    let r3 = acc[a + 7u] + acc[a + 3u];
+    return (r0 + r2) + (r1 + r3);
 }
 
 // ggml's AVX2 `vec_dot_q*_0_q8_0`: per block, eight i32 lanes of four consecutive products,
@@ -315,12 +323,7 @@ fn exact_q0(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) {
         }
     }
     for (var jj = 0u; jj < NCE; jj++) {
-        let a = 8u * jj;
-        let r0 = acc[a + 4u] + acc[a];
-        let r1 = acc[a + 5u] + acc[a + 1u];
-        let r2 = acc[a + 6u] + acc[a + 2u];
-        let r3 = acc[a + 7u] + acc[a + 3u];
-        (*out)[jj] = (r0 + r2) + (r1 + r3);
+        (*out)[jj] = hsum8(acc, 8u * jj);
         if (q1) {
             (*out)[jj] += summ[jj];
         }
@@ -543,12 +546,7 @@ fn exact_k_vec(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) 
         }
     }
     for (var jj = 0u; jj < NCE; jj++) {
-        let a = 8u * jj;
-        let r0 = acc[a + 4u] + acc[a];
-        let r1 = acc[a + 5u] + acc[a + 1u];
-        let r2 = acc[a + 6u] + acc[a + 2u];
-        let r3 = acc[a + 7u] + acc[a + 3u];
-        (*out)[jj] = (r0 + r2) + (r1 + r3);
+        (*out)[jj] = hsum8(acc, 8u * jj);
         if (k4) {
             // q4_K: ggml's 4-lane horizontal sum; q5_K: its scalar (lanes 1..3 stay 0).
             let m = 4u * jj;

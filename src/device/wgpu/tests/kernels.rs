@@ -7,7 +7,7 @@
 //! additionally quantizes activations to 8 bits for quantized weights, which these references do not);
 //! 1e-3 for f16 results (half an f16 ulp).
 
-use super::refs::{close, random_tensor};
+use super::refs::{close, random_tensor, same_bits};
 use super::{Builder, device_or_skip};
 use crate::device::cpu::ops::testutil::{HostTensor, Rng, params_f32};
 use crate::device::cpu::ops::{Dst, Src};
@@ -266,17 +266,9 @@ fn norm_matches_cpu(dev: &super::WgpuDevice, op: Op, a: &HostTensor, ne: [usize;
         &[ia],
     );
     dev.compute(&g.graph, &g.buffers).unwrap();
-    let (got, cpu) = (g.read_f32(n), g.on_cpu(n));
-    let diff = got
-        .iter()
-        .zip(&cpu)
-        .filter(|(a, b)| a.to_bits() != b.to_bits())
-        .count();
-    assert_eq!(
-        diff,
-        0,
-        "{} {ne:?}: {diff} of {} differ from the CPU",
-        op.name(),
-        got.len()
+    same_bits(
+        &g.read_f32(n),
+        &g.on_cpu(n),
+        &format!("{} {ne:?}", op.name()),
     );
 }

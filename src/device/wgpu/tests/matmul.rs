@@ -2,7 +2,7 @@
 //! Tolerances: see `kernels.rs`.
 
 use super::kernels::{each, li};
-use super::refs::{close, random_tensor};
+use super::refs::{close, random_tensor, same_bits};
 use super::{Builder, device_or_skip, device_with};
 use crate::device::DeviceError;
 use crate::device::cpu::ops::testutil::{HostTensor, Rng};
@@ -88,19 +88,8 @@ fn mat_mul_case(
     // AVX2 dot products below 8 columns, tinyBLAS and the tiled K-quant path from 8; for F32 and F16
     // ggml_vec_dot_f32/f16 for one column, tinyBLAS from 2.
     if act_mode(typ) >= 3 || matches!(typ, GgmlType::F32 | GgmlType::F16 | GgmlType::Bf16) {
-        let cpu = g.on_cpu(n);
-        let diff = got
-            .iter()
-            .zip(&cpu)
-            .filter(|(a, b)| a.to_bits() != b.to_bits())
-            .count();
-        assert_eq!(
-            diff,
-            0,
-            "mul_mat {} {a_ne:?} x {b_ne:?}: {diff} of {} results differ from the CPU's",
-            typ.name(),
-            got.len()
-        );
+        let what = format!("mul_mat {} {a_ne:?} x {b_ne:?}", typ.name());
+        same_bits(&got, &g.on_cpu(n), &what);
     }
 }
 

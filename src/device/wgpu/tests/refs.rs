@@ -150,6 +150,22 @@ pub fn close(got: &[f32], want: &[f64], tol: f64, what: &str) {
     crate::device::cpu::ops::testutil::assert_close(got, want, tol, what);
 }
 
+/// Asserts `got` and the CPU device's `cpu` are the same bits, counting the elements that differ.
+pub fn same_bits(got: &[f32], cpu: &[f32], what: &str) {
+    let diff = got
+        .iter()
+        .zip(cpu)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    assert_eq!(got.len(), cpu.len(), "{what}: lengths differ");
+    assert_eq!(
+        diff,
+        0,
+        "{what}: {diff} of {} differ from the CPU device",
+        got.len()
+    );
+}
+
 #[test]
 fn reference_dequantizer_matches_the_crate_codec() {
     let mut rng = Rng::new(7);

@@ -1,7 +1,7 @@
 //! SOFT_MAX, ROPE, CPY and SET_ROWS against f64 references. Tolerances: see `kernels.rs`.
 
 use super::kernels::{each, li};
-use super::refs::{close, random_tensor};
+use super::refs::{close, random_tensor, same_bits};
 use super::{Builder, device_or_skip};
 use crate::device::cpu::ops::testutil::{HostTensor, Rng, params_f32};
 use crate::device::cpu::ops::{Dst, Src};
@@ -135,17 +135,7 @@ fn rope_normal_neox_yarn() {
         dev.compute_with(&g.graph, &g.buffers, no_fallback).unwrap();
         let (got, cpu) = (g.read_f32(n), g.on_cpu(n));
         close(&got, &want, 2e-4, &what);
-        let diff = got
-            .iter()
-            .zip(&cpu)
-            .filter(|(a, b)| a.to_bits() != b.to_bits())
-            .count();
-        assert_eq!(
-            diff,
-            0,
-            "{what}: {diff} of {} differ from the CPU",
-            got.len()
-        );
+        same_bits(&got, &cpu, &what);
         // Positions computed by the graph (a CPY, run by the CPU fallback): the kernel's own angles.
         let mut g = Builder::new(&dev);
         let (ia, ip) = (g.input(&a), g.input(&pt));
