@@ -83,8 +83,7 @@ fn mul_mat(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
         workgroupBarrier();
     }
     if (li == 0u) {
-        let o = e.o;
-        d[o >> 2u] = bitcast<u32>(red[0]);
+        d[e.o >> 2u] = bitcast<u32>(red[0]);
     }
 }
 
@@ -114,8 +113,7 @@ fn mul_mat_thread(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
             s += deq(p.typ, row, k) * bitcast<f32>(b[(vb + k * p.b_nb0) >> 2u]);
         }
     }
-    let o = e.o;
-    d[o >> 2u] = bitcast<u32>(s);
+    d[e.o >> 2u] = bitcast<u32>(s);
 }
 
 // F32, F16 and BF16 weights as ggml-cpu multiplies them (activations arrive rounded to the type), one
@@ -176,8 +174,7 @@ fn mul_mat_float(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
             s = t.x;
         }
     }
-    let o = e.o;
-    d[o >> 2u] = bitcast<u32>(s);
+    d[e.o >> 2u] = bitcast<u32>(s);
 }
 
 // Prompt-sized products: one invocation per (weight row, 8 consecutive activation columns of one

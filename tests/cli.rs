@@ -1,12 +1,24 @@
 //! The `rpc-server` binary: flags, banner, and errors, as a user sees them.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Lines};
+use std::process::{Child, ChildStdout, Command, Stdio};
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rpc-server"));
     c.env("NODEVICE_SELECT", "1");
     c
+}
+
+/// A CPU server on a free port, with its stdout (banner first) as lines.
+fn cpu_server() -> (Child, Lines<BufReader<ChildStdout>>) {
+    let mut child = bin()
+        .args(["-p", "0", "-d", "cpu", "-t", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
 }
 
 #[test]
@@ -45,13 +57,7 @@ fn list_devices_shows_the_cpu_with_its_memory() {
 
 #[test]
 fn banner_names_version_endpoint_cache_and_devices_then_serves() {
-    let mut child = bin()
-        .args(["-p", "0", "-d", "cpu", "-t", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut lines) = cpu_server();
     let banner: Vec<String> = (0..6).map(|_| lines.next().unwrap().unwrap()).collect();
     assert_eq!(banner[0], "Starting RPC server v7.0.0");
     assert!(
@@ -73,13 +79,7 @@ fn banner_names_version_endpoint_cache_and_devices_then_serves() {
 #[cfg(unix)]
 #[test]
 fn sigterm_shuts_down_cleanly() {
-    let mut child = bin()
-        .args(["-p", "0", "-d", "cpu", "-t", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut lines) = cpu_server();
     assert!(lines.any(|l| l.unwrap().contains("transport")));
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -14,14 +14,30 @@ use crate::ggml::{Graph, Op};
 /// Largest leaf read back (bytes): positions and freq factors are a few KiB.
 const MAX_LEAF: u64 = 1 << 20;
 
+/// What a ROPE cos/sin table depends on: positions and freq-factor tensors, op parameters, shape.
+pub type TableKey = (Option<usize>, Option<usize>, [i32; 16], [usize; 4]);
+
 #[derive(Default)]
 pub struct HostCopies {
     leaves: Mutex<HashMap<usize, Arc<Vec<u8>>>>,
     /// (ROPE node, its table's region), in planning order.
     refresh: Mutex<Vec<(usize, Window)>>,
+    /// Tables already written this run: every layer's ROPE shares one per (positions, parameters).
+    tables: Mutex<HashMap<TableKey, Window>>,
 }
 
 impl HostCopies {
+    /// The region of a table this run already wrote, if any.
+    pub fn table(&self, key: &TableKey) -> Option<Window> {
+        self.tables.lock().ok()?.get(key).cloned()
+    }
+
+    pub fn keep_table(&self, key: TableKey, win: Window) {
+        if let Ok(mut t) = self.tables.lock() {
+            t.insert(key, win);
+        }
+    }
+
     pub fn record_refresh(&self, node: usize, win: Window) {
         if let Ok(mut r) = self.refresh.lock() {
             r.push((node, win));

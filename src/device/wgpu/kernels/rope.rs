@@ -101,9 +101,15 @@ pub fn table_bytes(graph: &Graph, node: usize) -> u64 {
 }
 
 /// The node's cos/sin cache computed on the host from its leaf positions (and freq factors) and
-/// written to a scratch region, which the run records for `refresh_table`; `None` when a source is
-/// computed by the graph or scratch is short.
+/// written to a scratch region, which the run records for `refresh_table`; ROPE nodes with the same
+/// positions, parameters and shape share it. `None` when a source is computed by the graph or scratch
+/// is short.
 fn cos_sin_table(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Window>, DeviceError> {
+    let t = &graph.tensors[node];
+    let key = (t.src[1], t.src[2], t.op_params, t.ne);
+    if let Some(win) = ctx.host.table(&key) {
+        return Ok(Some(win));
+    }
     let Some(cache) = host_table(ctx, graph, node)? else {
         return Ok(None);
     };
@@ -113,6 +119,7 @@ fn cos_sin_table(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Window>
     };
     ctx.gpu.queue.write_buffer(&win.buffer, win.offset, bytes);
     ctx.host.record_refresh(node, win.clone());
+    ctx.host.keep_table(key, win.clone());
     Ok(Some(win))
 }
 
