@@ -195,6 +195,8 @@ async fn serve(
         }
     };
     let endpoint = server.local_addr().map(|a| a.to_string()).unwrap_or(addr);
+    // Before the banner: a signal sent as soon as it appears must find its handler.
+    let signals = ShutdownSignals::install();
     println!("Starting RPC server v7.0.0");
     println!("  endpoint       : {endpoint}");
     println!("  local cache    : {cache_line}");
@@ -205,7 +207,7 @@ async fn serve(
     let _ = std::io::stdout().flush();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        if shutdown_signal().await {
+        if signals.wait().await {
             tracing::info!("shutting down");
             let _ = stop_tx.send(true);
         }
@@ -214,17 +216,45 @@ async fn serve(
     ExitCode::SUCCESS
 }
 
-/// Ctrl-C, or SIGTERM (what service managers send) on Unix; `false` if no handler could be installed.
-async fn shutdown_signal() -> bool {
+/// Ctrl-C, and on Unix SIGTERM (what service managers send). The Unix listeners are registered when
+/// installed, not when first awaited.
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            return tokio::select! {
-                r = tokio::signal::ctrl_c() => r.is_ok(),
-                _ = term.recv() => true,
-            };
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            ShutdownSignals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
+            }
         }
+        #[cfg(not(unix))]
+        ShutdownSignals {}
     }
-    tokio::signal::ctrl_c().await.is_ok()
+
+    /// Waits for a signal; `false` if no handler could be installed.
+    async fn wait(self) -> bool {
+        #[cfg(unix)]
+        {
+            let (mut term, mut int) = (self.term, self.int);
+            match (term.as_mut(), int.as_mut()) {
+                (Some(t), Some(i)) => tokio::select! {
+                    r = t.recv() => r.is_some(),
+                    r = i.recv() => r.is_some(),
+                },
+                (Some(t), None) => t.recv().await.is_some(),
+                (None, Some(i)) => i.recv().await.is_some(),
+                (None, None) => false,
+            }
+        }
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c().await.is_ok()
+    }
 }
