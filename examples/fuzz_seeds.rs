@@ -17,8 +17,9 @@ use ggrpc::server::{Server, ServerConfig, Shared};
 type Scenario = fn(&mut Client) -> io::Result<()>;
 
 fn main() -> io::Result<()> {
-    let scenarios: [(&str, Scenario); 10] = [
+    let scenarios: [(&str, Scenario); 11] = [
         ("buffers", buffers),
+        ("v8-transfers", v8_transfers),
         ("add-recompute", add_recompute),
         ("mul-mat", |c| unary_graph(c, mul_mat)),
         ("mul-mat-q8", |c| unary_graph(c, mul_mat_q8)),
@@ -82,7 +83,7 @@ fn record(scenario: Scenario) -> io::Result<Vec<u8>> {
 fn spawn_server() -> io::Result<SocketAddr> {
     let cpu: Arc<dyn Device> =
         Arc::new(CpuDevice::new(1, Some(4 << 20)).map_err(io::Error::other)?);
-    let shared = Shared::new(vec![cpu], None);
+    let shared = Shared::new(vec![cpu], None).with_sequential_handles();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -117,6 +118,34 @@ fn graph_payloads(mut b: &[u8]) -> Vec<Vec<u8>> {
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The 8.0.0 additions a session can run alone: 2D rows in and out, and communicator requests the
+/// server refuses without touching the network (world 3) or accepts as no-ops (COMM_FREE).
+fn v8_transfers(c: &mut Client) -> io::Result<()> {
+    use ggrpc::proto::{CommInit, Tensor2d};
+    let b = c.alloc(0, 4096)?;
+    let mut g = GraphBuilder::new(b, 64);
+    let t = g.input(GgmlType::F32, [8, 4, 1, 1]);
+    let rows = Tensor2d {
+        tensor: g.tensor(t),
+        offset: 4,
+        size: 8,
+        n_copies: 3,
+        stride: 32,
+    };
+    c.set_tensor_2d(&rows, &[7; 24])?;
+    c.get_tensor_2d(&rows)?;
+    let refused = c.comm_init(&CommInit {
+        device: 0,
+        rank: 1,
+        world: 3,
+        port: 51052,
+        host: b"127.0.0.1".to_vec(),
+    })?;
+    assert!(!refused, "world 3 is refused");
+    c.comm_free(0)?;
+    Ok(())
 }
 
 /// Every non-graph command once.
@@ -154,9 +183,10 @@ fn add_recompute(c: &mut Client) -> io::Result<()> {
     let sum = g.op(Op::Add, GgmlType::F32, [4, 1, 1, 1], &[a, b], [0; 16]);
     c.set_f32(&g.tensor(a), &[1.0, 2.0, 3.0, 4.0])?;
     c.set_f32(&g.tensor(b), &[10.0; 4])?;
-    c.graph_compute(0, &g.graph(&[sum]))?;
+    let wg = g.graph(&[sum]);
+    c.graph_compute(0, &wg)?;
     c.set_f32(&g.tensor(a), &[0.5; 4])?;
-    c.graph_recompute(0)?;
+    c.graph_recompute(0, wg.uid)?;
     c.get_f32(&g.tensor(sum))?;
     Ok(())
 }

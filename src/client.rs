@@ -1,4 +1,5 @@
-//! A blocking Rust client for ggml RPC v7: the library API the tests and examples drive the server with.
+//! A blocking Rust client for ggml RPC 7.0 and 8.0 (the server's HELLO reply says which): the library
+//! API the tests and examples drive the server with, on the same typed requests as the server.
 //!
 //! ```no_run
 //! use ggrpc::client::{Client, GraphBuilder};
@@ -20,7 +21,11 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 
 use crate::ggml::{GgmlType, Op, TensorFlags, contiguous_strides, nbytes};
-use crate::proto::{Command, WireGraph, WireTensor, hash::fnv1a};
+use crate::proto::{
+    AllocBuffer, BufferClear, CommAllreduce, CommInit, CopyTensor, GetAllocSize, GetTensor,
+    GraphRecompute, Major, MemsetTensor, Request, Response, SetTensorHash, SetTensorHeader,
+    Tensor2d, WireGraph, WireTensor, hash::fnv1a,
+};
 
 /// A buffer on the server: handle, base address and size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +38,8 @@ pub struct RemoteBuffer {
 pub struct Client {
     reader: BufReader<TcpStream>,
     writer: BufWriter<TcpStream>,
+    /// The major the server announced in HELLO (requests are laid out for it).
+    major: Major,
 }
 
 fn bad(msg: impl Into<String>) -> io::Error {
@@ -40,27 +47,58 @@ fn bad(msg: impl Into<String>) -> io::Error {
 }
 
 impl Client {
-    /// Connects and performs the HELLO handshake (checks for protocol 7.0.x).
+    /// Connects and performs the HELLO handshake; the server may speak 7.0.x or 8.0.x.
     pub fn connect(addr: impl ToSocketAddrs) -> io::Result<Self> {
         let mut c = Self::connect_raw(addr)?;
-        let r = c.call(Command::Hello as u8, &[0u8; 24], Some(28))?;
-        if r.first() != Some(&7) || r.get(1) != Some(&0) {
-            return Err(bad(format!("server version {r:?} is not 7.0.x")));
+        let hello = Request::Hello { caps: [0; 24] };
+        let Response::Hello { major, minor, .. } = c.call(&hello)? else {
+            return Err(bad("HELLO: unexpected reply"));
+        };
+        c.major = Major::from_number(major)
+            .filter(|_| minor == 0)
+            .ok_or_else(|| bad(format!("server version {major}.{minor} is not 7.0 or 8.0")))?;
+        Ok(c)
+    }
+
+    /// Connects and requires the server to speak `major` (as a real client of that major does).
+    pub fn connect_major(addr: impl ToSocketAddrs, major: Major) -> io::Result<Self> {
+        let c = Self::connect(addr)?;
+        if c.major != major {
+            return Err(bad(format!(
+                "RPC server version mismatch: {} (want {major})",
+                c.major
+            )));
         }
         Ok(c)
     }
 
-    /// Connects without any handshake (for tests that send raw bytes).
+    /// Connects without any handshake (for tests that send raw bytes); assumes protocol 8.
     pub fn connect_raw(addr: impl ToSocketAddrs) -> io::Result<Self> {
         let s = TcpStream::connect(addr)?;
         s.set_nodelay(true)?;
         Ok(Client {
             reader: BufReader::new(s.try_clone()?),
             writer: BufWriter::new(s),
+            major: Major::V8,
         })
     }
 
-    /// Sends one request frame (no reply read).
+    /// The protocol major in use.
+    pub fn major(&self) -> Major {
+        self.major
+    }
+
+    /// Lays out requests for `major` from now on (tests of raw framing).
+    pub fn set_major(&mut self, major: Major) {
+        self.major = major;
+    }
+
+    /// Sends one request frame (no reply read), laid out for the server's major.
+    pub fn request(&mut self, req: &Request) -> io::Result<()> {
+        self.send_bytes(&req.frame(self.major))
+    }
+
+    /// Sends one raw request frame: `cmd | len | payload`.
     pub fn send(&mut self, cmd: u8, payload: &[u8]) -> io::Result<()> {
         self.writer.write_all(&[cmd])?;
         self.writer
@@ -90,14 +128,37 @@ impl Client {
         Ok(out)
     }
 
-    fn call(&mut self, cmd: u8, payload: &[u8], expect: Option<usize>) -> io::Result<Vec<u8>> {
-        self.send(cmd, payload)?;
-        self.recv(expect)
+    /// Sends a request that has a reply and decodes it (its length checked exactly).
+    pub fn call(&mut self, req: &Request) -> io::Result<Response> {
+        self.request(req)?;
+        let want = Response::expected_len(req)
+            .ok_or_else(|| bad(format!("{} has no reply", req.command().name())))?;
+        let bytes = self.recv(usize::try_from(want).ok())?;
+        Response::decode(req, &bytes).map_err(|e| bad(e.to_string()))
     }
 
-    fn call_u64(&mut self, cmd: Command, payload: &[u8]) -> io::Result<u64> {
-        let r = self.call(cmd as u8, payload, Some(8))?;
-        Ok(u64::from_le_bytes(r.try_into().map_err(|_| bad("short"))?))
+    fn call_u64(&mut self, req: &Request) -> io::Result<u64> {
+        match self.call(req)? {
+            Response::Alignment(v)
+            | Response::MaxSize(v)
+            | Response::Base(v)
+            | Response::AllocSize(v) => Ok(v),
+            r => Err(bad(format!("unexpected reply {r:?}"))),
+        }
+    }
+
+    fn call_bool(&mut self, req: &Request) -> io::Result<bool> {
+        match self.call(req)? {
+            Response::SetTensorHash(b) | Response::CopyTensor(b) | Response::CommInit(b) => Ok(b),
+            r => Err(bad(format!("unexpected reply {r:?}"))),
+        }
+    }
+
+    fn call_data(&mut self, req: &Request) -> io::Result<Vec<u8>> {
+        match self.call(req)? {
+            Response::Data(d) => Ok(d),
+            r => Err(bad(format!("unexpected reply {r:?}"))),
+        }
     }
 
     /// Sets a read timeout on the socket (tests use it to avoid hanging on a silent server).
@@ -112,53 +173,54 @@ impl Client {
     }
 
     pub fn device_count(&mut self) -> io::Result<u32> {
-        let r = self.call(Command::DeviceCount as u8, &[], Some(4))?;
-        Ok(u32::from_le_bytes(r.try_into().map_err(|_| bad("short"))?))
+        match self.call(&Request::DeviceCount)? {
+            Response::DeviceCount(n) => Ok(n),
+            r => Err(bad(format!("unexpected reply {r:?}"))),
+        }
     }
 
-    pub fn alignment(&mut self, dev: u32) -> io::Result<u64> {
-        self.call_u64(Command::GetAlignment, &dev.to_le_bytes())
+    pub fn alignment(&mut self, device: u32) -> io::Result<u64> {
+        self.call_u64(&Request::GetAlignment { device })
     }
 
-    pub fn max_size(&mut self, dev: u32) -> io::Result<u64> {
-        self.call_u64(Command::GetMaxSize, &dev.to_le_bytes())
+    pub fn max_size(&mut self, device: u32) -> io::Result<u64> {
+        self.call_u64(&Request::GetMaxSize { device })
     }
 
     /// `(free, total)` bytes.
-    pub fn memory(&mut self, dev: u32) -> io::Result<(u64, u64)> {
-        let r = self.call(Command::GetDeviceMemory as u8, &dev.to_le_bytes(), Some(16))?;
-        let (f, t) = r.split_at(8);
-        Ok((
-            u64::from_le_bytes(f.try_into().map_err(|_| bad("short"))?),
-            u64::from_le_bytes(t.try_into().map_err(|_| bad("short"))?),
-        ))
+    pub fn memory(&mut self, device: u32) -> io::Result<(u64, u64)> {
+        match self.call(&Request::GetDeviceMemory { device })? {
+            Response::Memory { free, total } => Ok((free, total)),
+            r => Err(bad(format!("unexpected reply {r:?}"))),
+        }
     }
 
     /// ALLOC_BUFFER + BUFFER_GET_BASE; an allocation failure is `ErrorKind::OutOfMemory`.
-    pub fn alloc(&mut self, dev: u32, size: u64) -> io::Result<RemoteBuffer> {
-        let mut p = dev.to_le_bytes().to_vec();
-        p.extend_from_slice(&size.to_le_bytes());
-        let r = self.call(Command::AllocBuffer as u8, &p, Some(16))?;
-        let handle = u64::from_le_bytes(r[..8].try_into().map_err(|_| bad("short"))?);
-        let size = u64::from_le_bytes(r[8..].try_into().map_err(|_| bad("short"))?);
+    pub fn alloc(&mut self, device: u32, size: u64) -> io::Result<RemoteBuffer> {
+        let Response::Buffer { handle, size } =
+            self.call(&Request::AllocBuffer(AllocBuffer { device, size }))?
+        else {
+            return Err(bad("ALLOC_BUFFER: unexpected reply"));
+        };
         if handle == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::OutOfMemory,
                 "server refused the allocation",
             ));
         }
-        let base = self.call_u64(Command::BufferGetBase, &handle.to_le_bytes())?;
+        let base = self.call_u64(&Request::BufferGetBase { handle })?;
         Ok(RemoteBuffer { handle, base, size })
     }
 
     pub fn free(&mut self, buf: RemoteBuffer) -> io::Result<()> {
-        self.send(Command::FreeBuffer as u8, &buf.handle.to_le_bytes())
+        self.request(&Request::FreeBuffer { handle: buf.handle })
     }
 
     pub fn clear(&mut self, buf: RemoteBuffer, value: u8) -> io::Result<()> {
-        let mut p = buf.handle.to_le_bytes().to_vec();
-        p.push(value);
-        self.send(Command::BufferClear as u8, &p)
+        self.request(&Request::BufferClear(BufferClear {
+            handle: buf.handle,
+            value,
+        }))
     }
 
     /// SET_TENSOR of `data` at byte `offset` of the tensor.
@@ -169,11 +231,14 @@ impl Client {
         data: &[u8],
         cache: bool,
     ) -> io::Result<()> {
-        let mut p = t.encode().to_vec();
-        p.push(cache as u8);
-        p.extend_from_slice(&offset.to_le_bytes());
-        p.extend_from_slice(data);
-        self.send(Command::SetTensor as u8, &p)
+        self.request(&Request::SetTensor {
+            header: SetTensorHeader {
+                tensor: t.clone(),
+                cache_flag: cache,
+                offset,
+            },
+            data,
+        })
     }
 
     /// SET_TENSOR_HASH: true when the server loaded `data` from its cache.
@@ -183,58 +248,97 @@ impl Client {
         offset: u64,
         data: &[u8],
     ) -> io::Result<bool> {
-        let mut p = t.encode().to_vec();
-        p.extend_from_slice(&offset.to_le_bytes());
-        p.extend_from_slice(&fnv1a(data).to_le_bytes());
-        Ok(self.call(Command::SetTensorHash as u8, &p, Some(1))? == [1])
+        self.call_bool(&Request::SetTensorHash(SetTensorHash {
+            tensor: t.clone(),
+            offset,
+            hash: fnv1a(data),
+        }))
     }
 
     pub fn get_tensor(&mut self, t: &WireTensor, offset: u64, size: u64) -> io::Result<Vec<u8>> {
-        let mut p = t.encode().to_vec();
-        p.extend_from_slice(&offset.to_le_bytes());
-        p.extend_from_slice(&size.to_le_bytes());
-        self.call(Command::GetTensor as u8, &p, usize::try_from(size).ok())
+        self.call_data(&Request::GetTensor(GetTensor {
+            tensor: t.clone(),
+            offset,
+            size,
+        }))
+    }
+
+    /// SET_TENSOR_2D (v8): `data` holds `n_copies` packed rows of `size` bytes, written `stride`
+    /// apart from byte `offset` of the tensor.
+    pub fn set_tensor_2d(&mut self, r: &Tensor2d, data: &[u8]) -> io::Result<()> {
+        self.request(&Request::SetTensor2d {
+            header: r.clone(),
+            data,
+        })
+    }
+
+    /// GET_TENSOR_2D (v8): the rows, packed.
+    pub fn get_tensor_2d(&mut self, r: &Tensor2d) -> io::Result<Vec<u8>> {
+        self.call_data(&Request::GetTensor2d(r.clone()))
     }
 
     pub fn copy_tensor(&mut self, src: &WireTensor, dst: &WireTensor) -> io::Result<bool> {
-        let mut p = src.encode().to_vec();
-        p.extend_from_slice(&dst.encode());
-        Ok(self.call(Command::CopyTensor as u8, &p, Some(1))? == [1])
+        self.call_bool(&Request::CopyTensor(CopyTensor {
+            src: src.clone(),
+            dst: dst.clone(),
+        }))
     }
 
     pub fn memset(&mut self, t: &WireTensor, offset: u64, size: u64, value: u8) -> io::Result<()> {
-        let mut p = t.encode().to_vec();
-        p.extend_from_slice(&offset.to_le_bytes());
-        p.extend_from_slice(&size.to_le_bytes());
-        p.push(value);
-        self.send(Command::MemsetTensor as u8, &p)
+        self.request(&Request::MemsetTensor(MemsetTensor {
+            tensor: t.clone(),
+            offset,
+            size,
+            value,
+        }))
     }
 
     pub fn init_tensor(&mut self, t: &WireTensor) -> io::Result<()> {
-        self.send(Command::InitTensor as u8, &t.encode())
+        self.request(&Request::InitTensor(t.clone()))
     }
 
     pub fn alloc_size(&mut self, dev: u32, t: &WireTensor, srcs: &[WireTensor]) -> io::Result<u64> {
-        let mut p = dev.to_le_bytes().to_vec();
-        p.extend_from_slice(&t.encode());
-        for i in 0..10 {
-            p.extend_from_slice(&srcs.get(i).map(WireTensor::encode).unwrap_or([0; 296]));
-        }
-        self.call_u64(Command::GetAllocSize, &p)
+        let srcs = (0..10)
+            .map(|i| srcs.get(i).cloned().unwrap_or_default())
+            .collect();
+        self.call_u64(&Request::GetAllocSize(GetAllocSize {
+            device: dev,
+            tensor: t.clone(),
+            srcs,
+        }))
     }
 
+    /// GRAPH_COMPUTE on `dev` (the graph's uid travels in v8 only).
     pub fn graph_compute(&mut self, dev: u32, g: &WireGraph) -> io::Result<()> {
-        let mut g = WireGraph {
+        self.request(&Request::GraphCompute(WireGraph {
             device: dev,
+            uid: g.uid,
             node_ids: g.node_ids.clone(),
             tensors: g.tensors.clone(),
-        };
-        g.device = dev;
-        self.send(Command::GraphCompute as u8, &g.encode())
+        }))
     }
 
-    pub fn graph_recompute(&mut self, dev: u32) -> io::Result<()> {
-        self.send(Command::GraphRecompute as u8, &dev.to_le_bytes())
+    /// GRAPH_RECOMPUTE: v7 reruns the device's last graph, v8 the graph sent with `uid`.
+    pub fn graph_recompute(&mut self, device: u32, uid: u64) -> io::Result<()> {
+        self.request(&Request::GraphRecompute(GraphRecompute { device, uid }))
+    }
+
+    /// COMM_INIT (v8): join a pairwise communicator; true when the server joined.
+    pub fn comm_init(&mut self, r: &CommInit) -> io::Result<bool> {
+        self.call_bool(&Request::CommInit(r.clone()))
+    }
+
+    /// COMM_ALLREDUCE (v8): sum `t` with the peer server's in place (no reply).
+    pub fn comm_allreduce(&mut self, device: u32, t: &WireTensor) -> io::Result<()> {
+        self.request(&Request::CommAllreduce(CommAllreduce {
+            device,
+            tensor: t.clone(),
+        }))
+    }
+
+    /// COMM_FREE (v8).
+    pub fn comm_free(&mut self, device: u32) -> io::Result<()> {
+        self.request(&Request::CommFree { device })
     }
 
     /// Writes f32 values into a whole (contiguous) tensor.
@@ -373,10 +477,13 @@ impl GraphBuilder {
         self.tensors[id.0].clone()
     }
 
-    /// The GRAPH_COMPUTE payload running `nodes` (every tensor built so far is sent, leaves first).
+    /// The GRAPH_COMPUTE payload running `nodes` (every tensor built so far is sent, leaves first),
+    /// with a fresh uid (as ggml gives each graph one; v8 servers keep graphs by it).
     pub fn graph(&self, nodes: &[TensorId]) -> WireGraph {
+        static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         WireGraph {
             device: 0,
+            uid: NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             node_ids: nodes.iter().map(|n| self.tensors[n.0].id).collect(),
             tensors: self.tensors.clone(),
         }

@@ -1,12 +1,13 @@
-//! `rpc-server`: serves local devices to llama.cpp clients over ggml's RPC protocol v7.0.0.
+//! `rpc-server`: serves local devices to llama.cpp clients over ggml's RPC protocol (8.0.0 or 7.0.0).
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
 use ggrpc::device::{self, DeviceOptions};
+use ggrpc::proto::Major;
 use ggrpc::server::cache::Cache;
-use ggrpc::server::{Limits, Server, ServerConfig, Shared};
+use ggrpc::server::{Limits, Server, ServerConfig, Shared, metrics};
 
 /// A drop-in replacement for llama.cpp's rpc-server.
 #[derive(Parser, Debug)]
@@ -43,9 +44,52 @@ struct Args {
     /// (0: never, as the reference)
     #[arg(long, default_value_t = 0)]
     idle_timeout: u64,
+    /// Protocol major to speak: 8 (current llama.cpp) or 7 (llama-cpp-python 0.3.36, llama.cpp
+    /// before the 8.0 change). Clients abort unless it matches theirs
+    #[arg(long, default_value_t = 8, value_parser = parse_major)]
+    protocol: u8,
+    /// Refuse COMM_INIT (server-to-server communicators for `split_mode=tensor`); the client then
+    /// falls back to reducing through itself
+    #[arg(long)]
+    no_comm: bool,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (PORT alone: on 127.0.0.1)
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics: Option<String>,
+    /// Close a new connection that has not sent HELLO within this many seconds (it holds no
+    /// session slot meanwhile)
+    #[arg(long, default_value_t = Limits::default().hello_timeout.as_secs())]
+    hello_timeout: u64,
+    /// Bound on the bytes of graphs one client keeps for GRAPH_RECOMPUTE (v8 keeps up to 1024 per
+    /// device); past it the connection is closed
+    #[arg(long, default_value_t = Limits::default().max_graph_cache_bytes)]
+    max_graph_cache_bytes: u64,
     /// List the available devices and exit
     #[arg(long)]
     list_devices: bool,
+}
+
+fn parse_major(s: &str) -> Result<u8, String> {
+    let n: u8 = s
+        .trim_end_matches(".0.0")
+        .parse()
+        .map_err(|_| format!("not a protocol major: {s}"))?;
+    Major::from_number(n)
+        .map(|m| m as u8)
+        .ok_or_else(|| format!("protocol {n} is not served (7 or 8)"))
+}
+
+/// `HOST:PORT`, or a bare port on loopback.
+fn metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let spec = if s.parse::<u16>().is_ok() {
+        format!("127.0.0.1:{s}")
+    } else {
+        s.to_string()
+    };
+    spec.to_socket_addrs()
+        .map_err(|e| format!("--metrics {s}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("--metrics {s}: no address"))
 }
 
 fn init_logging() {
@@ -57,9 +101,12 @@ fn init_logging() {
         "info"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    use std::io::IsTerminal;
+    // Colours only on a terminal: logs sent to a file or a pipe stay plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
@@ -171,19 +218,31 @@ async fn serve(
             )
         })
         .collect();
-    let mut shared = Shared::new(devices, cache);
+    let major = Major::from_number(args.protocol).unwrap_or(Major::V8);
+    let mut shared = Shared::new(devices, cache).with_major(major);
+    shared.comm.enabled = !args.no_comm;
     shared.limits = Limits {
         max_set_tensor_bytes: args.max_set_tensor_bytes,
         max_request_bytes: args.max_request_bytes,
         idle_timeout: (args.idle_timeout > 0)
             .then(|| std::time::Duration::from_secs(args.idle_timeout)),
+        hello_timeout: std::time::Duration::from_secs(args.hello_timeout.max(1)),
+        max_graph_cache_bytes: args.max_graph_cache_bytes,
     };
     let addr = format!("{}:{}", args.host, args.port);
+    let metrics_at = match args.metrics.as_deref().map(metrics_addr).transpose() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let server = match Server::bind(
         &addr,
         shared,
         ServerConfig {
             max_connections: args.max_connections,
+            max_pending: args.max_connections.max(64),
         },
     )
     .await
@@ -195,14 +254,38 @@ async fn serve(
         }
     };
     let endpoint = server.local_addr().map(|a| a.to_string()).unwrap_or(addr);
+    let metrics_line = match metrics_at {
+        Some(at) => match metrics::serve_http(at, server.shared().metrics.clone()).await {
+            Ok(bound) => {
+                if !bound.ip().is_loopback() {
+                    eprintln!("WARNING: metrics are served on {bound}, beyond this machine");
+                }
+                format!("http://{bound}/metrics")
+            }
+            Err(e) => {
+                eprintln!("error: cannot serve metrics on {at}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => "off".into(),
+    };
     // Before the banner: a signal sent as soon as it appears must find its handler.
     let signals = ShutdownSignals::install();
-    println!("Starting RPC server v7.0.0");
+    println!("Starting RPC server v{major}");
     println!("  endpoint       : {endpoint}");
     println!("  local cache    : {cache_line}");
     println!("Devices:");
     lines.iter().for_each(|l| println!("{l}"));
     println!("  transport      : TCP");
+    println!("  metrics        : {metrics_line}");
+    if major == Major::V8 {
+        let comm = if args.no_comm {
+            "off (--no-comm)"
+        } else {
+            "on"
+        };
+        println!("  comm           : {comm}");
+    }
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -11,14 +11,39 @@ fn bin() -> Command {
 
 /// A CPU server on a free port, with its stdout (banner first) as lines.
 fn cpu_server() -> (Child, Lines<BufReader<ChildStdout>>) {
+    cpu_server_with(&[], Stdio::null())
+}
+
+fn cpu_server_with(extra: &[&str], stderr: Stdio) -> (Child, Lines<BufReader<ChildStdout>>) {
     let mut child = bin()
         .args(["-p", "0", "-d", "cpu", "-t", "1"])
+        .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let lines = BufReader::new(child.stdout.take().unwrap()).lines();
     (child, lines)
+}
+
+/// The banner up to and including its `transport` line, and the endpoint it names.
+fn banner(lines: &mut Lines<BufReader<ChildStdout>>) -> (Vec<String>, String) {
+    let mut out = Vec::new();
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        let done = l.contains("transport");
+        out.push(l);
+        if done {
+            break;
+        }
+    }
+    let addr = out
+        .iter()
+        .find(|l| l.contains("endpoint"))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap()
+        .to_string();
+    (out, addr)
 }
 
 #[test]
@@ -59,7 +84,7 @@ fn list_devices_shows_the_cpu_with_its_memory() {
 fn banner_names_version_endpoint_cache_and_devices_then_serves() {
     let (mut child, mut lines) = cpu_server();
     let banner: Vec<String> = (0..6).map(|_| lines.next().unwrap().unwrap()).collect();
-    assert_eq!(banner[0], "Starting RPC server v7.0.0");
+    assert_eq!(banner[0], "Starting RPC server v8.0.0");
     assert!(
         banner[1].starts_with("  endpoint       : 127.0.0.1:"),
         "{banner:?}"
@@ -70,9 +95,73 @@ fn banner_names_version_endpoint_cache_and_devices_then_serves() {
     assert_eq!(banner[5], "  transport      : TCP");
     let addr = banner[1].rsplit(' ').next().unwrap().to_string();
     let mut c = ggrpc::client::Client::connect(addr.as_str()).unwrap();
+    assert_eq!(c.major(), ggrpc::proto::Major::V8);
     assert_eq!(c.device_count().unwrap(), 1);
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[test]
+fn protocol_7_is_served_when_asked_for() {
+    let (mut child, mut lines) = cpu_server_with(&["--protocol", "7"], Stdio::null());
+    let (banner, addr) = banner(&mut lines);
+    assert_eq!(banner[0], "Starting RPC server v7.0.0");
+    let mut c = ggrpc::client::Client::connect(addr.as_str()).unwrap();
+    assert_eq!(c.major(), ggrpc::proto::Major::V7);
+    assert_eq!(c.device_count().unwrap(), 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !bin()
+            .args(["--protocol", "9"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+}
+
+/// A client of the other major aborts right after HELLO: the log says what to do, once.
+#[test]
+fn a_client_that_leaves_after_hello_gets_a_hint() {
+    let (mut child, mut lines) = cpu_server_with(&["--protocol", "7"], Stdio::piped());
+    let (_, addr) = banner(&mut lines);
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    // What a v8 client does on a v7 server: HELLO, then it aborts.
+    drop(ggrpc::client::Client::connect(addr.as_str()).unwrap());
+    let deadline = std::time::Duration::from_secs(60);
+    let hint = loop {
+        let l = rx.recv_timeout(deadline).expect("no hint logged");
+        if l.contains("right after HELLO") {
+            break l;
+        }
+    };
+    assert!(hint.contains("--protocol 8"), "{hint}");
+    // A session that sends commands gets no hint.
+    let mut c = ggrpc::client::Client::connect(addr.as_str()).unwrap();
+    c.device_count().unwrap();
+    drop(c);
+    // Both sessions' closes (the first one's comes after its hint).
+    let mut closes = 0;
+    let mut seen = Vec::new();
+    while closes < 2 {
+        let l = rx.recv_timeout(deadline).expect("sessions not closed");
+        closes += l.contains("Client connection closed") as usize;
+        seen.push(l);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    seen.extend(rx.try_iter());
+    assert!(
+        !seen.iter().any(|l| l.contains("right after HELLO")),
+        "{seen:?}"
+    );
 }
 
 /// SIGTERM (what service managers send) stops the server cleanly, like Ctrl-C.

@@ -151,7 +151,9 @@ fn eight_clients_compute_while_one_sends_garbage_and_one_stays_silent() {
 fn client_killed_mid_compute_does_not_affect_others_and_its_memory_returns() {
     let _g = serial();
     let cap = 64u64 << 20;
-    let s = common::start_with(common::Options {
+    // A gated device: the victim's compute is provably still running (held) while the bystander is
+    // served, whatever the machine's speed or load.
+    let (s, gate) = common::start_gated(common::Options {
         mem_cap: Some(cap),
         ..Default::default()
     });
@@ -159,29 +161,25 @@ fn client_killed_mid_compute_does_not_affect_others_and_its_memory_returns() {
     assert_eq!(other.memory(0).unwrap(), (cap, cap));
 
     let mut victim = s.client();
-    let layers = 100;
-    let wg = common::slow_graph(&mut victim, layers);
-    // Time one graph first so the test knows how long "mid-compute" lasts on this machine.
-    let one_run = common::time_graph(&mut victim, &wg);
+    let wg = common::slow_graph(&mut victim, 20);
     victim.graph_compute(0, &wg).unwrap();
+    gate.wait("started");
     drop(victim);
 
-    // While it computes, others are served promptly.
-    let t = Instant::now();
+    // While it computes, others are served.
     assert_eq!(other.device_count().unwrap(), 1);
     let b = other.alloc(0, 4096).unwrap();
     let x = common::f32_at(b, 0, 4);
     other.set_f32(&x, &[3.0; 4]).unwrap();
     assert_eq!(other.get_f32(&x).unwrap(), vec![3.0; 4]);
-    assert!(
-        t.elapsed() < one_run / 2 + Duration::from_millis(200),
-        "bystander waited {:?} (a graph takes {one_run:?})",
-        t.elapsed()
-    );
     other.free(b).unwrap();
+    // The graph's buffer is still in use: the vanished client's memory is not freed under its compute.
+    assert!(other.memory(0).unwrap().0 < cap, "buffer freed mid-compute");
 
     // The victim's buffer is freed when its computation ends, and the whole cap can be allocated again.
-    let deadline = Instant::now() + one_run * 4 + Duration::from_secs(10);
+    gate.release();
+    gate.wait("finished");
+    let deadline = Instant::now() + Duration::from_secs(30);
     while other.memory(0).unwrap().0 != cap {
         assert!(Instant::now() < deadline, "victim's memory never came back");
         std::thread::sleep(Duration::from_millis(20));

@@ -38,7 +38,8 @@ fn session_seeds_replay_in_process() {
     for seed in seeds {
         let bytes = std::fs::read(&seed).unwrap();
         let devices: Vec<Arc<dyn Device>> = vec![cpu.clone()];
-        let mut s = Session::new(Arc::new(Shared::new(devices, None)));
+        let shared = Shared::new(devices, None).with_sequential_handles();
+        let mut s = Session::new(Arc::new(shared));
         let frames = frames(&bytes);
         assert_eq!(frames[0].0, Command::Hello as u8);
         let mut replies = 0;

@@ -59,7 +59,7 @@ fn device_and_handle_checks() {
         c.free(b).unwrap();
     });
     closes_only_itself("recompute without graph", |c, _| {
-        c.graph_recompute(0).unwrap()
+        c.graph_recompute(0, 1).unwrap()
     });
 }
 
@@ -139,8 +139,9 @@ fn hostile_graphs() {
     }
     closes_only_itself("counts lie about the payload", |c, b| {
         let (_, wg) = add_graph(b);
-        let mut p = wg.encode();
-        p[4..8].copy_from_slice(&1000u32.to_le_bytes());
+        // v8 layout: device u32 | uid u64 | n_nodes u32 ...
+        let mut p = wg.encode(c.major());
+        p[12..16].copy_from_slice(&1000u32.to_le_bytes());
         c.send(Command::GraphCompute as u8, &p).unwrap();
     });
     closes_only_itself("graph payload beyond the limit", |c, _| {
@@ -159,7 +160,7 @@ fn recompute_after_free_is_refused() {
         // The graph may or may not compute on this build; either way the stored graph is dropped by FREE.
         c.graph_compute(0, &wg).unwrap();
         c.free(other).unwrap();
-        c.graph_recompute(0).unwrap();
+        c.graph_recompute(0, wg.uid).unwrap();
     });
 }
 

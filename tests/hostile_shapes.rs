@@ -231,6 +231,7 @@ fn deep_dependency_chain_of_200_000() {
         });
     }
     let wg = WireGraph {
+        uid: 0,
         device: 0,
         node_ids: (3..n + 3).rev().collect(),
         tensors,

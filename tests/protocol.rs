@@ -1,20 +1,26 @@
-//! Every v7 command against a real server on loopback, driven by the Rust client.
+//! Every command both majors share, against a real server on loopback, driven by the Rust client
+//! (8.0.0, the default; `protocol_v8.rs` has what 8.0.0 adds).
 
 mod common;
 
 use ggrpc::client::{Client, GraphBuilder, wire_nbytes};
 use ggrpc::ggml::{GgmlType, Op};
-use ggrpc::proto::{Command, WireTensor};
+use ggrpc::proto::{Command, Major, WireTensor};
 
 #[test]
-fn hello_reply_is_version_7_with_zero_caps() {
-    let s = common::start();
-    let mut c = Client::connect_raw(s.addr).unwrap();
-    // A client offering RDMA caps still gets zeros back.
-    c.send(Command::Hello as u8, &[0xab; 24]).unwrap();
-    let r = c.recv(Some(28)).unwrap();
-    assert_eq!(&r[..4], &[7, 0, 0, 0]);
-    assert!(r[4..].iter().all(|&b| b == 0));
+fn hello_reply_names_the_configured_major_with_zero_caps() {
+    for (major, version) in [(Major::V8, [8, 0, 0, 0]), (Major::V7, [7, 0, 0, 0])] {
+        let s = common::start_with(common::Options {
+            major: Some(major),
+            ..Default::default()
+        });
+        let mut c = Client::connect_raw(s.addr).unwrap();
+        // A client offering RDMA caps still gets zeros back.
+        c.send(Command::Hello as u8, &[0xab; 24]).unwrap();
+        let r = c.recv(Some(28)).unwrap();
+        assert_eq!(&r[..4], &version);
+        assert!(r[4..].iter().all(|&b| b == 0));
+    }
 }
 
 #[test]
@@ -134,13 +140,14 @@ fn graph_compute_and_recompute() {
     let sum = g.op(Op::Add, GgmlType::F32, [4, 1, 1, 1], &[a, b], [0; 16]);
     c.set_f32(&g.tensor(a), &[1.0, 2.0, 3.0, 4.0]).unwrap();
     c.set_f32(&g.tensor(b), &[10.0, 20.0, 30.0, 40.0]).unwrap();
-    c.graph_compute(0, &g.graph(&[sum])).unwrap();
+    let wg = g.graph(&[sum]);
+    c.graph_compute(0, &wg).unwrap();
     assert_eq!(
         c.get_f32(&g.tensor(sum)).unwrap(),
         vec![11.0, 22.0, 33.0, 44.0]
     );
     c.set_f32(&g.tensor(a), &[0.5; 4]).unwrap();
-    c.graph_recompute(0).unwrap();
+    c.graph_recompute(0, wg.uid).unwrap();
     assert_eq!(
         c.get_f32(&g.tensor(sum)).unwrap(),
         vec![10.5, 20.5, 30.5, 40.5]

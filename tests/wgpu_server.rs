@@ -35,7 +35,10 @@ fn start_vulkan0(test: &str) -> Option<(SocketAddr, watch::Sender<bool>, JoinHan
             .build()
             .expect("runtime");
         rt.block_on(async move {
-            let config = ServerConfig { max_connections: 4 };
+            let config = ServerConfig {
+                max_connections: 4,
+                max_pending: 4,
+            };
             let server = Server::bind("127.0.0.1:0", shared, config)
                 .await
                 .expect("bind");
@@ -128,13 +131,14 @@ fn vulkan0_serves_a_graph() {
     let sq = g.op(Op::Mul, GgmlType::F32, [4, 1, 1, 1], &[sum, sum], [0; 16]);
     c.set_f32(&g.tensor(a), &[1.0, 2.0, 3.0, 4.0]).unwrap();
     c.set_f32(&g.tensor(b), &[10.0, 20.0, 30.0, 40.0]).unwrap();
-    c.graph_compute(0, &g.graph(&[sum, sq])).unwrap();
+    let wg = g.graph(&[sum, sq]);
+    c.graph_compute(0, &wg).unwrap();
     assert_eq!(
         c.get_f32(&g.tensor(sq)).unwrap(),
         vec![121.0, 484.0, 1089.0, 1936.0]
     );
     c.set_f32(&g.tensor(a), &[0.0; 4]).unwrap();
-    c.graph_recompute(0).unwrap();
+    c.graph_recompute(0, wg.uid).unwrap();
     assert_eq!(
         c.get_f32(&g.tensor(sq)).unwrap(),
         vec![100.0, 400.0, 900.0, 1600.0]

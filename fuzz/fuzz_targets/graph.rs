@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 use ggrpc::device::Device;
 use ggrpc::device::cpu::CpuDevice;
-use ggrpc::proto::{WireGraph, build_graph};
+use ggrpc::proto::{Major, WireGraph, build_graph};
 use ggrpc_fuzz::FakeBuffers;
 use libfuzzer_sys::fuzz_target;
 
@@ -15,7 +15,13 @@ static CPU: LazyLock<CpuDevice> =
     LazyLock::new(|| CpuDevice::new(1, Some(1 << 20)).expect("cpu device"));
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(wg) = WireGraph::parse(data) else {
+    for major in Major::ALL {
+        check(data, major);
+    }
+});
+
+fn check(data: &[u8], major: Major) {
+    let Ok(wg) = WireGraph::parse(data, major) else {
         return;
     };
     let Ok(g) = build_graph(&wg, &FakeBuffers) else {
@@ -33,4 +39,4 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = CPU.check_graph(&g);
-});
+}

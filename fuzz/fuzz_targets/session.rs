@@ -19,7 +19,8 @@ static CPU: LazyLock<Arc<CpuDevice>> =
 fuzz_target!(|data: &[u8]| {
     let cpu = CPU.clone();
     let devices: Vec<Arc<dyn Device>> = vec![cpu.clone()];
-    let mut session = Session::new(Arc::new(Shared::new(devices, None)));
+    let shared = Shared::new(devices, None).with_sequential_handles();
+    let mut session = Session::new(Arc::new(shared));
     for (i, (cmd, payload)) in frames(data).enumerate() {
         if i == 0 && cmd == Command::Hello as u8 {
             continue;

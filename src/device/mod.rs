@@ -1,8 +1,11 @@
 //! The `Device` trait every backend implements, and device discovery.
 
+mod counters;
 pub mod cpu;
 #[cfg(feature = "wgpu")]
 pub mod wgpu;
+
+pub use counters::{DeviceCounters, GraphCounts, Tally, Usage};
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -107,6 +110,9 @@ pub trait Device: Send + Sync {
         let _ = cache;
         self.compute(graph, buffers)
     }
+
+    /// Work and memory counters since the device opened; cheap (relaxed atomic loads).
+    fn counters(&self) -> DeviceCounters;
 }
 
 /// Options that shape the devices at startup.
@@ -208,22 +214,22 @@ fn found_names(c: &[Candidate]) -> String {
 /// `make` (which receives the counter, to give the bytes back on drop). Reserving first means concurrent
 /// sessions cannot both pass the cap; a refused or failed allocation returns its reservation.
 pub fn reserve_and_alloc<B: Buffer>(
-    used: &std::sync::Arc<std::sync::atomic::AtomicU64>,
+    used: &Arc<Usage>,
     cap: Option<u64>,
     size: usize,
-    make: impl FnOnce(std::sync::Arc<std::sync::atomic::AtomicU64>) -> Option<B>,
+    make: impl FnOnce(Arc<Usage>) -> Option<B>,
 ) -> Option<Arc<dyn Buffer>> {
     use std::sync::atomic::Ordering;
     let size64 = size as u64;
-    let prev = used.fetch_add(size64, Ordering::Relaxed);
+    let prev = used.bytes.fetch_add(size64, Ordering::Relaxed);
     if cap.is_some_and(|cap| prev.saturating_add(size64) > cap) {
-        used.fetch_sub(size64, Ordering::Relaxed);
+        used.bytes.fetch_sub(size64, Ordering::Relaxed);
         return None;
     }
     match make(used.clone()) {
         Some(b) => Some(Arc::new(b)),
         None => {
-            used.fetch_sub(size64, Ordering::Relaxed);
+            used.bytes.fetch_sub(size64, Ordering::Relaxed);
             None
         }
     }

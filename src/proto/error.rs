@@ -39,4 +39,6 @@ pub enum ProtoError {
     DataWithoutBuffer,
     #[error("graph: {0}")]
     Graph(String),
+    #[error("{0}")]
+    Invalid(String),
 }

@@ -4,24 +4,34 @@ use std::collections::HashMap;
 
 pub use super::tensor::BufferLookup;
 use super::tensor::{RPC_TENSOR_SIZE, decode_tensor};
-use super::{ProtoError, WireTensor, u32_at, u64_at};
+use super::{Major, ProtoError, WireTensor, u32_at, u64_at};
 use crate::ggml::{Graph, MAX_SRC};
 
 /// A GRAPH_COMPUTE payload, parsed but not yet linked.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WireGraph {
     pub device: u32,
+    /// v8: the client's graph uid (0 = not cached); always 0 in v7, which has no uid on the wire.
+    pub uid: u64,
     pub node_ids: Vec<u64>,
     pub tensors: Vec<WireTensor>,
 }
 
 impl WireGraph {
-    /// Parses `device | n_nodes | node_ids | n_tensors | tensors` (trailing bytes ignored, as the
-    /// reference does). Counts are checked against the payload before anything is allocated.
-    pub fn parse(b: &[u8]) -> Result<Self, ProtoError> {
+    /// Bytes before `n_nodes`: `device` (v7), `device | uid` (v8).
+    fn head_len(major: Major) -> usize {
+        if major >= Major::V8 { 12 } else { 4 }
+    }
+
+    /// Parses `device | [uid |] n_nodes | node_ids | n_tensors | tensors` (trailing bytes ignored, as
+    /// the reference does). Counts are checked against the payload before anything is allocated.
+    pub fn parse(b: &[u8], major: Major) -> Result<Self, ProtoError> {
         let device = u32_at(b, 0)?;
-        let n_nodes = u32_at(b, 4)? as usize;
-        let ids_end = 8usize
+        let head = Self::head_len(major);
+        let uid = if major >= Major::V8 { u64_at(b, 4)? } else { 0 };
+        let n_nodes = u32_at(b, head)? as usize;
+        let ids_at = head + 4;
+        let ids_end = ids_at
             .checked_add(n_nodes.checked_mul(8).ok_or(ProtoError::Overflow)?)
             .ok_or(ProtoError::Overflow)?;
         let n_tensors = u32_at(b, ids_end)? as usize;
@@ -34,7 +44,7 @@ impl WireGraph {
             return Err(ProtoError::Short { need, got: b.len() });
         }
         let node_ids = (0..n_nodes)
-            .map(|i| u64_at(b, 8 + 8 * i))
+            .map(|i| u64_at(b, ids_at + 8 * i))
             .collect::<Result<_, _>>()?;
         let tensors = (0..n_tensors)
             .map(|i| {
@@ -46,16 +56,24 @@ impl WireGraph {
             .collect::<Result<_, _>>()?;
         Ok(WireGraph {
             device,
+            uid,
             node_ids,
             tensors,
         })
     }
 
-    /// Serializes (used by the client).
-    pub fn encode(&self) -> Vec<u8> {
-        let mut b =
-            Vec::with_capacity(12 + 8 * self.node_ids.len() + RPC_TENSOR_SIZE * self.tensors.len());
+    /// Serializes for `major` (used by the client); v7 drops the uid.
+    pub fn encode(&self, major: Major) -> Vec<u8> {
+        let mut b = Vec::with_capacity(
+            Self::head_len(major)
+                + 8
+                + 8 * self.node_ids.len()
+                + RPC_TENSOR_SIZE * self.tensors.len(),
+        );
         b.extend_from_slice(&self.device.to_le_bytes());
+        if major >= Major::V8 {
+            b.extend_from_slice(&self.uid.to_le_bytes());
+        }
         b.extend_from_slice(&(self.node_ids.len() as u32).to_le_bytes());
         self.node_ids
             .iter()
@@ -240,6 +258,7 @@ mod tests {
     fn appendix_c() -> WireGraph {
         WireGraph {
             device: 0,
+            uid: 0,
             node_ids: vec![3],
             tensors: vec![leaf(1, 0), leaf(2, 64), add(3, 1, 2, 128)],
         }
@@ -247,11 +266,17 @@ mod tests {
 
     #[test]
     fn appendix_c_graph_round_trips_and_builds() {
-        let wg = appendix_c();
-        let bytes = wg.encode();
+        let mut wg = appendix_c();
+        let bytes = wg.encode(Major::V7);
         assert_eq!(bytes.len(), 908);
-        let parsed = WireGraph::parse(&bytes).unwrap();
+        let parsed = WireGraph::parse(&bytes, Major::V7).unwrap();
         assert_eq!(parsed, wg);
+        // v8 adds the u64 uid after the device.
+        wg.uid = 0x1234_5678_9abc;
+        let v8 = wg.encode(Major::V8);
+        assert_eq!(v8.len(), 916);
+        assert_eq!(&v8[4..12], &wg.uid.to_le_bytes());
+        assert_eq!(WireGraph::parse(&v8, Major::V8).unwrap(), wg);
         let g = build_graph(&parsed, &Buf).unwrap();
         assert_eq!(g.tensors.len(), 3);
         let n = &g.tensors[g.nodes[0]];
@@ -263,16 +288,18 @@ mod tests {
 
     #[test]
     fn parse_rejects_lying_counts() {
-        let mut b = appendix_c().encode();
+        let v7 = Major::V7;
+        let mut b = appendix_c().encode(v7);
         b[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(WireGraph::parse(&b).is_err());
-        let mut b = appendix_c().encode();
+        assert!(WireGraph::parse(&b, v7).is_err());
+        let mut b = appendix_c().encode(v7);
         b[16..20].copy_from_slice(&4u32.to_le_bytes());
         assert!(matches!(
-            WireGraph::parse(&b),
+            WireGraph::parse(&b, v7),
             Err(ProtoError::Short { .. })
         ));
-        assert!(WireGraph::parse(&[0; 7]).is_err());
+        assert!(WireGraph::parse(&[0; 7], v7).is_err());
+        assert!(WireGraph::parse(&[0; 15], Major::V8).is_err());
     }
 
     #[test]
@@ -334,6 +361,7 @@ mod tests {
         let g = build_graph(
             &WireGraph {
                 device: 0,
+                uid: 0,
                 node_ids: vec![n],
                 tensors,
             },

@@ -1,116 +1,151 @@
 //! One request in, one outcome out: the command semantics without sockets, so the connection loop, the
-//! fuzzer and tests drive the same code. The connection streams SET_TENSOR itself (to avoid buffering
-//! large uploads) and runs `Outcome::Compute` off the async runtime.
+//! fuzzer and tests drive the same code. The connection streams SET_TENSOR(_2D) itself (to avoid
+//! buffering large uploads), runs `Outcome::Compute` off the async runtime, and does the network part
+//! of the COMM_* outcomes.
 
 use super::SessionError;
-use super::session::{Session, StoredGraph};
-use crate::proto::{
-    self, AllocBuffer, BufferClear, Command, CopyTensor, GetAllocSize, GetTensor, MemsetTensor,
-    ProtoError, SetTensorHash, SetTensorHeader, WireTensor,
-};
+use super::graphs::StoredGraph;
+use super::session::{AllreduceTarget, Session};
+use crate::proto::{CommInit, Command, ProtoError, Request, Response};
 
 /// What the caller must do after `Session::handle`.
 pub enum Outcome {
     /// Fire-and-forget command: nothing to send.
     Done,
-    /// Send this reply payload.
-    Reply(Vec<u8>),
-    /// Run the graph on `device`; then, if `store`, keep it for GRAPH_RECOMPUTE (`store_graph`).
+    /// Send this reply.
+    Reply(Response),
+    /// Run the graph on `device`; then, if `store` names a key, keep it for GRAPH_RECOMPUTE
+    /// (`Session::store_graph`).
     Compute {
         device: usize,
         graph: StoredGraph,
-        store: bool,
+        store: Option<u64>,
     },
-}
-
-fn u32_of(p: &[u8]) -> Result<u32, ProtoError> {
-    proto::u32_at(p, 0)
-}
-
-fn u64_of(p: &[u8]) -> Result<u64, ProtoError> {
-    proto::u64_at(p, 0)
+    /// COMM_INIT with a valid device: join the pairwise communicator, reply `ok`.
+    CommInit(CommInit),
+    /// COMM_ALLREDUCE: sum the tensor with the peer's over the device's communicator.
+    CommAllreduce(AllreduceTarget),
+    /// COMM_FREE: drop the device's communicator.
+    CommFree { device: usize },
 }
 
 impl Session {
-    /// Handles one request after the handshake (`cmd` byte, whole payload). SET_TENSOR's data is written
-    /// straight to the buffer here, without the cache. An error means: close the connection.
-    pub fn handle(&mut self, cmd: u8, p: &[u8]) -> Result<Outcome, SessionError> {
-        let cmd = Command::from_u8(cmd).ok_or(ProtoError::UnknownCommand(cmd))?;
-        proto::expect_len(cmd, p.len() as u64)?;
-        let reply = match cmd {
-            Command::Hello => {
+    /// Handles one request after the handshake. SET_TENSOR's data is written straight to the buffer
+    /// here, without the cache. An error means: close the connection.
+    pub fn handle(&mut self, req: Request) -> Result<Outcome, SessionError> {
+        let reply = match req {
+            Request::Hello { .. } => {
                 return Err(SessionError::Protocol("HELLO after the handshake".into()));
             }
-            Command::DeviceCount => self.device_count().to_le_bytes().to_vec(),
-            Command::GetAlignment => self.alignment(u32_of(p)?)?.to_le_bytes().to_vec(),
-            Command::GetMaxSize => self.max_size(u32_of(p)?)?.to_le_bytes().to_vec(),
-            Command::GetDeviceMemory => {
-                let (free, total) = self.memory(u32_of(p)?)?;
-                [free.to_le_bytes(), total.to_le_bytes()].concat()
+            Request::DeviceCount => Response::DeviceCount(self.device_count()),
+            Request::GetAlignment { device } => Response::Alignment(self.alignment(device)?),
+            Request::GetMaxSize { device } => Response::MaxSize(self.max_size(device)?),
+            Request::GetDeviceMemory { device } => {
+                let (free, total) = self.memory(device)?;
+                Response::Memory { free, total }
             }
-            Command::AllocBuffer => {
-                let (h, size) = self.alloc(AllocBuffer::parse(p)?)?;
-                [h.to_le_bytes(), size.to_le_bytes()].concat()
+            Request::AllocBuffer(r) => {
+                let (handle, size) = self.alloc(r)?;
+                Response::Buffer { handle, size }
             }
-            Command::BufferGetBase => self.buffer_base(u64_of(p)?)?.to_le_bytes().to_vec(),
-            Command::FreeBuffer => {
-                self.free(u64_of(p)?)?;
+            Request::BufferGetBase { handle } => Response::Base(self.buffer_base(handle)?),
+            Request::FreeBuffer { handle } => {
+                self.free(handle)?;
                 return Ok(Outcome::Done);
             }
-            Command::BufferClear => {
-                let r = BufferClear::parse(p)?;
+            Request::BufferClear(r) => {
                 self.clear(r.handle, r.value)?;
                 return Ok(Outcome::Done);
             }
-            Command::SetTensor => {
-                let h = SetTensorHeader::parse(p)?;
-                let data = p.get(SetTensorHeader::SIZE..).unwrap_or_default();
-                let t = self.set_tensor_target(&h, data.len() as u64)?;
+            Request::SetTensor { header, data } => {
+                let t = self.set_tensor_target(&header, data.len() as u64)?;
                 t.buf.write(t.offset, data)?;
                 return Ok(Outcome::Done);
             }
-            Command::SetTensorHash => {
-                vec![self.set_tensor_hash(&SetTensorHash::parse(p)?)? as u8]
-            }
-            Command::GetTensor => self.get_tensor(&GetTensor::parse(p)?)?,
-            Command::CopyTensor => vec![self.copy_tensor(&CopyTensor::parse(p)?)? as u8],
-            Command::MemsetTensor => {
-                self.memset(&MemsetTensor::parse(p)?)?;
+            Request::SetTensorHash(r) => Response::SetTensorHash(self.set_tensor_hash(&r)?),
+            Request::GetTensor(r) => Response::Data(self.get_tensor(&r)?),
+            Request::CopyTensor(r) => Response::CopyTensor(self.copy_tensor(&r)?),
+            Request::MemsetTensor(r) => {
+                self.memset(&r)?;
                 return Ok(Outcome::Done);
             }
-            Command::InitTensor => {
-                self.init_tensor(&WireTensor::parse(p)?)?;
+            Request::InitTensor(t) => {
+                self.init_tensor(&t)?;
                 return Ok(Outcome::Done);
             }
-            Command::GetAllocSize => self
-                .alloc_size(&GetAllocSize::parse(p)?)?
-                .to_le_bytes()
-                .to_vec(),
-            Command::GraphCompute => {
-                let (device, graph) = self.prepare_graph(p)?;
+            Request::GetAllocSize(r) => Response::AllocSize(self.alloc_size(&r)?),
+            Request::GraphCompute(wg) => {
+                let wire = wire_size(&wg);
+                let (device, graph) = self.prepare_graph(&wg, wire)?;
+                let store = self.graph_key(device, wg.uid);
                 return Ok(Outcome::Compute {
                     device,
                     graph,
-                    store: true,
+                    store,
                 });
             }
-            Command::GraphRecompute => {
-                let dev = u32_of(p)?;
+            Request::GraphRecompute(r) => {
                 return Ok(Outcome::Compute {
-                    device: dev as usize,
-                    graph: self.stored_graph(dev)?,
-                    store: false,
+                    device: r.device as usize,
+                    graph: self.stored_graph(r.device, r.uid)?,
+                    store: None,
+                });
+            }
+            Request::SetTensor2d { header, data } => {
+                self.set_tensor_2d(&header, data)?;
+                return Ok(Outcome::Done);
+            }
+            Request::GetTensor2d(r) => Response::Data(self.get_tensor_2d(&r)?),
+            Request::CommInit(r) => {
+                // The reference answers "not ok" (rather than closing) for a bad device or world.
+                if (r.device as usize) >= self.device_count() as usize
+                    || r.world != 2
+                    || r.rank >= 2
+                {
+                    tracing::warn!(
+                        device = r.device,
+                        rank = r.rank,
+                        world = r.world,
+                        "COMM_INIT refused: only world 2 on a served device is supported"
+                    );
+                    Response::CommInit(false)
+                } else {
+                    return Ok(Outcome::CommInit(r));
+                }
+            }
+            Request::CommAllreduce(r) => {
+                return Ok(Outcome::CommAllreduce(self.allreduce_target(&r)?));
+            }
+            Request::CommFree { device } => {
+                if device >= self.device_count() {
+                    return Err(SessionError::BadDevice(device));
+                }
+                return Ok(Outcome::CommFree {
+                    device: device as usize,
                 });
             }
         };
         Ok(Outcome::Reply(reply))
     }
 
-    /// `handle` with graphs computed on the calling thread: the reply, if the command has one.
+    /// Decodes a whole payload (`cmd` byte, payload) in this session's major and handles it.
+    pub fn handle_bytes(&mut self, cmd: u8, p: &[u8]) -> Result<Outcome, SessionError> {
+        let major = self.major();
+        let cmd = Command::decode(cmd, major).ok_or(ProtoError::UnknownCommand(cmd))?;
+        self.handle(Request::decode(cmd, p, major)?)
+    }
+
+    /// `handle_bytes` with graphs computed on the calling thread and no network: COMM_INIT answers
+    /// "not ok", so no communicator ever exists. The reply, if the command has one.
     pub fn handle_blocking(&mut self, cmd: u8, p: &[u8]) -> Result<Option<Vec<u8>>, SessionError> {
-        match self.handle(cmd, p)? {
-            Outcome::Done => Ok(None),
-            Outcome::Reply(r) => Ok(Some(r)),
+        match self.handle_bytes(cmd, p)? {
+            Outcome::Done | Outcome::CommFree { .. } => Ok(None),
+            Outcome::Reply(r) => Ok(Some(r.encode())),
+            Outcome::CommInit(_) => Ok(Some(Response::CommInit(false).encode())),
+            Outcome::CommAllreduce(t) => Err(SessionError::Protocol(format!(
+                "COMM_ALLREDUCE: no communicator for device {}",
+                t.device
+            ))),
             Outcome::Compute {
                 device,
                 graph,
@@ -120,11 +155,16 @@ impl Session {
                     .device_arc(device)
                     .ok_or(SessionError::BadDevice(device as u32))?;
                 dev.compute_cached(&graph.graph, &graph.buffers, &graph.cache)?;
-                if store {
-                    self.store_graph(device, graph);
+                if let Some(key) = store {
+                    self.store_graph(device, key, graph)?;
                 }
                 Ok(None)
             }
         }
     }
+}
+
+/// A graph's size on the wire, for the stored-graph bound (the payload itself is gone by then).
+fn wire_size(wg: &crate::proto::WireGraph) -> usize {
+    16 + 8 * wg.node_ids.len() + crate::proto::RPC_TENSOR_SIZE * wg.tensors.len()
 }

@@ -1,15 +1,18 @@
 //! One connection's state: its buffers and stored graphs, and the semantics of every command.
-//! No I/O here beyond device memory and the cache files; `connection` does the socket side.
+//! No I/O here beyond device memory and the cache files; `connection` does the socket side (and the
+//! server-to-server links of COMM_*).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::graphs::{GraphStore, StoredGraph};
 use super::{SessionError, Shared};
-use crate::device::{Buffer, BufferSet, Device, GraphCache};
-use crate::ggml::{Graph, Tensor};
+use crate::device::{Buffer, BufferSet, Device};
+use crate::ggml::{GgmlType, Tensor};
 use crate::proto::{
-    AllocBuffer, BufferLookup, CopyTensor, GetAllocSize, GetTensor, MemsetTensor, ProtoError,
-    SetTensorHash, SetTensorHeader, WireGraph, WireTensor, build_graph, decode_tensor,
+    AllocBuffer, BufferLookup, CommAllreduce, CopyTensor, GetAllocSize, GetTensor, Major,
+    MemsetTensor, ProtoError, SetTensorHash, SetTensorHeader, Tensor2d, WireGraph, WireTensor,
+    build_graph, decode_tensor,
 };
 
 /// Buffers larger than this are refused (each buffer gets a window of this size in the address space).
@@ -24,26 +27,39 @@ struct SessionBuffer {
     buf: Arc<dyn Buffer>,
 }
 
-/// A graph kept for GRAPH_RECOMPUTE, with the buffers it needs kept alive.
-#[derive(Clone)]
-pub struct StoredGraph {
-    pub graph: Arc<Graph>,
-    pub buffers: Arc<BufferSet>,
-    /// What the device derived from the graph (see `Device::compute_cached`).
-    pub cache: Arc<GraphCache>,
-}
-
 /// Where a SET_TENSOR's data goes once validated.
 pub struct WriteTarget {
     pub buf: Arc<dyn Buffer>,
     pub offset: usize,
 }
 
+/// Where SET_TENSOR_2D's rows go (or GET_TENSOR_2D's come from): row `i` at `offset + i * stride`.
+pub struct Rows {
+    pub buf: Arc<dyn Buffer>,
+    pub offset: usize,
+    pub size: usize,
+    pub n_copies: usize,
+    pub stride: usize,
+}
+
+impl Rows {
+    pub fn row_offset(&self, i: usize) -> usize {
+        self.offset + i * self.stride
+    }
+}
+
+/// The f32 tensor a COMM_ALLREDUCE sums in place, validated.
+pub struct AllreduceTarget {
+    pub device: usize,
+    pub buf: Arc<dyn Buffer>,
+    pub offset: usize,
+    pub elements: usize,
+}
+
 pub struct Session {
     shared: Arc<Shared>,
     buffers: HashMap<u64, SessionBuffer>,
-    /// Last graph per device (PROTOCOL.md §5.5).
-    graphs: Vec<Option<StoredGraph>>,
+    graphs: GraphStore,
 }
 
 impl BufferLookup for Session {
@@ -56,12 +72,21 @@ impl BufferLookup for Session {
 
 impl Session {
     pub fn new(shared: Arc<Shared>) -> Self {
-        let n = shared.devices.len();
+        let graphs = GraphStore::new(
+            shared.major,
+            shared.devices.len(),
+            shared.limits.max_graph_cache_bytes,
+        );
         Session {
             shared,
             buffers: HashMap::new(),
-            graphs: vec![None; n],
+            graphs,
         }
+    }
+
+    /// The protocol major this session speaks.
+    pub fn major(&self) -> Major {
+        self.shared.major
     }
 
     fn device(&self, index: u32) -> Result<&Arc<dyn Device>, SessionError> {
@@ -138,7 +163,7 @@ impl Session {
         self.buffers
             .remove(&handle)
             .ok_or(SessionError::Proto(ProtoError::UnknownBuffer(handle)))?;
-        self.graphs.iter_mut().for_each(|g| *g = None);
+        self.graphs.invalidate_all();
         Ok(())
     }
 
@@ -195,6 +220,86 @@ impl Session {
     ) -> Result<WriteTarget, SessionError> {
         let (buf, offset) = self.region(&h.tensor, h.offset, len)?;
         Ok(WriteTarget { buf, offset })
+    }
+
+    /// Validates a 2D transfer: rows inside the tensor (and so inside its buffer), as the reference
+    /// checks them. A read may also not return more bytes than the tensor holds (the reference would
+    /// allocate whatever `size * n_copies` says).
+    pub fn rows(&self, r: &Tensor2d, reading: bool) -> Result<Rows, SessionError> {
+        let packed = r.packed_len()?;
+        let span = r.span()?;
+        let (t, b, start) = self.placed_tensor(&r.tensor)?;
+        let nbytes = t.nbytes().unwrap_or(usize::MAX) as u64;
+        let end = r.offset.checked_add(span).ok_or(ProtoError::Overflow)?;
+        if end > nbytes || (reading && packed > nbytes) {
+            return Err(ProtoError::OutOfTensor {
+                offset: r.offset,
+                len: span.max(if reading { packed } else { 0 }),
+                nbytes,
+            }
+            .into());
+        }
+        let usize_of = |v: u64| usize::try_from(v).map_err(|_| ProtoError::Overflow);
+        Ok(Rows {
+            buf: b.buf.clone(),
+            offset: start + usize_of(r.offset)?,
+            size: usize_of(r.size)?,
+            n_copies: usize_of(r.n_copies)?,
+            stride: usize_of(r.stride)?,
+        })
+    }
+
+    /// GET_TENSOR_2D: the rows, packed.
+    pub fn get_tensor_2d(&self, r: &Tensor2d) -> Result<Vec<u8>, SessionError> {
+        let rows = self.rows(r, true)?;
+        let mut out = vec![0u8; rows.size * rows.n_copies];
+        for (i, chunk) in out.chunks_exact_mut(rows.size).enumerate() {
+            rows.buf.read(rows.row_offset(i), chunk)?;
+        }
+        Ok(out)
+    }
+
+    /// SET_TENSOR_2D with its data in hand (the connection streams large ones through `rows`).
+    pub fn set_tensor_2d(&self, r: &Tensor2d, data: &[u8]) -> Result<(), SessionError> {
+        let rows = self.rows(r, false)?;
+        if data.len() as u64 != r.packed_len()? {
+            return Err(ProtoError::Invalid(format!(
+                "SET_TENSOR_2D: {} data bytes for {} rows of {}",
+                data.len(),
+                r.n_copies,
+                r.size
+            ))
+            .into());
+        }
+        for (i, row) in data.chunks_exact(rows.size).enumerate() {
+            rows.buf.write(rows.row_offset(i), row)?;
+        }
+        Ok(())
+    }
+
+    /// COMM_ALLREDUCE: a contiguous f32 tensor in one of this session's buffers on `device`.
+    pub fn allreduce_target(&self, r: &CommAllreduce) -> Result<AllreduceTarget, SessionError> {
+        self.device(r.device)?;
+        let (t, b, offset) = self.placed_tensor(&r.tensor)?;
+        if b.device != r.device as usize {
+            return Err(SessionError::Protocol(format!(
+                "COMM_ALLREDUCE: tensor lives on device {}, not {}",
+                b.device, r.device
+            )));
+        }
+        if t.typ != GgmlType::F32 || !t.is_contiguous() {
+            return Err(SessionError::Protocol(format!(
+                "COMM_ALLREDUCE: tensor '{}' must be contiguous f32 (is {})",
+                t.name,
+                t.typ.name()
+            )));
+        }
+        Ok(AllreduceTarget {
+            device: b.device,
+            buf: b.buf.clone(),
+            offset,
+            elements: t.nelements(),
+        })
     }
 
     /// SET_TENSOR_HASH: loads from the cache when a file with this hash exists and verifies.
@@ -269,16 +374,21 @@ impl Session {
     /// GET_ALLOC_SIZE: our devices need no padding, so `nbytes`.
     pub fn alloc_size(&self, req: &GetAllocSize) -> Result<u64, SessionError> {
         self.device(req.device)?;
+        // The sources are not checked: the client serializes them with whatever buffer they live in,
+        // possibly another server's, whose handle may collide with one of ours.
         let t = decode_tensor(&req.tensor, self)?;
         Ok(t.nbytes().ok_or(ProtoError::Overflow)? as u64)
     }
 
     /// GRAPH_COMPUTE, first half: decode, link and check the graph; the caller runs `compute` off the
     /// async runtime and then calls `store_graph`.
-    pub fn prepare_graph(&self, payload: &[u8]) -> Result<(usize, StoredGraph), SessionError> {
-        let wg = WireGraph::parse(payload)?;
+    pub fn prepare_graph(
+        &self,
+        wg: &WireGraph,
+        wire_bytes: usize,
+    ) -> Result<(usize, StoredGraph), SessionError> {
         let device = self.device(wg.device)?;
-        let graph = build_graph(&wg, self)?;
+        let graph = build_graph(wg, self)?;
         if tracing::enabled!(target: "ggrpc::graph", tracing::Level::TRACE) {
             for &n in &graph.nodes {
                 let t = &graph.tensors[n];
@@ -311,24 +421,29 @@ impl Session {
                 graph: Arc::new(graph),
                 buffers: Arc::new(buffers),
                 cache: Default::default(),
+                wire_bytes,
             },
         ))
     }
 
-    pub fn store_graph(&mut self, device: usize, g: StoredGraph) {
-        if let Some(slot) = self.graphs.get_mut(device) {
-            *slot = Some(g);
-        }
+    /// Where a GRAPH_COMPUTE of `uid` will be kept, if at all (see `GraphStore::key_for_compute`).
+    pub fn graph_key(&mut self, device: usize, uid: u64) -> Option<u64> {
+        self.graphs.key_for_compute(device, uid)
     }
 
-    /// GRAPH_RECOMPUTE: the stored graph of `dev`, or an error if there is none.
-    pub fn stored_graph(&self, dev: u32) -> Result<StoredGraph, SessionError> {
+    pub fn store_graph(
+        &mut self,
+        device: usize,
+        key: u64,
+        g: StoredGraph,
+    ) -> Result<(), SessionError> {
+        self.graphs.insert(device, key, g)
+    }
+
+    /// GRAPH_RECOMPUTE: the stored graph, or an error if there is none.
+    pub fn stored_graph(&mut self, dev: u32, uid: u64) -> Result<StoredGraph, SessionError> {
         self.device(dev)?;
-        self.graphs
-            .get(dev as usize)
-            .cloned()
-            .flatten()
-            .ok_or(SessionError::NoStoredGraph(dev))
+        self.graphs.get(dev as usize, uid)
     }
 
     pub fn device_arc(&self, dev: usize) -> Option<Arc<dyn Device>> {

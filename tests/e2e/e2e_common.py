@@ -71,6 +71,24 @@ def llama_lib_dir() -> Path:
     return Path(spec.origin).parent / "lib"
 
 
+def llama_lib_fingerprint() -> str:
+    """A hash of the libraries a client loads (libllama and the ggml sonames), by content.
+
+    The wheel's flavour (scripts/e2e-env.sh: an AVX2 build or a -march=native one) is installed at the same
+    path, so the path alone cannot key cached results: a native build on an AVX-512 host computes
+    different logits from the AVX2 build.
+    """
+    h = hashlib.sha256()
+    lib = llama_lib_dir()
+    for name in ("llama", "ggml-base", "ggml-cpu", "ggml", "ggml-rpc"):
+        path = lib / f"lib{name}.so.0"
+        h.update(name.encode() + b"\0")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
 _GGML: dict | None = None
 
 
@@ -182,7 +200,8 @@ def server_argv(spec: str, port: int, device: str, threads: int) -> list[str]:
     args = ["-H", "127.0.0.1", "-p", str(port), "-d", device, "-t", str(threads)]
     if spec == "reference":
         return [sys.executable, str(HERE / "ref_server.py"), *args]
-    return [spec, *args]
+    # This tier's client (llama-cpp-python 0.3.36) speaks RPC 7.0.0; ggrpc defaults to 8.0.0.
+    return [spec, "--protocol", "7", *args]
 
 
 class Server:

@@ -1,12 +1,10 @@
 //! Host memory for the CPU device: one aligned allocation per buffer, counted against the device cap.
 
+use crate::device::{Buffer, DeviceError, Usage};
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::any::Any;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use crate::device::{Buffer, DeviceError};
 
 /// Alignment of every CPU buffer (ggml's CPU uses 32; 64 suits AVX-512 loads).
 pub const CPU_BUFFER_ALIGN: usize = 64;
@@ -16,8 +14,8 @@ pub const CPU_BUFFER_ALIGN: usize = 64;
 pub struct CpuBuffer {
     ptr: NonNull<u8>,
     len: usize,
-    /// Bytes in use on the owning device, decremented on drop.
-    used: Arc<AtomicU64>,
+    /// The owning device's usage, given back on drop.
+    used: Arc<Usage>,
 }
 
 // SAFETY: the buffer owns its allocation; shared access is serialized by the owning session (see above),
@@ -28,7 +26,7 @@ unsafe impl Sync for CpuBuffer {}
 
 impl CpuBuffer {
     /// Allocates `len` zeroed bytes (lazily, for large sizes); `None` when the allocator refuses.
-    pub(crate) fn new(len: usize, used: Arc<AtomicU64>) -> Option<Self> {
+    pub(crate) fn new(len: usize, used: Arc<Usage>) -> Option<Self> {
         let ptr = if len == 0 {
             NonNull::<u64>::dangling().cast()
         } else {
@@ -36,6 +34,7 @@ impl CpuBuffer {
             // SAFETY: layout has a non-zero size.
             NonNull::new(unsafe { alloc_zeroed(layout) })?
         };
+        used.buffer_created();
         Some(CpuBuffer { ptr, len, used })
     }
 
@@ -69,7 +68,7 @@ impl Drop for CpuBuffer {
                 )
             };
         }
-        self.used.fetch_sub(self.len as u64, Ordering::Relaxed);
+        self.used.buffer_dropped(self.len as u64);
     }
 }
 
@@ -110,8 +109,10 @@ mod tests {
 
     #[test]
     fn read_write_fill_and_bounds() {
-        let used = Arc::new(AtomicU64::new(64));
+        let used = Arc::new(Usage::default());
+        used.bytes.store(64, std::sync::atomic::Ordering::Relaxed); // as reserve_and_alloc does
         let b = CpuBuffer::new(64, used.clone()).unwrap();
+        assert_eq!(used.buffers(), 1);
         assert_eq!(b.ptr_at(0, 0).unwrap() as usize % CPU_BUFFER_ALIGN, 0);
         b.fill(0, 64, 7).unwrap();
         b.write(60, &[1, 2, 3, 4]).unwrap();
@@ -122,6 +123,6 @@ mod tests {
         assert!(b.read(usize::MAX, &mut out).is_err());
         assert!(b.fill(64, 1, 0).is_err());
         drop(b);
-        assert_eq!(used.load(Ordering::Relaxed), 0);
+        assert_eq!((used.bytes(), used.buffers()), (0, 0));
     }
 }

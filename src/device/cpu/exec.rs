@@ -8,7 +8,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::buffer::CpuBuffer;
 use super::ops::{self, Dst, Src};
-use crate::device::{BufferSet, DeviceError};
+use crate::device::{BufferSet, DeviceError, GraphCounts, Tally};
 use crate::ggml::{Graph, MAX_SRC, Tensor};
 
 /// A tensor's byte range: buffer handle, pointer to its first byte, length.
@@ -93,11 +93,22 @@ pub fn run_node(graph: &Graph, node: usize, buffers: &BufferSet) -> Result<(), D
     }
 }
 
-/// Runs every compute node in order. With `RUST_LOG=ggrpc::profile=trace`, logs the time spent per op.
-pub fn run_graph(graph: &Graph, buffers: &BufferSet) -> Result<(), DeviceError> {
+/// One node run, for the device counters.
+const ONE_NODE: GraphCounts = GraphCounts {
+    nodes: 1,
+    fallback: 0,
+    dispatches: 0,
+    submits: 0,
+    readbacks: 0,
+};
+
+/// Runs every compute node in order, counting each in `tally`. With `RUST_LOG=ggrpc::profile=trace`,
+/// logs the time spent per op.
+pub fn run_graph(graph: &Graph, buffers: &BufferSet, tally: &Tally) -> Result<(), DeviceError> {
     if !tracing::enabled!(target: "ggrpc::profile", tracing::Level::TRACE) {
         for node in graph.compute_nodes() {
             run_node(graph, node, buffers)?;
+            tally.add(ONE_NODE);
         }
         return Ok(());
     }
@@ -106,6 +117,7 @@ pub fn run_graph(graph: &Graph, buffers: &BufferSet) -> Result<(), DeviceError> 
     for node in graph.compute_nodes() {
         let started = std::time::Instant::now();
         run_node(graph, node, buffers)?;
+        tally.add(ONE_NODE);
         let e = per_op.entry(graph.tensors[node].op.name()).or_default();
         e.0 += 1;
         e.1 += started.elapsed();

@@ -5,19 +5,19 @@ mod exec;
 pub mod ops;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use buffer::{CPU_BUFFER_ALIGN, CpuBuffer};
 
-use super::{Buffer, BufferSet, Device, DeviceError, Memory};
+use super::{Buffer, BufferSet, Device, DeviceCounters, DeviceError, Memory, Tally, Usage};
 use crate::ggml::Graph;
 
 pub struct CpuDevice {
     description: String,
     /// `-m` cap in bytes, if any.
     cap: Option<u64>,
-    /// Bytes allocated by all sessions.
-    used: Arc<AtomicU64>,
+    /// Bytes and buffers allocated by all sessions.
+    used: Arc<Usage>,
+    tally: Tally,
     pool: rayon::ThreadPool,
 }
 
@@ -32,14 +32,15 @@ impl CpuDevice {
         Ok(CpuDevice {
             description: cpu_model(),
             cap,
-            used: Arc::new(AtomicU64::new(0)),
+            used: Default::default(),
+            tally: Tally::default(),
             pool,
         })
     }
 
     /// Bytes currently allocated on this device.
     pub fn used(&self) -> u64 {
-        self.used.load(Ordering::Relaxed)
+        self.used.bytes()
     }
 }
 
@@ -107,7 +108,14 @@ impl Device for CpuDevice {
     }
 
     fn compute(&self, graph: &Graph, buffers: &BufferSet) -> Result<(), DeviceError> {
-        self.pool.install(|| exec::run_graph(graph, buffers))
+        self.pool.install(|| {
+            self.tally
+                .graph(|| exec::run_graph(graph, buffers, &self.tally))
+        })
+    }
+
+    fn counters(&self) -> DeviceCounters {
+        self.tally.snapshot(&self.used)
     }
 }
 
@@ -134,4 +142,84 @@ fn physical_memory() -> u64 {
             Some(kib * 1024)
         })
         .unwrap_or(8 << 30)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::GraphCounts;
+    use crate::ggml::{DataRef, GgmlType, Op, Tensor, TensorFlags};
+
+    /// `a + a`, then `2 * (a + a)` through a view, plus a node without COMPUTE: two nodes computed.
+    fn graph(dev: &CpuDevice) -> (Graph, BufferSet) {
+        let buf = dev.alloc(64).unwrap();
+        buf.write(0, bytemuck::cast_slice(&[1f32, 2.0, 3.0, 4.0][..]))
+            .unwrap();
+        let buffers = BufferSet::from([(1, buf)]);
+        let at = |offset| Some(DataRef { buffer: 1, offset });
+        let tensor = |op, src: &[usize], offset, compute: bool| {
+            let mut t = Tensor::new(GgmlType::F32, [4, 1, 1, 1]);
+            t.op = op;
+            t.data = at(offset);
+            t.flags = if compute { TensorFlags::COMPUTE } else { 0 };
+            for (k, &s) in src.iter().enumerate() {
+                t.src[k] = Some(s);
+            }
+            t
+        };
+        let mut scale = tensor(Op::Scale, &[2], 32, true);
+        scale.op_params[0] = 2f32.to_bits() as i32;
+        let graph = Graph {
+            tensors: vec![
+                tensor(Op::None, &[], 0, false),
+                tensor(Op::Add, &[0, 0], 16, true),
+                tensor(Op::View, &[1], 16, true),
+                scale,
+                tensor(Op::Add, &[3, 3], 48, false),
+            ],
+            nodes: vec![1, 2, 3, 4],
+        };
+        (graph, buffers)
+    }
+
+    #[test]
+    fn counts_graphs_nodes_and_live_buffers() {
+        let dev = CpuDevice::new(1, None).unwrap();
+        let (graph, buffers) = graph(&dev);
+        let extra = dev.alloc(1000).unwrap();
+        let c = dev.counters();
+        assert_eq!((c.bytes_allocated, c.buffers), (1064, 2));
+        assert_eq!(c.last_graph, GraphCounts::default());
+
+        dev.compute(&graph, &buffers).unwrap();
+        dev.compute(&graph, &buffers).unwrap();
+        let mut out = [0f32; 4];
+        buffers[&1]
+            .read(32, bytemuck::cast_slice_mut(&mut out[..]))
+            .unwrap();
+        assert_eq!(out, [4.0, 8.0, 12.0, 16.0], "the counted nodes ran");
+        // A graph that fails (its buffer missing) is not counted.
+        let err = dev.compute(&graph, &BufferSet::new());
+        assert!(err.is_err());
+        drop(extra);
+        let c = dev.counters();
+        let last = GraphCounts {
+            nodes: 2,
+            ..Default::default()
+        };
+        let want = DeviceCounters {
+            bytes_allocated: 64,
+            buffers: 1,
+            graphs: 2,
+            nodes_computed: 4,
+            last_graph: last,
+            ..Default::default()
+        };
+        assert_eq!(c, want);
+        drop(buffers);
+        assert_eq!(
+            (dev.counters().bytes_allocated, dev.counters().buffers),
+            (0, 0)
+        );
+    }
 }

@@ -3,24 +3,23 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::gpu::{Gpu, WORD, align_down, align_up};
 use super::kernels;
-use crate::device::{Buffer, DeviceError};
+use crate::device::{Buffer, DeviceError, Usage};
 
 pub struct WgpuBuffer {
     pub(crate) gpu: Arc<Gpu>,
     pub(crate) buf: wgpu::Buffer,
     /// The size the client asked for; `buf` may be up to 3 bytes larger.
     len: usize,
-    /// Bytes allocated on the owning device, decremented on drop.
-    used: Arc<AtomicU64>,
+    /// The owning device's usage, given back on drop.
+    used: Arc<Usage>,
 }
 
 impl WgpuBuffer {
     /// Creates a buffer of `len` bytes (zeroed by wgpu); `None` when the device refuses.
-    pub(crate) fn new(gpu: Arc<Gpu>, len: usize, used: Arc<AtomicU64>) -> Option<Self> {
+    pub(crate) fn new(gpu: Arc<Gpu>, len: usize, used: Arc<Usage>) -> Option<Self> {
         let size = align_up((len as u64).max(WORD), WORD);
         if size > gpu.limits.max_buffer_size {
             return None;
@@ -38,6 +37,7 @@ impl WgpuBuffer {
             })
             .map_err(|e| tracing::warn!("wgpu allocation of {size} bytes failed: {e}"))
             .ok()?;
+        used.buffer_created();
         Some(WgpuBuffer {
             gpu,
             buf,
@@ -60,7 +60,7 @@ impl WgpuBuffer {
 
 impl Drop for WgpuBuffer {
     fn drop(&mut self) {
-        self.used.fetch_sub(self.len as u64, Ordering::Relaxed);
+        self.used.buffer_dropped(self.len as u64);
     }
 }
 
@@ -123,7 +123,7 @@ impl Buffer for WgpuBuffer {
                     .device
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
                 enc.clear_buffer(&self.buf, start, Some(end - start));
-                self.gpu.queue.submit([enc.finish()]);
+                self.gpu.submit(enc.finish(), 0);
             });
         }
         kernels::fill::call_fill(&self.gpu, &self.buf, start, end, value)

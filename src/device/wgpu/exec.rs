@@ -10,7 +10,7 @@ use super::fallback::{self, HostKernel};
 use super::gpu::Gpu;
 use super::kernels::scratch::Scratch;
 use super::kernels::{self, Ctx, Dispatch, Encoded, Window};
-use crate::device::{BufferSet, DeviceError};
+use crate::device::{BufferSet, DeviceError, GraphCounts};
 use crate::ggml::{Graph, Op};
 
 /// Which nodes ran where, for logs and tests.
@@ -44,8 +44,8 @@ pub fn needs_flags(graph: &Graph) -> bool {
 
 /// One step of a planned graph.
 enum Step {
-    /// Native kernels, one command buffer.
-    Gpu(Encoded),
+    /// Native kernels of `nodes` nodes, one command buffer.
+    Gpu { enc: Encoded, nodes: u64 },
     /// A node for the host fallback.
     Host(usize),
 }
@@ -73,25 +73,31 @@ impl Plan {
         let mut report = Report::default();
         let mut steps = Vec::new();
         let mut batch: Vec<Dispatch> = Vec::new();
+        let mut nodes = 0;
+        let flush = |batch: &mut Vec<Dispatch>, nodes: &mut u64, steps: &mut Vec<Step>| {
+            if *nodes > 0 {
+                let enc = kernels::encode(gpu, batch)?;
+                steps.push(Step::Gpu { enc, nodes: *nodes });
+            }
+            batch.clear();
+            *nodes = 0;
+            Ok::<_, DeviceError>(())
+        };
         for node in graph.compute_nodes() {
             match gpu.scoped("plan", || kernels::plan(&ctx, graph, node))?? {
                 Some(d) => {
                     batch.extend(d);
+                    nodes += 1;
                     report.native += 1;
                 }
                 None => {
-                    if !batch.is_empty() {
-                        steps.push(Step::Gpu(kernels::encode(gpu, &batch)?));
-                        batch.clear();
-                    }
+                    flush(&mut batch, &mut nodes, &mut steps)?;
                     steps.push(Step::Host(node));
                     report.fallback.push(graph.tensors[node].op.name());
                 }
             }
         }
-        if !batch.is_empty() {
-            steps.push(Step::Gpu(kernels::encode(gpu, &batch)?));
-        }
+        flush(&mut batch, &mut nodes, &mut steps)?;
         let refresh = ctx.host.take_refresh();
         Ok(Plan {
             gpu: gpu.clone(),
@@ -133,12 +139,24 @@ impl Plan {
             }
         }
         for step in &self.steps {
+            // Nodes count once their work is submitted (or done, on the host).
             match step {
-                Step::Gpu(e) => e.submit(gpu)?,
+                Step::Gpu { enc, nodes } => {
+                    enc.submit(gpu)?;
+                    gpu.tally.add(GraphCounts {
+                        nodes: *nodes,
+                        ..Default::default()
+                    });
+                }
                 Step::Host(node) => {
                     let op = graph.tensors[*node].op.name();
                     tracing::debug!(op, node, "wgpu: running on the CPU fallback");
                     fallback::run_node(&ctx, graph, *node, host)?;
+                    gpu.tally.add(GraphCounts {
+                        nodes: 1,
+                        fallback: 1,
+                        ..Default::default()
+                    });
                 }
             }
         }

@@ -3,7 +3,7 @@
 
 use std::sync::Mutex;
 
-use crate::device::DeviceError;
+use crate::device::{DeviceError, GraphCounts, Tally};
 
 use super::kernels::Kernels;
 
@@ -21,6 +21,8 @@ pub struct Gpu {
     pub gelu_tables: wgpu::Buffer,
     /// Scratch buffers no graph is using (see `kernels::scratch`).
     pub scratch_pool: Mutex<Vec<wgpu::Buffer>>,
+    /// Work counters; submissions and readbacks are counted here, where they happen.
+    pub tally: Tally,
 }
 
 /// Scratch buffers kept for reuse; more concurrent graphs than this allocate and drop their own.
@@ -79,6 +81,17 @@ impl Gpu {
         }
     }
 
+    /// Submits `cmd`, which records `dispatches` compute dispatches. Every queue submission goes
+    /// through here, so the counters see them all.
+    pub fn submit(&self, cmd: wgpu::CommandBuffer, dispatches: u64) {
+        self.queue.submit([cmd]);
+        self.tally.add(GraphCounts {
+            dispatches,
+            submits: 1,
+            ..Default::default()
+        });
+    }
+
     /// Blocks until all submitted work is done.
     pub fn wait(&self) -> Result<(), DeviceError> {
         self.device
@@ -111,7 +124,7 @@ impl Gpu {
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
             enc.copy_buffer_to_buffer(buf, offset, &staging, 0, len);
-            self.queue.submit([enc.finish()]);
+            self.submit(enc.finish(), 0);
             staging
         })?;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -119,6 +132,11 @@ impl Gpu {
             .slice(..)
             .map_async(wgpu::MapMode::Read, move |r| drop(tx.send(r)));
         self.wait()?;
+        // The one place the host waits for data from the GPU: every readback is counted here.
+        self.tally.add(GraphCounts {
+            readbacks: 1,
+            ..Default::default()
+        });
         rx.recv()
             .map_err(|_| DeviceError::op("read", "map callback dropped"))?
             .map_err(|e| DeviceError::op("read", e.to_string()))?;

@@ -14,12 +14,14 @@ pub mod probe;
 mod tests;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use buffer::WgpuBuffer;
 use gpu::{Gpu, WORD};
 
-use super::{Buffer, BufferSet, Device, DeviceError, DeviceOptions, GraphCache, Memory};
+use super::{
+    Buffer, BufferSet, Device, DeviceCounters, DeviceError, DeviceOptions, GraphCache, Memory,
+    Tally, Usage,
+};
 use crate::device::cpu::ops as cpu_ops;
 use crate::ggml::Graph;
 
@@ -32,8 +34,8 @@ pub struct WgpuDevice {
     total: u64,
     /// `-m` cap in bytes, if any (enforced on allocation).
     cap: Option<u64>,
-    /// Bytes allocated by all sessions.
-    used: Arc<AtomicU64>,
+    /// Bytes and buffers allocated by all sessions.
+    used: Arc<Usage>,
     /// Runs the CPU fallback kernels (`-t` threads).
     pool: rayon::ThreadPool,
 }
@@ -78,17 +80,20 @@ impl WgpuDevice {
             .thread_name(|i| format!("ggrpc-wgpu-{i}"))
             .build()
             .map_err(|e| DeviceError::op("open", e.to_string()))?;
-        let gpu = Gpu {
+        let mut gpu = Gpu {
             device,
             queue,
             limits: limits.clone(),
             kernels: Default::default(),
             gelu_tables,
             scratch_pool: Default::default(),
+            tally: Tally::default(),
         };
         // The probe's own pipeline does not depend on the flag it decides.
         let fused = probe::fma_is_fused(&gpu);
         gpu.kernels.set_fused_fma(fused);
+        // The counters start with the opened device, not with its own probe.
+        gpu.tally = Tally::default();
         tracing::debug!(
             device = name,
             fused,
@@ -100,7 +105,7 @@ impl WgpuDevice {
             info,
             gpu: Arc::new(gpu),
             cap: opts.mem_cap,
-            used: Arc::new(AtomicU64::new(0)),
+            used: Default::default(),
             pool,
         })
     }
@@ -117,8 +122,11 @@ impl WgpuDevice {
         buffers: &BufferSet,
         host: fallback::HostKernel,
     ) -> Result<exec::Report, DeviceError> {
-        self.pool
-            .install(|| exec::Plan::new(&self.gpu, graph, buffers)?.run(graph, buffers, host, true))
+        self.pool.install(|| {
+            self.gpu.tally.graph(|| {
+                exec::Plan::new(&self.gpu, graph, buffers)?.run(graph, buffers, host, true)
+            })
+        })
     }
 
     /// `compute_with`, reusing the plan kept in `cache` from an earlier run of the same stored graph
@@ -139,12 +147,20 @@ impl WgpuDevice {
             .and_then(|b| b.downcast_ref::<exec::Plan>())
             .filter(|p| p.is_for(&self.gpu));
         if let Some(plan) = kept {
-            return self.pool.install(|| plan.run(graph, buffers, host, false));
+            return self.pool.install(|| {
+                self.gpu
+                    .tally
+                    .graph(|| plan.run(graph, buffers, host, false))
+            });
         }
-        let plan = self
-            .pool
-            .install(|| exec::Plan::new(&self.gpu, graph, buffers))?;
-        let report = self.pool.install(|| plan.run(graph, buffers, host, true))?;
+        // Planning reads leaves back: it belongs to the graph's numbers, on the same thread.
+        let (plan, report) = self.pool.install(|| {
+            self.gpu.tally.graph(|| {
+                let plan = exec::Plan::new(&self.gpu, graph, buffers)?;
+                let report = plan.run(graph, buffers, host, true)?;
+                Ok::<_, DeviceError>((plan, report))
+            })
+        })?;
         *slot = Some(Box::new(plan));
         Ok(report)
     }
@@ -200,7 +216,7 @@ impl Device for WgpuDevice {
     }
 
     fn memory(&self) -> Memory {
-        let used = self.used.load(Ordering::Relaxed);
+        let used = self.used.bytes();
         Memory {
             free: self.total.saturating_sub(used),
             total: self.total,
@@ -258,7 +274,7 @@ impl Device for WgpuDevice {
                 dst_offset as u64,
                 len as u64,
             );
-            self.gpu.queue.submit([enc.finish()]);
+            self.gpu.submit(enc.finish(), 0);
         })?;
         Ok(true)
     }
@@ -287,6 +303,10 @@ impl Device for WgpuDevice {
     ) -> Result<(), DeviceError> {
         log_report(&self.compute_cached_with(graph, buffers, cpu_ops::run, cache)?);
         Ok(())
+    }
+
+    fn counters(&self) -> DeviceCounters {
+        self.gpu.tally.snapshot(&self.used)
     }
 }
 

@@ -113,7 +113,7 @@ impl Encoded {
                     pass.dispatch_workgroups(g[0], g[1], g[2]);
                 }
             }
-            gpu.queue.submit([enc.finish()]);
+            gpu.submit(enc.finish(), self.passes.len() as u64);
         })
     }
 }

@@ -5,6 +5,7 @@
 mod attention;
 mod bench;
 mod buffers;
+mod counters;
 mod exact;
 mod graphs;
 mod kernels;
