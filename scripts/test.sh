@@ -25,7 +25,9 @@ echo "== cargo test (release profile: shares its build with the real-client tier
 cargo test --release --all-targets
 echo "== fuzzing, 60 s per target (scripts/fuzz.sh; SECURITY.md has the long runs)"
 bash scripts/fuzz.sh 60
-echo "== real-client tier (llama.cpp + Gemma 3 270M)"
+echo "== real-client tier, RPC 7.0.0 (llama-cpp-python 0.3.36 + Gemma 3 270M, ggrpc --protocol 7)"
 bash scripts/e2e.sh
 echo "== real-client tier on Vulkan0 (lavapipe): logits and ops; generation there takes minutes"
 GGRPC_DEVICE=Vulkan0 bash scripts/e2e.sh -k "logits or ops"
+echo "== real-client tier, RPC 8.0.0 (llama.cpp b11739 in a Debian 13 root): single, layer split, tensor parallel"
+bash scripts/e2e-v8.sh

