@@ -70,9 +70,9 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    // Real time (no paused clock). The reader is always waiting, so the deadline is polled: 600 ms
-    // gaps pass a 1 s limit only because each byte restarts the clock.
-    #[tokio::test]
+    // Tokio's paused clock: time moves only when every task waits, so the test cannot depend on the
+    // machine's speed. 600 ms gaps pass a 1 s limit only because each byte restarts the clock.
+    #[tokio::test(start_paused = true)]
     async fn silent_peer_times_out_and_progress_restarts_the_clock() {
         let (mut tx, rx) = tokio::io::duplex(64);
         let mut r = StallGuard::new(rx, Some(Duration::from_secs(1)));
@@ -89,7 +89,7 @@ mod tests {
         assert_eq!(got, (1, 2, Err(io::ErrorKind::TimedOut)));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn no_limit_waits() {
         let (mut tx, rx) = tokio::io::duplex(64);
         let mut r = StallGuard::new(rx, None);
