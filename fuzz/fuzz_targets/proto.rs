@@ -1,7 +1,7 @@
 //! Request framing and every command's payload decoder (`src/proto`), in both protocol majors: pure,
 //! no I/O. Invariants: a payload of the right fixed length always decodes; a decoded request encodes
-//! to a payload that decodes to the same request (for fixed layouts, to the very same bytes, GRAPH_COMPUTE
-//! to a prefix of them); a decoded tensor with memory lies inside its buffer.
+//! to a payload that decodes to the same request (to the very same bytes but for two normalised fields,
+//! GRAPH_COMPUTE to a prefix of them); a decoded tensor with memory lies inside its buffer.
 #![no_main]
 
 use ggrpc::proto::{Major, Request, WireTensor, decode_tensor, frame_header};
@@ -57,7 +57,9 @@ fuzz_target!(|data: &[u8]| {
                 "{}: re-encodes to the same request",
                 cmd.name()
             );
-            let exact = !matches!(req, Request::CommInit(_));
+            // Not byte-exact by design: COMM_INIT drops what follows the host's NUL, and SET_TENSOR's
+            // cache flag is any non-zero byte (re-encoded as 1).
+            let exact = !matches!(req, Request::CommInit(_) | Request::SetTensor { .. });
             if exact {
                 assert_eq!(Some(&again[..]), p.get(..again.len()), "{}: same bytes", cmd.name());
             }

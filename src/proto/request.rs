@@ -328,8 +328,9 @@ impl CommInit {
         })
     }
     pub fn encode(&self) -> Vec<u8> {
+        // 64 bytes without a NUL are a 64-byte host (the reference reads it with strnlen).
         let mut host = [0u8; 64];
-        for (d, s) in host.iter_mut().zip(self.host.iter().take(63)) {
+        for (d, s) in host.iter_mut().zip(self.host.iter()) {
             *d = *s;
         }
         Out::default()
@@ -462,7 +463,9 @@ mod tests {
         // A host without NUL takes all 64 bytes.
         let mut full = b.clone();
         full[16..].fill(b'a');
-        assert_eq!(CommInit::parse(&full).unwrap().host.len(), 64);
+        let long = CommInit::parse(&full).unwrap();
+        assert_eq!(long.host.len(), 64);
+        assert_eq!(long.encode(), full);
         let a = CommAllreduce {
             device: 3,
             tensor: WireTensor::default(),
