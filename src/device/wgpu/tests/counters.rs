@@ -155,37 +155,7 @@ fn stored_graph_replay_counts_the_same_per_graph_numbers() {
         [0; 16],
         &[it, ii],
     );
-    let mm = g.node(
-        Tensor::new(GgmlType::F32, [16, 1, 3, 1]),
-        Op::MulMat,
-        [0; 16],
-        &[iw, ix],
-    );
-    let mut rope = [0i32; 16];
-    rope[1] = 16;
-    rope[2] = 2;
-    rope[4] = 4096;
-    for (k, v) in [10000.0f32, 1.0, 0.0, 1.0, 32.0, 1.0].iter().enumerate() {
-        rope[5 + k] = v.to_bits() as i32;
-    }
-    let r = g.node(
-        Tensor::new(GgmlType::F32, [16, 1, 3, 1]),
-        Op::Rope,
-        rope,
-        &[mm, ip],
-    );
-    let rows = g.node(
-        Tensor::new(GgmlType::F32, [1, 1, 3, 1]),
-        Op::SumRows,
-        [0; 16],
-        &[r],
-    );
-    let out = g.node(
-        Tensor::new(GgmlType::F32, [1, 1, 3, 1]),
-        Op::Scale,
-        params_f32(&[0.5, 0.0]),
-        &[rows],
-    );
+    let [.., out] = super::graphs::mm_rope_rows_scale(&mut g, iw, ix, ip);
     let cache = GraphCache::default();
     let before = dev.counters();
     dev.compute_cached(&g.graph, &g.buffers, &cache).unwrap();

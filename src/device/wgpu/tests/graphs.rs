@@ -181,38 +181,7 @@ fn stored_graph_replays_its_plan_with_new_inputs() {
     let pos = HostTensor::from_i32([3, 1, 1, 1], &[0, 5, 9]);
     let mut g = Builder::new(&dev);
     let (iw, ix, ip) = (g.input(&w), g.input(&x), g.input(&pos));
-    let mm = g.node(
-        Tensor::new(GgmlType::F32, [16, 1, 3, 1]),
-        Op::MulMat,
-        [0; 16],
-        &[iw, ix],
-    );
-    let mut rope = [0i32; 16];
-    rope[1] = 16;
-    rope[2] = 2;
-    rope[4] = 4096;
-    for (k, v) in [10000.0f32, 1.0, 0.0, 1.0, 32.0, 1.0].iter().enumerate() {
-        rope[5 + k] = v.to_bits() as i32;
-    }
-    let r = g.node(
-        Tensor::new(GgmlType::F32, [16, 1, 3, 1]),
-        Op::Rope,
-        rope,
-        &[mm, ip],
-    );
-    // SUM_ROWS runs on the host fallback: replays interleave host steps too.
-    let rows = g.node(
-        Tensor::new(GgmlType::F32, [1, 1, 3, 1]),
-        Op::SumRows,
-        [0; 16],
-        &[r],
-    );
-    let out = g.node(
-        Tensor::new(GgmlType::F32, [1, 1, 3, 1]),
-        Op::Scale,
-        params_f32(&[0.5, 0.0]),
-        &[rows],
-    );
+    let [mm, r, _, out] = mm_rope_rows_scale(&mut g, iw, ix, ip);
     let cache = GraphCache::default();
     let first = dev
         .compute_cached_with(&g.graph, &g.buffers, ops::run, &cache)
@@ -234,4 +203,41 @@ fn stored_graph_replays_its_plan_with_new_inputs() {
     for n in [mm, r, out] {
         assert_eq!(g.read_f32(n), g.on_cpu(n), "node {n} after the replay");
     }
+}
+
+/// MUL_MAT (a Q8_0 weight) -> ROPE (NEOX, leaf positions) -> SUM_ROWS (host fallback) -> SCALE: a
+/// stored graph that exercises planning, the positions readback and host steps. Returns the 4 nodes.
+pub(super) fn mm_rope_rows_scale(g: &mut Builder, iw: usize, ix: usize, ip: usize) -> [usize; 4] {
+    let mm = g.node(
+        Tensor::new(GgmlType::F32, [16, 1, 3, 1]),
+        Op::MulMat,
+        [0; 16],
+        &[iw, ix],
+    );
+    let mut rope = [0i32; 16];
+    rope[1] = 16;
+    rope[2] = 2;
+    rope[4] = 4096;
+    for (k, v) in [10000.0f32, 1.0, 0.0, 1.0, 32.0, 1.0].iter().enumerate() {
+        rope[5 + k] = v.to_bits() as i32;
+    }
+    let r = g.node(
+        Tensor::new(GgmlType::F32, [16, 1, 3, 1]),
+        Op::Rope,
+        rope,
+        &[mm, ip],
+    );
+    let rows = g.node(
+        Tensor::new(GgmlType::F32, [1, 1, 3, 1]),
+        Op::SumRows,
+        [0; 16],
+        &[r],
+    );
+    let out = g.node(
+        Tensor::new(GgmlType::F32, [1, 1, 3, 1]),
+        Op::Scale,
+        params_f32(&[0.5, 0.0]),
+        &[rows],
+    );
+    [mm, r, rows, out]
 }
