@@ -208,3 +208,29 @@ fn limit_flags_parse() {
         assert!(help.contains(flag), "{flag} in --help");
     }
 }
+
+/// Without `-m`, an allocation past the host's memory is refused with the protocol's failure (the
+/// connection stays open), GET_DEVICE_MEMORY's free is total minus what is allocated, and the server
+/// keeps serving. Nothing near the machine's memory is actually allocated.
+#[test]
+fn allocations_past_physical_memory_are_refused() {
+    let s = common::start();
+    let mut c = s.client();
+    let (free, total) = c.memory(0).unwrap();
+    assert_eq!(free, total);
+    let physical = ggrpc::device::host::physical_memory();
+    assert!(total < physical, "total {total} vs physical {physical}");
+    for size in [total + 1, physical, u64::MAX / 2] {
+        let e = c.alloc(0, size).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::OutOfMemory, "{size}");
+    }
+    let b = c.alloc(0, 1 << 20).unwrap();
+    assert_eq!(c.memory(0).unwrap(), (total - (1 << 20), total));
+    // Another client sees the same device: what this one holds is not free for it.
+    let mut other = s.client();
+    assert_eq!(other.memory(0).unwrap().0, total - (1 << 20));
+    assert!(other.alloc(0, total - (1 << 20) + 1).is_err());
+    c.free(b).unwrap();
+    assert!(s.wait_used(0));
+    assert_eq!(other.memory(0).unwrap(), (total, total));
+}

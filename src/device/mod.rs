@@ -2,6 +2,7 @@
 
 mod counters;
 pub mod cpu;
+pub mod host;
 #[cfg(feature = "wgpu")]
 pub mod wgpu;
 

@@ -13,8 +13,8 @@ use crate::ggml::Graph;
 
 pub struct CpuDevice {
     description: String,
-    /// `-m` cap in bytes, if any.
-    cap: Option<u64>,
+    /// What all sessions together may allocate: host RAM less a margin, lowered by `-m`.
+    limit: u64,
     /// Bytes and buffers allocated by all sessions.
     used: Arc<Usage>,
     tally: Tally,
@@ -22,7 +22,8 @@ pub struct CpuDevice {
 }
 
 impl CpuDevice {
-    /// A CPU device with `threads` workers and an optional memory cap in bytes.
+    /// A CPU device with `threads` workers and an optional memory cap in bytes (`-m`; without it the
+    /// device still refuses allocations past the host's RAM less a margin, `host::allocation_limit`).
     pub fn new(threads: usize, cap: Option<u64>) -> Result<Self, DeviceError> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
@@ -31,7 +32,7 @@ impl CpuDevice {
             .map_err(|e| DeviceError::op("init", e.to_string()))?;
         Ok(CpuDevice {
             description: cpu_model(),
-            cap,
+            limit: super::host::allocation_limit(cap),
             used: Default::default(),
             tally: Tally::default(),
             pool,
@@ -53,14 +54,11 @@ impl Device for CpuDevice {
         self.description.clone()
     }
 
+    /// Total: what the device may hand out; free: that less what all sessions hold.
     fn memory(&self) -> Memory {
-        let total = physical_memory();
-        match self.cap {
-            Some(cap) => Memory {
-                free: cap.saturating_sub(self.used()).min(total),
-                total: cap.min(total),
-            },
-            None => Memory { free: total, total },
+        Memory {
+            free: self.limit.saturating_sub(self.used()),
+            total: self.limit,
         }
     }
 
@@ -73,7 +71,7 @@ impl Device for CpuDevice {
     }
 
     fn alloc(&self, size: usize) -> Option<Arc<dyn Buffer>> {
-        super::reserve_and_alloc(&self.used, self.cap, size, |used| {
+        super::reserve_and_alloc(&self.used, Some(self.limit), size, |used| {
             CpuBuffer::new(size, used)
         })
     }
@@ -132,23 +130,31 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
-/// Physical RAM in bytes (the reference reports pages x page size, free == total).
-fn physical_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib * 1024)
-        })
-        .unwrap_or(8 << 30)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::device::GraphCounts;
     use crate::ggml::{DataRef, GgmlType, Op, Tensor, TensorFlags};
+
+    #[test]
+    fn without_a_cap_allocations_stop_short_of_the_hosts_memory() {
+        let dev = CpuDevice::new(1, None).unwrap();
+        let physical = crate::device::host::physical_memory();
+        let m = dev.memory();
+        assert!(m.total < physical && m.total > physical / 2, "{m:?}");
+        assert_eq!(m.free, m.total);
+        // Refused before anything is allocated (nothing is committed).
+        assert!(dev.alloc(m.total as usize + 1).is_none());
+        assert_eq!(dev.used(), 0);
+        let b = dev.alloc(1 << 20).unwrap();
+        assert_eq!(dev.memory().free, m.total - (1 << 20));
+        // Whatever is held counts: the next allocation may take only the rest.
+        assert!(dev.alloc((m.total - (1 << 20)) as usize + 1).is_none());
+        drop(b);
+        assert_eq!(dev.memory().free, m.total);
+        let capped = CpuDevice::new(1, Some(1 << 20)).unwrap();
+        assert_eq!(capped.memory().total, 1 << 20);
+    }
 
     /// `a + a`, then `2 * (a + a)` through a view, plus a node without COMPUTE: two nodes computed.
     fn graph(dev: &CpuDevice) -> (Graph, BufferSet) {

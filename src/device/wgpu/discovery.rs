@@ -77,27 +77,16 @@ pub fn first_adapter() -> Option<Found> {
     found().first().cloned()
 }
 
-/// Physical RAM in bytes: what a software adapter allocates from.
-pub fn physical_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib * 1024)
-        })
-        .unwrap_or(8 << 30)
-}
-
 /// The memory we report, before our own allocations are subtracted.
 ///
 /// wgpu exposes no heap sizes or budgets. The honest numbers we have: a software adapter allocates host
 /// memory, so its total is physical RAM; for a hardware adapter the only guaranteed figure is
 /// `max_buffer_size` (one buffer of that size can be created), so that is the total we claim. `-m`
-/// caps either. "Free" is total minus what this process allocated on the device.
+/// caps either. "Free" is total minus what this process allocated on the device. A software adapter
+/// enforces its total on allocation (`host::allocation_limit`): it shares the host's RAM.
 pub fn total_memory(info: &wgpu::AdapterInfo, limits: &wgpu::Limits, cap: Option<u64>) -> u64 {
     let raw = match info.device_type {
-        wgpu::DeviceType::Cpu => physical_memory(),
+        wgpu::DeviceType::Cpu => return crate::device::host::allocation_limit(cap),
         _ => limits.max_buffer_size,
     };
     cap.map_or(raw, |c| c.min(raw))

@@ -99,12 +99,19 @@ impl WgpuDevice {
             fused,
             "fma(): hardware if fused, else emulated"
         );
+        let total = discovery::total_memory(&info, &limits, opts.mem_cap);
+        // A software adapter allocates host memory: bound it like the CPU device, `-m` or not.
+        let cap = if info.device_type == wgpu::DeviceType::Cpu {
+            Some(total)
+        } else {
+            opts.mem_cap
+        };
         Ok(WgpuDevice {
             name: name.to_string(),
-            total: discovery::total_memory(&info, &limits, opts.mem_cap),
+            total,
             info,
             gpu: Arc::new(gpu),
-            cap: opts.mem_cap,
+            cap,
             used: Default::default(),
             pool,
         })

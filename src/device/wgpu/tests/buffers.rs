@@ -92,6 +92,31 @@ fn memory_cap_refuses_allocations() {
     assert!(dev.alloc(1000).is_some());
 }
 
+/// A software adapter allocates host RAM: without `-m` it still stops short of the host's memory.
+#[test]
+fn software_adapters_are_bounded_by_host_memory() {
+    let Some(found) = super::super::discovery::first_adapter() else {
+        let _ = device_or_skip("software_adapters_are_bounded_by_host_memory");
+        return;
+    };
+    if found.adapter.get_info().device_type != wgpu::DeviceType::Cpu {
+        println!("skipped: {} is a hardware adapter", found.name);
+        return;
+    }
+    let opts = DeviceOptions {
+        threads: 1,
+        mem_cap: None,
+    };
+    let dev = super::super::WgpuDevice::open(&found.name, &found.adapter, &opts).unwrap();
+    let total = dev.memory().total;
+    assert_eq!(total, crate::device::host::allocation_limit(None));
+    assert!(total < crate::device::host::physical_memory());
+    assert!(dev.alloc(total as usize + 1).is_none());
+    let a = dev.alloc(4096).unwrap();
+    assert_eq!(dev.memory().free, total - 4096);
+    drop(a);
+}
+
 #[test]
 fn discovery_names_and_software_adapters_need_a_name() {
     let Some(dev) = device_or_skip("discovery_names_and_software_adapters_need_a_name") else {
