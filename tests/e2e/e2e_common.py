@@ -216,12 +216,18 @@ class Server:
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def pick_port(self) -> int:
+        return free_port()
+
+    def argv(self, port: int) -> list[str]:
+        return server_argv(self.spec, port, self.device, self.threads)
+
     def start(self, timeout: float = 30.0) -> "Server":
         if self.spec != "reference" and not os.access(self.spec, os.X_OK):
             raise FileNotFoundError(f"server binary not found or not executable: {self.spec}")
         for _attempt in range(3):  # the free port can be taken between probing and binding
-            self.port = free_port()
-            argv = server_argv(self.spec, self.port, self.device, self.threads)
+            self.port = self.pick_port()
+            argv = self.argv(self.port)
             with open(self.log, "ab") as logf:
                 logf.write(f"$ {shlex.join(argv)}\n".encode())
                 logf.flush()

@@ -90,20 +90,12 @@ class V8Server(common.Server):
     def label(self) -> str:
         return "reference" if self.spec == "reference" else Path(self.spec).name
 
+    def pick_port(self) -> int:
+        return free_port_pair()
+
     def start(self, timeout: float = 60.0) -> "V8Server":
-        if self.spec != "reference" and not os.access(self.spec, os.X_OK):
-            raise FileNotFoundError(f"server binary not found or not executable: {self.spec}")
-        for _attempt in range(3):
-            self.port = free_port_pair()
-            argv = self.argv(self.port)
-            with open(self.log, "ab") as logf:
-                logf.write(f"$ {shlex.join(argv)}\n".encode())
-                logf.flush()
-                self.proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            if self._wait_ready(timeout):
-                return self
-            self.stop()
-        raise RuntimeError(f"server did not start accepting on {self.endpoint}; log:\n{self.log_text()}")
+        super().start(timeout)
+        return self
 
 
 def client_v8(kind: str, endpoints: list[str], workdir: Path, tag: str, model: Path, *extra: str) -> common.ClientRun:
