@@ -1,5 +1,7 @@
 //! The `Device` trait every backend implements, and device discovery.
 
+#[cfg(test)]
+pub mod conformance;
 mod counters;
 pub mod cpu;
 pub mod host;

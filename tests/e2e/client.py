@@ -50,7 +50,7 @@ def setup_rpc(endpoints: list[str]) -> list[int]:
 class Session:
     """A loaded model + context; `llama` is the llama_cpp module (imported only after registration)."""
 
-    def __init__(self, endpoint: str, n_ctx: int = 512, n_batch: int = 512):
+    def __init__(self, endpoint: str, n_ctx: int = 512, n_batch: int = 512, kv_type: str | None = None):
         self.endpoint = endpoint
         rpc_devs = [] if endpoint == "local" else setup_rpc(endpoint.split(","))
         common.load_ggml()
@@ -86,6 +86,10 @@ class Session:
         cp.n_threads = cp.n_threads_batch = common.client_threads()
         if os.environ.get("GGRPC_FLASH_ATTN"):  # -1 auto (default), 0 off, 1 on: for diagnosis
             cp.flash_attn_type = int(os.environ["GGRPC_FLASH_ATTN"])
+        if kv_type:
+            # llama.cpp's `-ctk T -ctv T -fa on`: a quantized V cache needs flash attention.
+            cp.type_k = cp.type_v = KV_TYPES[kv_type]
+            cp.flash_attn_type = 1
         self.ctx = llama.llama_init_from_model(self.model, cp)
         if not self.ctx:
             raise RuntimeError("llama_init_from_model failed")
@@ -179,8 +183,12 @@ class Session:
         }
 
 
+# ggml_type ids of the KV cache types the tests use.
+KV_TYPES = {"f16": 1, "q4_0": 2, "q8_0": 8}
+
+
 def cmd_logits(a) -> tuple[dict, Session]:
-    s = Session(a.endpoint)
+    s = Session(a.endpoint, kv_type=a.kv_type)
     toks = s.tokenize(common.TEXT)
     t0 = time.perf_counter()
     s.decode(toks, 0, all_logits=True)
@@ -247,6 +255,7 @@ def main() -> int:
         p.add_argument("--info", required=True, help="JSON file for the results")
         if name == "logits":
             p.add_argument("--out", required=True)
+            p.add_argument("--kv-type", choices=sorted(KV_TYPES), help="KV cache type (flash attention on)")
         if name == "generate":
             p.add_argument("--n", type=int, default=32)
             p.add_argument("--prompt", default=common.GEN_PROMPT)

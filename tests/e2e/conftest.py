@@ -79,6 +79,15 @@ def local_logits(workdir, model) -> tuple[dict, np.ndarray]:
 
 
 @pytest.fixture(scope="session")
+def local_logits_kv(workdir, model):
+    """Local logits with a quantized KV cache (flash attention on), by cache type."""
+    def get(kv_type: str) -> tuple[dict, np.ndarray]:
+        info, npy = _cached_local("logits", workdir, "--kv-type", kv_type)
+        return info, np.load(npy)
+    return get
+
+
+@pytest.fixture(scope="session")
 def local_generation(workdir, model) -> dict:
     return _cached_local("generate", workdir)[0]
 

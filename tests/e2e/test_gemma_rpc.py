@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import e2e_common as common  # noqa: E402
@@ -102,6 +103,28 @@ def test_teacher_forced_logits(server, local_logits, workdir):
     flavour = os.environ.get("GGRPC_WHEEL_FLAVOUR", "avx2" if platform.machine() == "x86_64" else "native")
     if flavour == "avx2" and server.spec != "reference":
         assert m["bit_identical"], "not bit-identical to the AVX2 reference: " + line
+
+
+@pytest.mark.parametrize("kv_type", ["q8_0", "q4_0"])
+def test_quantized_kv_cache_logits(server, local_logits_kv, workdir, kv_type):
+    """llama.cpp's `-ctk T -ctv T -fa on`: FLASH_ATTN_EXT reads a quantized K and V cache (and SET_ROWS
+    writes it), held to the logits bound against the local client with the same cache."""
+    local_info, ref = local_logits_kv(kv_type)
+    out = workdir / f"logits-rpc-{kv_type}.npy"
+    run = common.client("logits", server.endpoint, workdir, "--out", str(out), "--kv-type", kv_type)
+    info = check_run(run, server, f"logits with a {kv_type} KV cache")
+    check_offload(info)
+    assert info["flash_attn_used"], f"flash attention not used: {info['flash_attn']}"
+    assert info["tokens"] == local_info["tokens"], "tokenization differs between runs"
+    m = compare_logits(np.load(out), ref)
+    line = (f"top-1 {m['top1_count']}/{m['n']} ({m['top1']:.2%}), NMSE mean {m['nmse_mean']:.3e} "
+            f"max {m['nmse_max']:.3e}, bit-identical {m['bit_identical']}")
+    print(f"\n[e2e] {kv_type} KV cache, logits vs local CPU: {line}")
+    common.METRICS[f"logits, {kv_type} KV cache ({server.spec} -d {server.device})"] = line
+    assert m["finite"], "non-finite logits"
+    assert m["top1"] >= TOP1_MIN, line
+    assert m["nmse_mean"] <= NMSE_MEAN_MAX, line
+    assert m["nmse_max"] <= NMSE_MAX_MAX, line
 
 
 def test_greedy_generation(server, local_generation, workdir):

@@ -5,6 +5,7 @@
 mod attention;
 mod bench;
 mod buffers;
+mod conformance;
 mod counters;
 mod exact;
 mod graphs;
