@@ -12,6 +12,7 @@
 //!
 //! Files: `float` (F32/F16/BF16), `legacy` (Q4_0/Q4_1/Q5_0/Q5_1), `q8` (Q8_0/Q8_1/Q8_K),
 //! `k_quants` (Q2_K..Q6_K decoding), `k_dot` (their dot products), `iq4` (IQ4_NL/IQ4_XS),
+//! `iq2`/`iq3`/`iq1` (the grid formats IQ2_XXS..IQ1_M, tables in `iq_grids`),
 //! `mxfp4`, `tiled` (the float epilogue of ggml-cpu's tiled K-quant matmul, used for batches of
 //! ≥ 8 columns).
 
@@ -23,7 +24,11 @@
 ))]
 mod avx2;
 mod float;
+mod iq1;
+mod iq2;
+mod iq3;
 mod iq4;
+mod iq_grids;
 mod k_dot;
 mod k_quants;
 mod legacy;
@@ -35,6 +40,8 @@ pub(crate) mod testdata;
 mod tests;
 #[cfg(test)]
 mod tests_dot;
+#[cfg(test)]
+mod tests_iq;
 pub mod tiled;
 
 use crate::ggml::GgmlType;
@@ -101,6 +108,13 @@ pub fn dequantize_row(typ: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), 
         Q6K => k_quants::dequant_q6_k(src, dst),
         Iq4Nl => iq4::dequant_iq4_nl(src, dst),
         Iq4Xs => iq4::dequant_iq4_xs(src, dst),
+        Iq2Xxs => iq2::dequant_iq2_xxs(src, dst),
+        Iq2Xs => iq2::dequant_iq2_xs(src, dst),
+        Iq2S => iq2::dequant_iq2_s(src, dst),
+        Iq3Xxs => iq3::dequant_iq3_xxs(src, dst),
+        Iq3S => iq3::dequant_iq3_s(src, dst),
+        Iq1S => iq1::dequant_iq1_s(src, dst),
+        Iq1M => iq1::dequant_iq1_m(src, dst),
         Mxfp4 => mxfp4::dequant(src, dst),
         _ => return Err(QuantError::Unsupported(typ.name())),
     }
@@ -151,6 +165,7 @@ pub fn vec_dot_type(typ: GgmlType) -> GgmlType {
         Q4_0 | Q5_0 | Q8_0 | Iq4Nl | Mxfp4 => Q8_0,
         Q4_1 | Q5_1 => Q8_1,
         Q2K | Q3K | Q4K | Q5K | Q6K | Iq4Xs => Q8K,
+        Iq2Xxs | Iq2Xs | Iq2S | Iq3Xxs | Iq3S | Iq1S | Iq1M => Q8K,
         _ => typ,
     }
 }
@@ -224,6 +239,13 @@ pub fn scalar_dot_fn(typ: GgmlType) -> Option<DotFn> {
         Q6K => k_dot::dot_q6_k,
         Iq4Nl => iq4::dot_iq4_nl,
         Iq4Xs => iq4::dot_iq4_xs,
+        Iq2Xxs => iq2::dot_iq2_xxs,
+        Iq2Xs => iq2::dot_iq2_xs,
+        Iq2S => iq2::dot_iq2_s,
+        Iq3Xxs => iq3::dot_iq3_xxs,
+        Iq3S => iq3::dot_iq3_s,
+        Iq1S => iq1::dot_iq1_s,
+        Iq1M => iq1::dot_iq1_m,
         Mxfp4 => mxfp4::dot,
         _ => return None,
     })

@@ -5,7 +5,7 @@ use crate::device::cpu::ops::testutil::Rng;
 use crate::ggml::GgmlType;
 
 /// Every type `dequantize_row` supports.
-pub const DEQUANT_TYPES: [GgmlType; 17] = [
+pub const DEQUANT_TYPES: [GgmlType; 24] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::Bf16,
@@ -22,11 +22,18 @@ pub const DEQUANT_TYPES: [GgmlType; 17] = [
     GgmlType::Q8K,
     GgmlType::Iq4Nl,
     GgmlType::Iq4Xs,
+    GgmlType::Iq2Xxs,
+    GgmlType::Iq2Xs,
+    GgmlType::Iq2S,
+    GgmlType::Iq3Xxs,
+    GgmlType::Iq3S,
+    GgmlType::Iq1S,
+    GgmlType::Iq1M,
     GgmlType::Mxfp4,
 ];
 
 /// Every weight type with a dot product.
-pub const WEIGHT_TYPES: [GgmlType; 16] = [
+pub const WEIGHT_TYPES: [GgmlType; 23] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::Bf16,
@@ -42,6 +49,13 @@ pub const WEIGHT_TYPES: [GgmlType; 16] = [
     GgmlType::Q6K,
     GgmlType::Iq4Nl,
     GgmlType::Iq4Xs,
+    GgmlType::Iq2Xxs,
+    GgmlType::Iq2Xs,
+    GgmlType::Iq2S,
+    GgmlType::Iq3Xxs,
+    GgmlType::Iq3S,
+    GgmlType::Iq1S,
+    GgmlType::Iq1M,
     GgmlType::Mxfp4,
 ];
 
@@ -65,6 +79,16 @@ pub fn random_row(typ: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {
         };
         match typ {
             Q4_0 | Q5_0 | Q8_0 | Iq4Nl | Iq4Xs => scale(0, rng),
+            Iq2Xxs | Iq2Xs | Iq2S | Iq3Xxs | Iq3S | Iq1S => scale(0, rng),
+            Iq1M => {
+                // d's f16 bits are the top nibbles of the four scale u16s (bytes 49, 51, 53, 55).
+                let d = f16_bytes(rng.uniform(0.005, 0.05));
+                let bits = u16::from_le_bytes(d);
+                for k in 0..4 {
+                    let hi = &mut b[49 + 2 * k];
+                    *hi = (*hi & 0x0F) | ((((bits >> (4 * k)) & 0x0F) as u8) << 4);
+                }
+            }
             Q4_1 | Q5_1 => {
                 scale(0, rng);
                 let m = -rng.uniform(0.0, 0.5);
