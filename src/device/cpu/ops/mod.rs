@@ -7,18 +7,25 @@
 
 pub mod access;
 mod attention;
+mod conv;
+mod conv_transpose;
 mod copy;
 mod elementwise;
 pub use elementwise::gelu_tables_f16;
 mod get_rows;
+mod im2col;
 mod matmul;
+mod misc_gen;
 mod norm;
+mod pool;
 mod reduce;
 pub mod rope;
 mod rows;
 mod softmax;
+mod spatial;
 #[cfg(test)]
 pub mod testutil;
+mod upscale;
 pub mod vexp;
 
 use crate::device::DeviceError;
@@ -65,6 +72,16 @@ fn family(op: Op) -> Option<(CheckFn, RunFn)> {
         FlashAttnExt => (attention::check as CheckFn, attention::run as RunFn),
         MulMat | MulMatId | OutProd => (matmul::check as CheckFn, matmul::run as RunFn),
         GetRows => (get_rows::check as CheckFn, get_rows::run as RunFn),
+        Im2col | Im2colBack | Im2col3d => (im2col::check as CheckFn, im2col::run as RunFn),
+        Conv2d | Conv3d | Conv2dDw => (conv::check as CheckFn, conv::run as RunFn),
+        ConvTranspose1d | ConvTranspose2d | Col2im1d => {
+            (conv_transpose::check as CheckFn, conv_transpose::run as RunFn)
+        }
+        Pool1d | Pool2d | Pool2dBack => (pool::check as CheckFn, pool::run as RunFn),
+        Upscale => (upscale::check as CheckFn, upscale::run as RunFn),
+        PadReflect1d | Roll | Arange | TimestepEmbedding => {
+            (misc_gen::check as CheckFn, misc_gen::run as RunFn)
+        }
         _ => return Option::None,
     })
 }
