@@ -8,6 +8,8 @@
 pub mod access;
 mod attention;
 mod copy;
+mod delta_net;
+mod dsv4;
 mod elementwise;
 pub use elementwise::gelu_tables_f16;
 mod get_rows;
@@ -16,7 +18,10 @@ mod norm;
 mod reduce;
 pub mod rope;
 mod rows;
+mod rwkv;
+mod seq_io;
 mod softmax;
+mod ssm;
 #[cfg(test)]
 pub mod testutil;
 pub mod vexp;
@@ -65,6 +70,12 @@ fn family(op: Op) -> Option<(CheckFn, RunFn)> {
         FlashAttnExt => (attention::check as CheckFn, attention::run as RunFn),
         MulMat | MulMatId | OutProd => (matmul::check as CheckFn, matmul::run as RunFn),
         GetRows => (get_rows::check as CheckFn, get_rows::run as RunFn),
+        SsmConv | SsmScan => (ssm::check as CheckFn, ssm::run as RunFn),
+        RwkvWkv6 | GatedLinearAttn | RwkvWkv7 => (rwkv::check as CheckFn, rwkv::run as RunFn),
+        GatedDeltaNet | SolveTri => (delta_net::check as CheckFn, delta_net::run as RunFn),
+        Dsv4HcComb | Dsv4HcPre | Dsv4HcPost | LightningIndexer => {
+            (dsv4::check as CheckFn, dsv4::run as RunFn)
+        }
         _ => return Option::None,
     })
 }
