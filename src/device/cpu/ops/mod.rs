@@ -10,6 +10,8 @@ mod attention;
 mod conv;
 mod conv_transpose;
 mod copy;
+mod delta_net;
+mod dsv4;
 mod elementwise;
 pub use elementwise::gelu_tables_f16;
 mod get_rows;
@@ -21,8 +23,11 @@ mod pool;
 mod reduce;
 pub mod rope;
 mod rows;
+mod rwkv;
+mod seq_io;
 mod softmax;
 mod spatial;
+mod ssm;
 #[cfg(test)]
 pub mod testutil;
 mod upscale;
@@ -81,6 +86,12 @@ fn family(op: Op) -> Option<(CheckFn, RunFn)> {
         Upscale => (upscale::check as CheckFn, upscale::run as RunFn),
         PadReflect1d | Roll | Arange | TimestepEmbedding => {
             (misc_gen::check as CheckFn, misc_gen::run as RunFn)
+        }
+        SsmConv | SsmScan => (ssm::check as CheckFn, ssm::run as RunFn),
+        RwkvWkv6 | GatedLinearAttn | RwkvWkv7 => (rwkv::check as CheckFn, rwkv::run as RunFn),
+        GatedDeltaNet | SolveTri => (delta_net::check as CheckFn, delta_net::run as RunFn),
+        Dsv4HcComb | Dsv4HcPre | Dsv4HcPost | LightningIndexer => {
+            (dsv4::check as CheckFn, dsv4::run as RunFn)
         }
         _ => return Option::None,
     })
