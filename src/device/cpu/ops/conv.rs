@@ -47,19 +47,16 @@ pub fn check(graph: &Graph, node: usize) -> Result<(), String> {
         Op::Conv3d => {
             ensure_params_at_least(d, &[0, 1, 2, 9, 10, 11], 1)?;
             let g = Geom3::new(d);
-            ensure(
-                k.ne[3] == g.c * g.oc && x.ne[3] == g.c * g.n,
-                || {
-                    format!(
-                        "CONV_3D: kernel {} / input {} do not hold {} in and {} out channels, batch {}",
-                        shape(k),
-                        shape(x),
-                        g.c,
-                        g.oc,
-                        g.n
-                    )
-                },
-            )?;
+            ensure(k.ne[3] == g.c * g.oc && x.ne[3] == g.c * g.n, || {
+                format!(
+                    "CONV_3D: kernel {} / input {} do not hold {} in and {} out channels, batch {}",
+                    shape(k),
+                    shape(x),
+                    g.c,
+                    g.oc,
+                    g.n
+                )
+            })?;
             let out = |i: usize| conv_out(x.ne[i], k.ne[i], g.s[i], g.p[i], g.d[i]);
             ensure_shape(d, [out(0), out(1), out(2), (g.oc * g.n) as i64], x)
         }

@@ -26,9 +26,18 @@ fn round_f16(v: f32) -> f64 {
 fn ref_conv_2d(x: &HostTensor, k: &HostTensor, s: [i32; 2], p: [i32; 2], d: [i32; 2]) -> Vec<f64> {
     let [iw, ih, c, n] = x.t.ne;
     let [kw, kh, _, oc] = k.t.ne;
-    let (ow, oh) = (out_size(iw, kw, s[0], p[0], d[0]), out_size(ih, kh, s[1], p[1], d[1]));
+    let (ow, oh) = (
+        out_size(iw, kw, s[0], p[0], d[0]),
+        out_size(ih, kh, s[1], p[1], d[1]),
+    );
     let (xv, kv) = (x.to_f32(), k.to_f32());
-    let rd = |v: f32| if k.t.typ == F16 { round_f16(v) } else { v as f64 };
+    let rd = |v: f32| {
+        if k.t.typ == F16 {
+            round_f16(v)
+        } else {
+            v as f64
+        }
+    };
     let mut out = vec![0f64; ow * oh * oc * n];
     for b in 0..n {
         for o in 0..oc {
@@ -38,8 +47,10 @@ fn ref_conv_2d(x: &HostTensor, k: &HostTensor, s: [i32; 2], p: [i32; 2], d: [i32
                     for ci in 0..c {
                         for ky in 0..kh {
                             for kx in 0..kw {
-                                let y = (oy * s[1] as usize + ky * d[1] as usize) as i64 - p[1] as i64;
-                                let xx = (ox * s[0] as usize + kx * d[0] as usize) as i64 - p[0] as i64;
+                                let y =
+                                    (oy * s[1] as usize + ky * d[1] as usize) as i64 - p[1] as i64;
+                                let xx =
+                                    (ox * s[0] as usize + kx * d[0] as usize) as i64 - p[0] as i64;
                                 if y < 0 || xx < 0 || y >= ih as i64 || xx >= iw as i64 {
                                     continue;
                                 }
@@ -63,11 +74,23 @@ fn conv_2d_by_hand() {
     let x = HostTensor::from_f32(F32, [3, 3, 1, 1], &[1.0; 9]);
     let k = HostTensor::from_f32(F32, [2, 2, 1, 1], &[1.0, 2.0, 3.0, 4.0]);
     let mut d = HostTensor::zeros(F32, [2, 2, 1, 1]);
-    run_op(Op::Conv2d, params(&[1, 1, 0, 0, 1, 1]), &[Some(&k), Some(&x)], &mut d).unwrap();
+    run_op(
+        Op::Conv2d,
+        params(&[1, 1, 0, 0, 1, 1]),
+        &[Some(&k), Some(&x)],
+        &mut d,
+    )
+    .unwrap();
     assert_eq!(d.to_f32(), [10.0; 4]);
     // Padding 1: the top-left output sees only the kernel's bottom-right tap.
     let mut d = HostTensor::zeros(F32, [4, 4, 1, 1]);
-    run_op(Op::Conv2d, params(&[1, 1, 1, 1, 1, 1]), &[Some(&k), Some(&x)], &mut d).unwrap();
+    run_op(
+        Op::Conv2d,
+        params(&[1, 1, 1, 1, 1, 1]),
+        &[Some(&k), Some(&x)],
+        &mut d,
+    )
+    .unwrap();
     assert_eq!(d.to_f32()[0], 4.0);
     assert_eq!(d.to_f32()[5], 10.0);
 }
@@ -77,8 +100,24 @@ fn conv_2d_matches_direct_loops() {
     // test-backend-ops: {19,17,16,3} x {3,3,16,33} F16, s (2,3), p (4,2), d (2,1); and an F32 one
     // with a permuted (CWHN) input.
     for (typ, ine, kne, s, p, dl, perm) in [
-        (F16, [19, 17, 16, 3], [3, 3, 16, 33], [2, 3], [4, 2], [2, 1], false),
-        (F32, [13, 11, 5, 2], [3, 2, 5, 4], [1, 2], [1, 0], [1, 2], true),
+        (
+            F16,
+            [19, 17, 16, 3],
+            [3, 3, 16, 33],
+            [2, 3],
+            [4, 2],
+            [2, 1],
+            false,
+        ),
+        (
+            F32,
+            [13, 11, 5, 2],
+            [3, 2, 5, 4],
+            [1, 2],
+            [1, 0],
+            [1, 2],
+            true,
+        ),
     ] {
         let mut x = rand(F32, ine, 1);
         let k = rand(typ, kne, 2);
@@ -86,7 +125,10 @@ fn conv_2d_matches_direct_loops() {
         if perm {
             x = x.permuted([1, 2, 0, 3]);
         }
-        let (ow, oh) = (out_size(ine[0], kne[0], s[0], p[0], dl[0]), out_size(ine[1], kne[1], s[1], p[1], dl[1]));
+        let (ow, oh) = (
+            out_size(ine[0], kne[0], s[0], p[0], dl[0]),
+            out_size(ine[1], kne[1], s[1], p[1], dl[1]),
+        );
         let mut d = HostTensor::zeros(F32, [ow, oh, kne[3], ine[3]]);
         let pr = params(&[s[0], s[1], p[0], p[1], dl[0], dl[1]]);
         run_op(Op::Conv2d, pr, &[Some(&k), Some(&x)], &mut d).unwrap();
@@ -122,13 +164,25 @@ fn conv_3d_matches_direct_loops() {
                                 for kz in 0..kd {
                                     for ky in 0..kh {
                                         for kx in 0..kw {
-                                            let z = (oz as i32 * s[2] + kz as i32 * d[2] - p[2]) as i64;
-                                            let y = (oy as i32 * s[1] + ky as i32 * d[1] - p[1]) as i64;
-                                            let xx = (ox as i32 * s[0] + kx as i32 * d[0] - p[0]) as i64;
-                                            if z < 0 || y < 0 || xx < 0 || z >= id as i64 || y >= ih as i64 || xx >= iw as i64 {
+                                            let z =
+                                                (oz as i32 * s[2] + kz as i32 * d[2] - p[2]) as i64;
+                                            let y =
+                                                (oy as i32 * s[1] + ky as i32 * d[1] - p[1]) as i64;
+                                            let xx =
+                                                (ox as i32 * s[0] + kx as i32 * d[0] - p[0]) as i64;
+                                            if z < 0
+                                                || y < 0
+                                                || xx < 0
+                                                || z >= id as i64
+                                                || y >= ih as i64
+                                                || xx >= iw as i64
+                                            {
                                                 continue;
                                             }
-                                            let xi = (((b * c + ci) * id + z as usize) * ih + y as usize) * iw + xx as usize;
+                                            let xi = (((b * c + ci) * id + z as usize) * ih
+                                                + y as usize)
+                                                * iw
+                                                + xx as usize;
                                             let ki = (((o * c + ci) * kd + kz) * kh + ky) * kw + kx;
                                             acc += rd(xv[xi]) * kv[ki] as f64;
                                         }
@@ -142,7 +196,9 @@ fn conv_3d_matches_direct_loops() {
             }
         }
         let mut dst = HostTensor::zeros(F32, [ow, oh, od, oc * n]);
-        let pr = params(&[s[0], s[1], s[2], p[0], p[1], p[2], d[0], d[1], d[2], c as i32, n as i32, oc as i32]);
+        let pr = params(&[
+            s[0], s[1], s[2], p[0], p[1], p[2], d[0], d[1], d[2], c as i32, n as i32, oc as i32,
+        ]);
         run_op(Op::Conv3d, pr, &[Some(&k), Some(&x)], &mut dst).unwrap();
         assert_close(&dst.to_f32(), &want, 1e-4, "conv_3d");
     }
@@ -198,5 +254,13 @@ fn conv_rejects_mismatched_channels() {
     let x = rand(F32, [8, 8, 3, 1], 7);
     let k = rand(F32, [3, 3, 2, 4], 8);
     let mut d = HostTensor::zeros(F32, [6, 6, 4, 1]);
-    assert!(run_op(Op::Conv2d, params(&[1, 1, 0, 0, 1, 1]), &[Some(&k), Some(&x)], &mut d).is_err());
+    assert!(
+        run_op(
+            Op::Conv2d,
+            params(&[1, 1, 0, 0, 1, 1]),
+            &[Some(&k), Some(&x)],
+            &mut d
+        )
+        .is_err()
+    );
 }

@@ -55,7 +55,13 @@ fn im2col_1d_by_hand() {
     let x = HostTensor::from_f32(F32, [4, 1, 1, 1], &[1.0, 2.0, 3.0, 4.0]);
     let k = HostTensor::zeros(F16, [3, 1, 1, 1]);
     let mut d = HostTensor::zeros(F32, [3, 4, 1, 1]);
-    run_op(Op::Im2col, params(&[1, 0, 1, 0, 1, 0, 0]), &[Some(&k), Some(&x)], &mut d).unwrap();
+    run_op(
+        Op::Im2col,
+        params(&[1, 0, 1, 0, 1, 0, 0]),
+        &[Some(&k), Some(&x)],
+        &mut d,
+    )
+    .unwrap();
     let want = [0., 1., 2., 1., 2., 3., 2., 3., 4., 3., 4., 0.];
     assert_eq!(d.to_f32(), want);
 }
@@ -65,7 +71,7 @@ fn im2col_2d_matches_definition_and_feeds_a_convolution() {
     let (s, p, dl) = ([2i64, 1], [1i64, 2], [1i64, 2]);
     let (ine, kw, kh, oc) = ([7usize, 6, 2, 2], 3usize, 2usize, 3usize);
     let ow = ((7 + 2 - 2 - 1) / 2 + 1) as usize;
-    let oh = ((6 + 4 - 2 - 1) / 1 + 1) as usize;
+    let oh = (6 + 4 - 2 - 1 + 1) as usize; // stride 1
     let x = rand(ine, 1);
     let k = rand([kw, kh, 2, oc], 2);
     for dt in [F32, F16] {
@@ -120,18 +126,23 @@ fn im2col_regression_shapes() {
     let mut d = HostTensor::zeros(F16, [18, 12, 12, 32]);
     let pr = params(&[1, 1, 1, 1, 1, 1, 1]);
     run_op(Op::Im2col, pr, &[Some(&k), Some(&x)], &mut d).unwrap();
-    let want: Vec<f64> =
-        ref_im2col_2d(&x.to_f32(), ine, [3, 3], [1, 1], [1, 1], [1, 1], [12, 12])
-            .into_iter()
-            .map(|v| half::f16::from_f64(v).to_f64())
-            .collect();
+    let want: Vec<f64> = ref_im2col_2d(&x.to_f32(), ine, [3, 3], [1, 1], [1, 1], [1, 1], [12, 12])
+        .into_iter()
+        .map(|v| half::f16::from_f64(v).to_f64())
+        .collect();
     assert_close(&d.to_f32(), &want, 0.0, "im2col f16");
     // 1-D with dilation, stride and padding: {20,2,2,1} kernel {3,2,2,1}, s3 p3 d3.
     let x = rand([20, 2, 2, 1], 4);
     let k = HostTensor::zeros(F32, [3, 2, 2, 1]);
     let ow = (20 + 6 - 6 - 1) / 3 + 1;
     let mut d = HostTensor::zeros(F32, [6, ow, 2, 1]);
-    run_op(Op::Im2col, params(&[3, 0, 3, 0, 3, 0, 0]), &[Some(&k), Some(&x)], &mut d).unwrap();
+    run_op(
+        Op::Im2col,
+        params(&[3, 0, 3, 0, 3, 0, 0]),
+        &[Some(&k), Some(&x)],
+        &mut d,
+    )
+    .unwrap();
     // A 1-D image [20, IC=2, N=2] is a 2-D one of height 1 per (channel, batch).
     let xv = x.to_f32();
     let want = ref_im2col_2d(&xv, [20, 1, 2, 2], [3, 1], [3, 1], [3, 0], [3, 1], [ow, 1]);
@@ -148,10 +159,16 @@ fn im2col_back_is_the_adjoint() {
         let x = rand(ine, 5);
         let k = HostTensor::zeros(F32, kne);
         let p = params(&pr);
-        let (s, pd, dl) = ([pr[0] as i64, pr[1] as i64], [pr[2] as i64, pr[3] as i64], [pr[4] as i64, pr[5] as i64]);
-        let ow = ((ine[0] as i64 + 2 * pd[0] - dl[0] * (kne[0] as i64 - 1) - 1) / s[0] + 1) as usize;
+        let (s, pd, dl) = (
+            [pr[0] as i64, pr[1] as i64],
+            [pr[2] as i64, pr[3] as i64],
+            [pr[4] as i64, pr[5] as i64],
+        );
+        let ow =
+            ((ine[0] as i64 + 2 * pd[0] - dl[0] * (kne[0] as i64 - 1) - 1) / s[0] + 1) as usize;
         let cne = if two_d {
-            let oh = ((ine[1] as i64 + 2 * pd[1] - dl[1] * (kne[1] as i64 - 1) - 1) / s[1] + 1) as usize;
+            let oh =
+                ((ine[1] as i64 + 2 * pd[1] - dl[1] * (kne[1] as i64 - 1) - 1) / s[1] + 1) as usize;
             [ine[2] * kne[1] * kne[0], ow, oh, ine[3]]
         } else {
             [ine[1] * kne[0], ow, ine[2], 1]
@@ -161,9 +178,22 @@ fn im2col_back_is_the_adjoint() {
         let g = rand(cne, 6);
         let mut back = HostTensor::zeros(F32, ine);
         run_op(Op::Im2colBack, p, &[Some(&g), Some(&k)], &mut back).unwrap();
-        let lhs: f64 = cols.to_f32().iter().zip(g.to_f32()).map(|(a, b)| *a as f64 * b as f64).sum();
-        let rhs: f64 = x.to_f32().iter().zip(back.to_f32()).map(|(a, b)| *a as f64 * b as f64).sum();
-        assert!((lhs - rhs).abs() < 1e-4, "adjoint 2d={two_d}: {lhs} vs {rhs}");
+        let lhs: f64 = cols
+            .to_f32()
+            .iter()
+            .zip(g.to_f32())
+            .map(|(a, b)| *a as f64 * b as f64)
+            .sum();
+        let rhs: f64 = x
+            .to_f32()
+            .iter()
+            .zip(back.to_f32())
+            .map(|(a, b)| *a as f64 * b as f64)
+            .sum();
+        assert!(
+            (lhs - rhs).abs() < 1e-4,
+            "adjoint 2d={two_d}: {lhs} vs {rhs}"
+        );
     }
 }
 
@@ -227,5 +257,13 @@ fn im2col_rejects_bad_shapes() {
     let pr = params(&[1, 1, 1, 1, 1, 1, 1]);
     assert!(run_op(Op::Im2col, pr, &[Some(&k), Some(&x)], &mut d).is_err());
     let mut d = HostTensor::zeros(F32, [27, 10, 10, 1]);
-    assert!(run_op(Op::Im2col, params(&[0, 1, 1, 1, 1, 1, 1]), &[Some(&k), Some(&x)], &mut d).is_err());
+    assert!(
+        run_op(
+            Op::Im2col,
+            params(&[0, 1, 1, 1, 1, 1, 1]),
+            &[Some(&k), Some(&x)],
+            &mut d
+        )
+        .is_err()
+    );
 }

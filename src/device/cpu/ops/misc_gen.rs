@@ -35,7 +35,13 @@ pub fn check(graph: &Graph, node: usize) -> Result<(), String> {
             })?;
             ensure(
                 d.ne[0] == a.ne[0] + p0 + p1 && d.ne[1..] == a.ne[1..],
-                || format!("{op}: {} padded by {p0}, {p1} is not {}", shape(a), shape(d)),
+                || {
+                    format!(
+                        "{op}: {} padded by {p0}, {p1} is not {}",
+                        shape(a),
+                        shape(d)
+                    )
+                },
             )
         }
         Op::Roll => {
@@ -50,10 +56,9 @@ pub fn check(graph: &Graph, node: usize) -> Result<(), String> {
         Op::TimestepEmbedding => {
             ensure_params_at_least(d, &[0], 0)?;
             let dim = d.param_i32(0) as usize;
-            ensure(
-                d.ne == [dim, a.ne[0], 1, 1],
-                || format!("{op}: {} is not {dim} x {}", shape(d), shape(a)),
-            )
+            ensure(d.ne == [dim, a.ne[0], 1, 1], || {
+                format!("{op}: {} is not {dim} x {}", shape(d), shape(a))
+            })
         }
         _ => Err(format!("{op} is not a generator op")),
     }
@@ -142,7 +147,7 @@ fn timestep_embedding(a: &Src<'_>, dst: Dst<'_>) -> Result<(), DeviceError> {
                 out[j] = arg.cos();
                 out[j + half] = arg.sin();
             }
-            if dim % 2 != 0 {
+            if !dim.is_multiple_of(2) {
                 out[2 * half] = 0.0;
             }
             Ok(())

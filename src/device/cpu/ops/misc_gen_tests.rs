@@ -42,7 +42,13 @@ fn pad_reflect_1d_by_hand_and_regression() {
             (0..531).map(move |i| {
                 // Reflection about the ends: index -k maps to k, 511 + k to 511 - k.
                 let j = i as i64 - 10;
-                let j = if j < 0 { -j } else if j > 511 { 1022 - j } else { j };
+                let j = if j < 0 {
+                    -j
+                } else if j > 511 {
+                    1022 - j
+                } else {
+                    j
+                };
                 r[j as usize] as f64
             })
         })
@@ -67,7 +73,11 @@ fn roll_matches_index_arithmetic() {
             let s: Vec<usize> = (0..4)
                 .map(|k| (c[k] as i64 - shifts[k]).rem_euclid(ne[k] as i64) as usize)
                 .collect();
-            assert_eq!(*v, (((s[3] * 4 + s[2]) * 5 + s[1]) * 10 + s[0]) as f32, "{i}");
+            assert_eq!(
+                *v,
+                (((s[3] * 4 + s[2]) * 5 + s[1]) * 10 + s[0]) as f32,
+                "{i}"
+            );
         }
     }
     let mut d = HostTensor::zeros(F32, ne);
@@ -80,7 +90,13 @@ fn timestep_embedding_matches_formula() {
     for dim in [320usize, 7] {
         let ts = HostTensor::from_f32(F32, [2, 1, 1, 1], &[3.0, 250.5]);
         let mut d = HostTensor::zeros(F32, [dim, 2, 1, 1]);
-        run_op(Op::TimestepEmbedding, params(&[dim as i32, 10000]), &[Some(&ts)], &mut d).unwrap();
+        run_op(
+            Op::TimestepEmbedding,
+            params(&[dim as i32, 10000]),
+            &[Some(&ts)],
+            &mut d,
+        )
+        .unwrap();
         let half = dim / 2;
         let mut want = Vec::new();
         for t in [3.0f64, 250.5] {

@@ -79,9 +79,10 @@ fn family(op: Op) -> Option<(CheckFn, RunFn)> {
         GetRows => (get_rows::check as CheckFn, get_rows::run as RunFn),
         Im2col | Im2colBack | Im2col3d => (im2col::check as CheckFn, im2col::run as RunFn),
         Conv2d | Conv3d | Conv2dDw => (conv::check as CheckFn, conv::run as RunFn),
-        ConvTranspose1d | ConvTranspose2d | Col2im1d => {
-            (conv_transpose::check as CheckFn, conv_transpose::run as RunFn)
-        }
+        ConvTranspose1d | ConvTranspose2d | Col2im1d => (
+            conv_transpose::check as CheckFn,
+            conv_transpose::run as RunFn,
+        ),
         Pool1d | Pool2d | Pool2dBack => (pool::check as CheckFn, pool::run as RunFn),
         Upscale => (upscale::check as CheckFn, upscale::run as RunFn),
         PadReflect1d | Roll | Arange | TimestepEmbedding => {

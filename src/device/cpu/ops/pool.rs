@@ -161,19 +161,17 @@ fn pool_2d_back(g: &Src<'_>, af: &Src<'_>, dst: Dst<'_>) -> Result<(), DeviceErr
                 for ox in 0..grad.ne[0] {
                     let g0 = grad.at(ox, oy, i2, i3);
                     let (ix, iy) = (ox as i64 * s0 - p0, oy as i64 * s1 - p1);
-                    let taps = (iy..iy + k1)
-                        .filter(|y| (0..hi).contains(y))
-                        .flat_map(|y| {
-                            (ix..ix + k0)
-                                .filter(|x| (0..wi).contains(x))
-                                .map(move |x| y as usize * w + x as usize)
-                        });
+                    let taps = (iy..iy + k1).filter(|y| (0..hi).contains(y)).flat_map(|y| {
+                        (ix..ix + k0)
+                            .filter(|x| (0..wi).contains(x))
+                            .map(move |x| y as usize * w + x as usize)
+                    });
                     if max {
                         // ggml's scan: start at -FLT_MAX, take any value not `<=` the best so far.
                         let (mut best, mut pick) = (-f32::MAX, None);
                         for at in taps {
                             let v = fwd.at(at % w, at / w, i2, i3);
-                            if !(v <= best) {
+                            if v > best || v.is_nan() || best.is_nan() {
                                 (best, pick) = (v, Some(at));
                             }
                         }

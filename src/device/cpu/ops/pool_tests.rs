@@ -23,18 +23,51 @@ fn pool_out(i: usize, k: usize, s: usize, p: usize) -> usize {
 fn pool_1d_by_hand() {
     let x = HostTensor::from_f32(F32, [4, 1, 1, 1], &[1.0, 2.0, 3.0, 4.0]);
     let mut d = HostTensor::zeros(F32, [2, 1, 1, 1]);
-    run_op(Op::Pool1d, params(&[POOL_AVG, 2, 2, 0]), &[Some(&x)], &mut d).unwrap();
+    run_op(
+        Op::Pool1d,
+        params(&[POOL_AVG, 2, 2, 0]),
+        &[Some(&x)],
+        &mut d,
+    )
+    .unwrap();
     assert_eq!(d.to_f32(), [1.5, 3.5]);
-    run_op(Op::Pool1d, params(&[POOL_MAX, 2, 2, 0]), &[Some(&x)], &mut d).unwrap();
+    run_op(
+        Op::Pool1d,
+        params(&[POOL_MAX, 2, 2, 0]),
+        &[Some(&x)],
+        &mut d,
+    )
+    .unwrap();
     assert_eq!(d.to_f32(), [2.0, 4.0]);
     // Padding 1, k 2, s 2: windows [-1, 0] and [1, 2], [3, 4]; the average counts only real taps.
     let mut d = HostTensor::zeros(F32, [3, 1, 1, 1]);
-    run_op(Op::Pool1d, params(&[POOL_AVG, 2, 2, 1]), &[Some(&x)], &mut d).unwrap();
+    run_op(
+        Op::Pool1d,
+        params(&[POOL_AVG, 2, 2, 1]),
+        &[Some(&x)],
+        &mut d,
+    )
+    .unwrap();
     assert_eq!(d.to_f32(), [1.0, 2.5, 4.0]);
-    // A window entirely in the padding: 0 for average, -FLT_MAX for max.
+    // k 1, s 2, p 3: taps at -3, -1, 1, 3; windows entirely in the padding give -FLT_MAX (max)
+    // or 0 (average).
     let mut d = HostTensor::zeros(F32, [4, 1, 1, 1]);
-    run_op(Op::Pool1d, params(&[POOL_MAX, 1, 2, 3]), &[Some(&x)], &mut d).unwrap();
-    assert_eq!(d.to_f32(), [-f32::MAX, 2.0, 4.0, -f32::MAX]);
+    run_op(
+        Op::Pool1d,
+        params(&[POOL_MAX, 1, 2, 3]),
+        &[Some(&x)],
+        &mut d,
+    )
+    .unwrap();
+    assert_eq!(d.to_f32(), [-f32::MAX, -f32::MAX, 2.0, 4.0]);
+    run_op(
+        Op::Pool1d,
+        params(&[POOL_AVG, 1, 2, 3]),
+        &[Some(&x)],
+        &mut d,
+    )
+    .unwrap();
+    assert_eq!(d.to_f32(), [0.0, 0.0, 2.0, 4.0]);
 }
 
 #[test]
@@ -73,8 +106,18 @@ fn pool_1d_matches_reference() {
 }
 
 /// POOL_2D from the definition: averages divide by the whole window.
-fn ref_pool_2d(xv: &[f32], ne: [usize; 4], max: bool, k: [usize; 2], s: [usize; 2], p: [usize; 2]) -> Vec<f64> {
-    let (ow, oh) = (pool_out(ne[0], k[0], s[0], p[0]), pool_out(ne[1], k[1], s[1], p[1]));
+fn ref_pool_2d(
+    xv: &[f32],
+    ne: [usize; 4],
+    max: bool,
+    k: [usize; 2],
+    s: [usize; 2],
+    p: [usize; 2],
+) -> Vec<f64> {
+    let (ow, oh) = (
+        pool_out(ne[0], k[0], s[0], p[0]),
+        pool_out(ne[1], k[1], s[1], p[1]),
+    );
     let mut want = Vec::new();
     for plane in xv.chunks(ne[0] * ne[1]) {
         for oy in 0..oh {
@@ -82,11 +125,15 @@ fn ref_pool_2d(xv: &[f32], ne: [usize; 4], max: bool, k: [usize; 2], s: [usize; 
                 let mut taps = Vec::new();
                 for ky in 0..k[1] {
                     for kx in 0..k[0] {
-                        let (y, x) = ((oy * s[1] + ky).checked_sub(p[1]), (ox * s[0] + kx).checked_sub(p[0]));
-                        if let (Some(y), Some(x)) = (y, x) {
-                            if y < ne[1] && x < ne[0] {
-                                taps.push(plane[y * ne[0] + x] as f64);
-                            }
+                        let (y, x) = (
+                            (oy * s[1] + ky).checked_sub(p[1]),
+                            (ox * s[0] + kx).checked_sub(p[0]),
+                        );
+                        if let (Some(y), Some(x)) = (y, x)
+                            && y < ne[1]
+                            && x < ne[0]
+                        {
+                            taps.push(plane[y * ne[0] + x] as f64);
                         }
                     }
                 }
@@ -109,12 +156,27 @@ fn pool_2d_matches_reference() {
         let x = rand(typ, ne, 2);
         let xv = x.to_f32();
         for max in [false, true] {
-            for (k, s, p) in [([3, 3], [1, 1], [1, 1]), ([1, 3], [2, 1], [0, 1]), ([3, 1], [2, 2], [1, 0])] {
+            for (k, s, p) in [
+                ([3, 3], [1, 1], [1, 1]),
+                ([1, 3], [2, 1], [0, 1]),
+                ([3, 1], [2, 2], [1, 0]),
+            ] {
                 let want = ref_pool_2d(&xv, ne, max, k, s, p);
-                let (ow, oh) = (pool_out(10, k[0], s[0], p[0]), pool_out(10, k[1], s[1], p[1]));
+                let (ow, oh) = (
+                    pool_out(10, k[0], s[0], p[0]),
+                    pool_out(10, k[1], s[1], p[1]),
+                );
                 let mut d = HostTensor::zeros(F32, [ow, oh, 3, 1]);
                 let kind = if max { POOL_MAX } else { POOL_AVG };
-                let pr = params(&[kind, k[0] as i32, k[1] as i32, s[0] as i32, s[1] as i32, p[0] as i32, p[1] as i32]);
+                let pr = params(&[
+                    kind,
+                    k[0] as i32,
+                    k[1] as i32,
+                    s[0] as i32,
+                    s[1] as i32,
+                    p[0] as i32,
+                    p[1] as i32,
+                ]);
                 run_op(Op::Pool2d, pr, &[Some(&x)], &mut d).unwrap();
                 assert_close(&d.to_f32(), &want, 1e-6, "pool_2d");
             }
@@ -129,19 +191,45 @@ fn pool_2d_back_avg_is_the_adjoint_and_max_routes_to_the_argmax() {
     let (k, s, p) = ([3usize, 2usize], [2usize, 1usize], [1usize, 1usize]);
     let (ow, oh) = (pool_out(7, 3, 2, 1), pool_out(6, 2, 1, 1));
     let g = rand(F32, [ow, oh, 2, 1], 4);
-    let pr = |kind| params(&[kind, k[0] as i32, k[1] as i32, s[0] as i32, s[1] as i32, p[0] as i32, p[1] as i32]);
+    let pr = |kind| {
+        params(&[
+            kind,
+            k[0] as i32,
+            k[1] as i32,
+            s[0] as i32,
+            s[1] as i32,
+            p[0] as i32,
+            p[1] as i32,
+        ])
+    };
     // Average: <pool(x), g> == <x, back(g)>.
     let mut fwd = HostTensor::zeros(F32, [ow, oh, 2, 1]);
     run_op(Op::Pool2d, pr(POOL_AVG), &[Some(&x)], &mut fwd).unwrap();
     let mut back = HostTensor::zeros(F32, ne);
-    run_op(Op::Pool2dBack, pr(POOL_AVG), &[Some(&g), Some(&x)], &mut back).unwrap();
+    run_op(
+        Op::Pool2dBack,
+        pr(POOL_AVG),
+        &[Some(&g), Some(&x)],
+        &mut back,
+    )
+    .unwrap();
     let dot = |a: &HostTensor, b: &HostTensor| -> f64 {
-        a.to_f32().iter().zip(b.to_f32()).map(|(u, v)| *u as f64 * v as f64).sum()
+        a.to_f32()
+            .iter()
+            .zip(b.to_f32())
+            .map(|(u, v)| *u as f64 * v as f64)
+            .sum()
     };
     assert!((dot(&fwd, &g) - dot(&x, &back)).abs() < 1e-4);
     // Max: the gradient mass is conserved and lands only where the input equals a window's max.
     run_op(Op::Pool2d, pr(POOL_MAX), &[Some(&x)], &mut fwd).unwrap();
-    run_op(Op::Pool2dBack, pr(POOL_MAX), &[Some(&g), Some(&x)], &mut back).unwrap();
+    run_op(
+        Op::Pool2dBack,
+        pr(POOL_MAX),
+        &[Some(&g), Some(&x)],
+        &mut back,
+    )
+    .unwrap();
     let total: f64 = g.to_f32().iter().map(|v| *v as f64).sum();
     let got: f64 = back.to_f32().iter().map(|v| *v as f64).sum();
     assert!((total - got).abs() < 1e-4);
@@ -149,14 +237,23 @@ fn pool_2d_back_avg_is_the_adjoint_and_max_routes_to_the_argmax() {
     for (i, (b, xv)) in back.to_f32().iter().zip(x.to_f32()).enumerate() {
         if *b != 0.0 {
             let plane = i / 42;
-            assert!(maxima[plane * ow * oh..(plane + 1) * ow * oh].contains(&xv), "{i}");
+            assert!(
+                maxima[plane * ow * oh..(plane + 1) * ow * oh].contains(&xv),
+                "{i}"
+            );
         }
     }
     // By hand: a 2x2 input, one 2x2 window: all gradient to the max at (1, 0).
     let x = HostTensor::from_f32(F32, [2, 2, 1, 1], &[1.0, 5.0, 2.0, 3.0]);
     let g = HostTensor::from_f32(F32, [1, 1, 1, 1], &[7.0]);
     let mut back = HostTensor::zeros(F32, [2, 2, 1, 1]);
-    run_op(Op::Pool2dBack, params(&[POOL_MAX, 2, 2, 2, 2, 0, 0]), &[Some(&g), Some(&x)], &mut back).unwrap();
+    run_op(
+        Op::Pool2dBack,
+        params(&[POOL_MAX, 2, 2, 2, 2, 0, 0]),
+        &[Some(&g), Some(&x)],
+        &mut back,
+    )
+    .unwrap();
     assert_eq!(back.to_f32(), [0.0, 7.0, 0.0, 0.0]);
 }
 

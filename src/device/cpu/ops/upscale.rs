@@ -27,10 +27,9 @@ pub fn check(graph: &Graph, node: usize) -> Result<(), String> {
     ensure(flags & FLAG_ANTIALIAS == 0 || mode == MODE_BILINEAR, || {
         "UPSCALE: antialias needs bilinear mode".into()
     })?;
-    ensure(
-        (0..4).all(|k| a.ne[k] > 0 || d.ne[k] == 0),
-        || "UPSCALE: empty source".into(),
-    )
+    ensure((0..4).all(|k| a.ne[k] > 0 || d.ne[k] == 0), || {
+        "UPSCALE: empty source".into()
+    })
 }
 
 /// Source index along a dim resampled by nearest: `i / sf` truncated (clamped for safety).

@@ -20,7 +20,10 @@ fn upscale(x: &HostTensor, ne: [usize; 4], mode: i32) -> Vec<f32> {
 #[test]
 fn nearest_by_hand_and_through_a_transposed_source() {
     let x = HostTensor::from_f32(F32, [2, 1, 1, 1], &[1.0, 2.0]);
-    assert_eq!(upscale(&x, [4, 1, 1, 1], MODE_NEAREST), [1.0, 1.0, 2.0, 2.0]);
+    assert_eq!(
+        upscale(&x, [4, 1, 1, 1], MODE_NEAREST),
+        [1.0, 1.0, 2.0, 2.0]
+    );
     // test-backend-ops: a transposed source, scale 2 in dims 0 and 1.
     let x = rand([6, 5, 3, 2], 1).permuted([1, 0, 2, 3]);
     let xv = x.to_f32();
@@ -42,7 +45,12 @@ fn nearest_by_hand_and_through_a_transposed_source() {
 
 /// Separable 1-D interpolation in f64 with clamped taps; `kernel(t)` gives the tap weights around
 /// floor(position).
-fn ref_resample(src: &[f64], n_out: usize, align: bool, taps: &dyn Fn(f64) -> Vec<(i64, f64)>) -> Vec<f64> {
+fn ref_resample(
+    src: &[f64],
+    n_out: usize,
+    align: bool,
+    taps: &dyn Fn(f64) -> Vec<(i64, f64)>,
+) -> Vec<f64> {
     let n = src.len();
     let (sf, off) = if align && n_out > 1 && n > 1 {
         ((n_out - 1) as f64 / (n - 1) as f64, 0.0)
@@ -69,14 +77,32 @@ fn cubic_taps(t: f64) -> Vec<(i64, f64)> {
     let a = -0.75;
     let near = |x: f64| ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
     let far = |x: f64| ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a;
-    vec![(-1, far(t + 1.0)), (0, near(t)), (1, near(1.0 - t)), (2, far(2.0 - t))]
+    vec![
+        (-1, far(t + 1.0)),
+        (0, near(t)),
+        (1, near(1.0 - t)),
+        (2, far(2.0 - t)),
+    ]
 }
 
 /// 2-D separable reference on one plane [w, h] -> [ow, oh].
-fn ref_2d(plane: &[f32], [w, h]: [usize; 2], [ow, oh]: [usize; 2], align: bool, taps: &dyn Fn(f64) -> Vec<(i64, f64)>) -> Vec<f64> {
+fn ref_2d(
+    plane: &[f32],
+    [w, h]: [usize; 2],
+    [ow, oh]: [usize; 2],
+    align: bool,
+    taps: &dyn Fn(f64) -> Vec<(i64, f64)>,
+) -> Vec<f64> {
     let rows: Vec<Vec<f64>> = plane
         .chunks(w)
-        .map(|r| ref_resample(&r.iter().map(|v| *v as f64).collect::<Vec<_>>(), ow, align, taps))
+        .map(|r| {
+            ref_resample(
+                &r.iter().map(|v| *v as f64).collect::<Vec<_>>(),
+                ow,
+                align,
+                taps,
+            )
+        })
         .collect();
     let mut out = vec![0f64; ow * oh];
     for x in 0..ow {
@@ -92,10 +118,21 @@ fn ref_2d(plane: &[f32], [w, h]: [usize; 2], [ow, oh]: [usize; 2], align: bool, 
 fn bilinear_and_bicubic_match_separable_references() {
     // test-backend-ops: interpolate {2,5,7,11} -> {5,7,11,13}-like (planes kept), with and without
     // align corners, and a downscale {5,7} -> {2,5}.
-    for (ine, one, align) in [([2, 5, 3, 2], [5, 7, 3, 2], false), ([2, 5, 3, 2], [5, 7, 3, 2], true), ([5, 7, 2, 1], [2, 5, 2, 1], false), ([1, 4, 3, 2], [2, 8, 3, 2], true)] {
+    for (ine, one, align) in [
+        ([2, 5, 3, 2], [5, 7, 3, 2], false),
+        ([2, 5, 3, 2], [5, 7, 3, 2], true),
+        ([5, 7, 2, 1], [2, 5, 2, 1], false),
+        ([1, 4, 3, 2], [2, 8, 3, 2], true),
+    ] {
         let x = rand(ine, 3);
         let xv = x.to_f32();
-        for (mode, taps) in [(MODE_BILINEAR, &linear_taps as &dyn Fn(f64) -> Vec<(i64, f64)>), (MODE_BICUBIC, &cubic_taps)] {
+        for (mode, taps) in [
+            (
+                MODE_BILINEAR,
+                &linear_taps as &dyn Fn(f64) -> Vec<(i64, f64)>,
+            ),
+            (MODE_BICUBIC, &cubic_taps),
+        ] {
             let flags = mode | if align { FLAG_ALIGN_CORNERS } else { 0 };
             let got = upscale(&x, one, flags);
             let plane = ine[0] * ine[1];
@@ -133,7 +170,10 @@ fn antialiased_bilinear() {
     let want0 = (w[1] * 1.0 + w[2] * 2.0) / (w[0] + w[1] + w[2]);
     assert!((got[0] as f64 - want0).abs() < 1e-6, "{got:?}");
     // Interior outputs of a linear ramp stay on the ramp (the filter is symmetric): 2i + 0.5.
-    assert!((got[1] - 2.5).abs() < 1e-6 && (got[2] - 4.5).abs() < 1e-6, "{got:?}");
+    assert!(
+        (got[1] - 2.5).abs() < 1e-6 && (got[2] - 4.5).abs() < 1e-6,
+        "{got:?}"
+    );
 }
 
 #[test]
