@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use super::seq_io::{ensure, dot, f32_dst, f32_src, put, values, want_ne};
+use super::seq_io::{dot, ensure, f32_dst, f32_src, put, values, want_ne};
 use super::{Dst, Src};
 use crate::device::DeviceError;
 use crate::ggml::{Graph, MAX_SRC, Op};
@@ -81,7 +81,9 @@ fn gdn(src: &[Option<Src<'_>>; MAX_SRC], dst: Dst<'_>) -> Result<(), DeviceError
         ((seq * n_tokens + t) * heads + hd % heads) * ne[0]
     };
 
-    let units: Vec<(Vec<f32>, Vec<(usize, Vec<f32>)>)> = (0..h * n_seqs)
+    // Per (head, sequence): outputs per token and the (slot, state) snapshots it stores.
+    type Unit = (Vec<f32>, Vec<(usize, Vec<f32>)>);
+    let units: Vec<Unit> = (0..h * n_seqs)
         .into_par_iter()
         .map(|u| {
             let (hd, seq) = (u % h, u / h);
@@ -108,7 +110,9 @@ fn gdn(src: &[Option<Src<'_>>; MAX_SRC], dst: Dst<'_>) -> Result<(), DeviceError
                     delta[j] = (vd[j] - dot(mj, kd)) * b;
                 }
                 for (mj, &dj) in m.chunks_exact_mut(s_v).zip(&delta) {
-                    mj.iter_mut().zip(kd).for_each(|(x, &ki)| *x = ki.mul_add(dj, *x));
+                    mj.iter_mut()
+                        .zip(kd)
+                        .for_each(|(x, &ki)| *x = ki.mul_add(dj, *x));
                 }
                 let o = &mut out[t * s_v..][..s_v];
                 for (oj, mj) in o.iter_mut().zip(m.chunks_exact(s_v)) {
@@ -133,7 +137,12 @@ fn gdn(src: &[Option<Src<'_>>; MAX_SRC], dst: Dst<'_>) -> Result<(), DeviceError
             put(dst.data, ((seq * n_tokens + t) * h + hd) * s_v, o, OP)?;
         }
         for (slot, m) in snaps {
-            put(dst.data, attn + (slot * n_seqs + seq) * h * ss + hd * ss, m, OP)?;
+            put(
+                dst.data,
+                attn + (slot * n_seqs + seq) * h * ss + hd * ss,
+                m,
+                OP,
+            )?;
         }
     }
     Ok(())
@@ -145,7 +154,9 @@ fn check_solve_tri(graph: &Graph, node: usize) -> Result<(), String> {
     let a = f32_src(graph, node, 0)?;
     let b = f32_src(graph, node, 1)?;
     let d = f32_dst(graph, node)?;
-    ensure(a.ne[0] == a.ne[1], || format!("{OP}: A {:?} is not square", a.ne))?;
+    ensure(a.ne[0] == a.ne[1], || {
+        format!("{OP}: A {:?} is not square", a.ne)
+    })?;
     want_ne(OP, "B", b, [b.ne[0], a.ne[1], a.ne[2], a.ne[3]])?;
     want_ne(OP, "result", d, b.ne)
 }

@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::rows::cmax;
-use super::seq_io::{ensure, dot, f32_dst, f32_src, put, values, want_ne};
+use super::seq_io::{dot, ensure, f32_dst, f32_src, put, values, want_ne};
 use super::{Dst, Src, access};
 use crate::device::DeviceError;
 use crate::ggml::{GgmlType, Graph, MAX_SRC, Op};

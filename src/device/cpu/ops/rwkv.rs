@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use super::seq_io::{ensure, dot, f32_dst, f32_src, put, values, want_ne};
+use super::seq_io::{dot, ensure, f32_dst, f32_src, put, values, want_ne};
 use super::{Dst, Src};
 use crate::device::DeviceError;
 use crate::ggml::{Graph, MAX_SRC, Op, Tensor};

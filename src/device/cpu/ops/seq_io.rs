@@ -75,17 +75,15 @@ pub fn put(data: &mut [u8], at: usize, vals: &[f32], op: &'static str) -> Result
 pub fn dot(x: &[f32], y: &[f32]) -> f32 {
     let n = x.len().min(y.len());
     let f = quant::dot_fn(GgmlType::F32).unwrap_or(naive_dot_bytes);
-    f(
-        bytemuck::cast_slice(&x[..n]),
-        bytemuck::cast_slice(&y[..n]),
-    )
+    f(bytemuck::cast_slice(&x[..n]), bytemuck::cast_slice(&y[..n]))
 }
 
 fn naive_dot_bytes(x: &[u8], y: &[u8]) -> f32 {
     x.chunks_exact(4)
         .zip(y.chunks_exact(4))
         .map(|(a, b)| {
-            f32::from_le_bytes([a[0], a[1], a[2], a[3]]) * f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+            f32::from_le_bytes([a[0], a[1], a[2], a[3]])
+                * f32::from_le_bytes([b[0], b[1], b[2], b[3]])
         })
         .sum()
 }

@@ -31,10 +31,16 @@ fn check_conv(graph: &Graph, node: usize) -> Result<(), String> {
     );
     let (d_conv, d_inner) = (c.ne[0], c.ne[1]);
     ensure(sx.ne[3] == 1 && c.ne[2] == 1 && c.ne[3] == 1, || {
-        format!("SSM_CONV: sx {:?} must be 3-D, c {:?} a matrix", sx.ne, c.ne)
+        format!(
+            "SSM_CONV: sx {:?} must be 3-D, c {:?} a matrix",
+            sx.ne, c.ne
+        )
     })?;
     ensure(d_conv >= 1 && sx.ne[0] + 1 >= d_conv, || {
-        format!("SSM_CONV: sx.ne0 {} shorter than d_conv {d_conv} - 1", sx.ne[0])
+        format!(
+            "SSM_CONV: sx.ne0 {} shorter than d_conv {d_conv} - 1",
+            sx.ne[0]
+        )
     })?;
     ensure(sx.ne[1] == d_inner, || {
         format!("SSM_CONV: sx.ne1 {} != d_inner {d_inner}", sx.ne[1])
@@ -79,7 +85,9 @@ fn check_scan(graph: &Graph, node: usize) -> Result<(), String> {
     let ids = graph
         .src(node, 6)
         .ok_or_else(|| format!("{OP}: missing source 6"))?;
-    ensure(ids.typ == GgmlType::I32, || format!("{OP}: ids must be i32"))?;
+    ensure(ids.typ == GgmlType::I32, || {
+        format!("{OP}: ids must be i32")
+    })?;
     let [d_state, head_dim, n_head, n_seqs_s] = s.ne;
     let [_, _, n_tokens, n_seqs] = x.ne;
     let k = graph.tensors[node].param_i32(0);
@@ -111,7 +119,10 @@ fn check_scan(graph: &Graph, node: usize) -> Result<(), String> {
     })?;
     let want = x.nelements() + k as usize * d_state * head_dim * n_head * n_seqs;
     ensure(d.nelements() == want, || {
-        format!("{OP}: result has {} elements, expected {want}", d.nelements())
+        format!(
+            "{OP}: result has {} elements, expected {want}",
+            d.nelements()
+        )
     })
 }
 
