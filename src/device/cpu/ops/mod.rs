@@ -7,12 +7,16 @@
 
 pub mod access;
 mod attention;
+mod backward;
 mod copy;
+mod diag;
 mod elementwise;
 pub use elementwise::gelu_tables_f16;
 mod get_rows;
+mod loss;
 mod matmul;
 mod norm;
+mod optim;
 mod reduce;
 pub mod rope;
 mod rows;
@@ -20,6 +24,7 @@ mod softmax;
 #[cfg(test)]
 pub mod testutil;
 pub mod vexp;
+mod window;
 
 use crate::device::DeviceError;
 use crate::ggml::{Graph, MAX_SRC, Op, Tensor};
@@ -35,11 +40,32 @@ pub struct Src<'a> {
 pub struct Dst<'a> {
     pub t: &'a Tensor,
     pub data: &'a mut [u8],
+    /// The bytes of the sources this op also updates in place (`writes_src`), by source index; `None`
+    /// for every other source (whose `Src::data` is then empty).
+    pub inout: [Option<&'a mut [u8]>; MAX_SRC],
+}
+
+impl<'a> Dst<'a> {
+    /// A destination for an op that updates no source in place.
+    pub fn new(t: &'a Tensor, data: &'a mut [u8]) -> Self {
+        Dst {
+            t,
+            data,
+            inout: Default::default(),
+        }
+    }
 }
 
 /// Whether `op` reads the contents of source `k` (SET_ROWS' destination, CPY's target do not count).
 pub fn reads_src(op: Op, k: usize) -> bool {
     !matches!((op, k), (Op::Cpy, 1) | (Op::SetRows, 2))
+}
+
+/// Whether `op` also writes source `k`'s bytes in place (OPT_STEP_ADAMW updates its moments m and v).
+/// The runner hands such a source to the kernel mutably in `Dst::inout`, never as a copy, and refuses
+/// a graph where it overlaps the destination or another written source.
+pub fn writes_src(op: Op, k: usize) -> bool {
+    matches!((op, k), (Op::OptStepAdamw, 2 | 3))
 }
 
 type CheckFn = fn(&Graph, usize) -> Result<(), String>;
@@ -65,6 +91,18 @@ fn family(op: Op) -> Option<(CheckFn, RunFn)> {
         FlashAttnExt => (attention::check as CheckFn, attention::run as RunFn),
         MulMat | MulMatId | OutProd => (matmul::check as CheckFn, matmul::run as RunFn),
         GetRows => (get_rows::check as CheckFn, get_rows::run as RunFn),
+        RopeBack => (rope::check as CheckFn, rope::run as RunFn),
+        SiluBack | RmsNormBack | SoftMaxBack | RepeatBack | GetRowsBack => {
+            (backward::check as CheckFn, backward::run as RunFn)
+        }
+        CountEqual | CrossEntropyLoss | CrossEntropyLossBack => {
+            (loss::check as CheckFn, loss::run as RunFn)
+        }
+        OptStepAdamw | OptStepSgd => (optim::check as CheckFn, optim::run as RunFn),
+        Diag | Tri => (diag::check as CheckFn, diag::run as RunFn),
+        WinPart | WinUnpart | GetRelPos | AddRelPos => {
+            (window::check as CheckFn, window::run as RunFn)
+        }
         _ => return Option::None,
     })
 }
