@@ -368,7 +368,7 @@ fn lengths_are_validated() {
         dequantize_row(Iq2Xxs, &[0u8; 66], &mut [0f32; 256]),
         Err(QuantError::Unsupported("iq2_xxs"))
     );
-    assert!(quantize_row(Q4K, &[0f32; 256], &mut [0u8; 144]).is_err());
+    assert!(quantize_row(Iq2Xxs, &[0f32; 256], &mut [0u8; 66]).is_err());
     assert!(vec_dot(I32, 1, &[0u8; 4], &[0u8; 4]).is_err());
     for t in DEQUANT_TYPES {
         let n = t.block_size() * 2;

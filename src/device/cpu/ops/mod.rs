@@ -11,6 +11,8 @@ mod copy;
 mod elementwise;
 pub use elementwise::gelu_tables_f16;
 mod get_rows;
+#[cfg(test)]
+mod lowbit_tests;
 mod matmul;
 mod norm;
 mod reduce;
