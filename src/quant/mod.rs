@@ -46,6 +46,7 @@ mod tests;
 mod tests_dot;
 #[cfg(test)]
 mod tests_iq;
+#[cfg(test)]
 mod tests_small;
 pub mod tiled;
 
