@@ -34,8 +34,8 @@ impl Iq1Block {
 
     fn set_group(&mut self, g: usize, idx: usize) {
         let grid = IQ1S_GRID[idx].to_le_bytes();
-        for j in 0..8 {
-            self.vals[8 * g + j] = grid[j] as i8;
+        for (v, &m) in self.vals[8 * g..8 * g + 8].iter_mut().zip(&grid) {
+            *v = m as i8;
         }
     }
 }
@@ -87,8 +87,8 @@ fn dequant_iq1(src_blocks: impl Iterator<Item = Iq1Block>, dst: &mut [f32]) {
             } else {
                 IQ1S_DELTA
             };
-            for j in 0..8 {
-                ys[j] = dl * (x.vals[8 * g + j] as f32 + delta);
+            for (v, &q) in ys.iter_mut().zip(&x.vals[8 * g..8 * g + 8]) {
+                *v = dl * (q as f32 + delta);
             }
         }
     }

@@ -66,8 +66,8 @@ pub(super) fn dequant_grid<const TS: usize>(
         let g = decode(b);
         for (h, ys) in y.as_chunks_mut::<16>().0.iter_mut().enumerate() {
             let dl = db(g.d, g.scales[h]);
-            for j in 0..16 {
-                ys[j] = dl * g.vals[16 * h + j] as f32;
+            for (v, &q) in ys.iter_mut().zip(&g.vals[16 * h..16 * h + 16]) {
+                *v = dl * q as f32;
             }
         }
     }

@@ -319,8 +319,8 @@ fn mul_mat_checks_shapes_and_types() {
         )
         .is_err()
     );
-    let iq2 = HostTensor::zeros(GgmlType::Iq2Xxs, [256, 2, 1, 1]);
-    assert!(run(&iq2, &acts([256, 1, 1, 1], &mut rng), [2, 1, 1, 1], f32).is_err());
+    let i32w = HostTensor::zeros(GgmlType::I32, [256, 2, 1, 1]); // no dot product for i32 weights
+    assert!(run(&i32w, &acts([256, 1, 1, 1], &mut rng), [2, 1, 1, 1], f32).is_err());
     let k33 = HostTensor::zeros(GgmlType::F32, [33, 2, 1, 1]);
     assert!(run(&k33, &acts([33, 1, 1, 1], &mut rng), [2, 1, 1, 1], f32).is_ok());
 }
@@ -354,6 +354,10 @@ fn mul_mat_id_random_ids() {
         GgmlType::Q4K,
         GgmlType::Mxfp4,
         GgmlType::F32,
+        // test-backend-ops' large MUL_MAT_ID cases use these grid formats.
+        GgmlType::Iq2Xxs,
+        GgmlType::Iq3S,
+        GgmlType::Iq1M,
     ] {
         let k = typ.block_size().max(64);
         let a = weights(typ, [k, m, n_exp, 1], &mut rng);
@@ -410,8 +414,16 @@ fn mul_mat_id_rejects_bad_ids() {
 #[test]
 fn out_prod_matches_reference() {
     let mut rng = Rng::new(10);
-    let (ne0, k, ne1) = (32, 6, 3);
-    for typ in [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0] {
+    let (k, ne1) = (6, 3);
+    for typ in [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::Q8_0,
+        GgmlType::Iq2Xs,
+        GgmlType::Iq1S,
+    ] {
+        // A whole block per row, as test-backend-ops' OUT_PROD(type_a=iq2_xs, m=256, ...).
+        let ne0 = typ.block_size().max(32);
         let a = weights(typ, [ne0, k, 2, 1], &mut rng);
         let b = acts([ne1, k, 4, 1], &mut rng).permuted([1, 0, 2, 3]); // transposed, like ggml's
         let mut dst = HostTensor::zeros(GgmlType::F32, [ne0, ne1, 4, 1]);
