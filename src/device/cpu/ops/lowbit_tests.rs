@@ -223,3 +223,31 @@ fn set_rows_into_new_block_types() {
         }
     }
 }
+
+#[test]
+fn mul_mat_takes_activations_already_in_vec_dot_type() {
+    // src1 stored as Q8_0 (Q1_0's and Q4_0's vec_dot_type) or Q8_K (TQ2_0's): the same result as
+    // f32 activations that convert to exactly those bytes.
+    let mut rng = Rng::new(46);
+    for typ in [Q1_0, Q4_0, Tq2_0] {
+        let vt = quant::vec_dot_type(typ);
+        let a = HostTensor::from_f32(typ, [256, 8, 1, 1], &rng.vec(256 * 8, -1.0, 1.0));
+        let raw = rand_f32([256, 3, 1, 1], &mut rng);
+        let bq = HostTensor {
+            t: crate::ggml::Tensor::new(vt, [256, 3, 1, 1]),
+            bytes: quantized_rows(vt, &raw.to_f32(), 256),
+        };
+        let (mut d1, mut d2) = (
+            HostTensor::zeros(F32, [8, 3, 1, 1]),
+            HostTensor::zeros(F32, [8, 3, 1, 1]),
+        );
+        run_op(Op::MulMat, [0; 16], &[Some(&a), Some(&raw)], &mut d1).unwrap();
+        run_op(Op::MulMat, [0; 16], &[Some(&a), Some(&bq)], &mut d2).unwrap();
+        assert_eq!(d1.to_f32(), d2.to_f32(), "{}", typ.name());
+    }
+    // Any other block type is still refused.
+    let a = HostTensor::from_f32(Q4_0, [256, 8, 1, 1], &vec![0.5; 256 * 8]);
+    let b = HostTensor::from_f32(Q4_0, [256, 3, 1, 1], &vec![0.5; 256 * 3]);
+    let mut d = HostTensor::zeros(F32, [8, 3, 1, 1]);
+    assert!(run_op(Op::MulMat, [0; 16], &[Some(&a), Some(&b)], &mut d).is_err());
+}

@@ -54,7 +54,10 @@ fn check_operands(a: &Tensor, b: &Tensor) -> Result<(), String> {
     if a.typ.is_quantized() && a.nb[0] != a.typ.type_size() {
         return Err("quantized weights must have packed blocks".into());
     }
-    if !access::is_scalar_float(b.typ) {
+    // ggml-cpu also takes activations already in the weights' `vec_dot_type` (used as they are).
+    let pre_converted =
+        b.typ.is_quantized() && b.typ == quant::vec_dot_type(a.typ) && b.nb[0] == b.typ.type_size();
+    if !access::is_scalar_float(b.typ) && !pre_converted {
         return Err(format!(
             "activations of type {} are not supported",
             b.typ.name()
@@ -181,6 +184,18 @@ fn convert_rows(b: &Src<'_>, vt: GgmlType, op: &'static str) -> Result<Vec<u8>, 
         .row_size(k)
         .ok_or_else(|| DeviceError::op(op, "activation row is not whole blocks"))?;
     let mut out = vec![0u8; row * b.t.nrows()];
+    if b.t.typ == vt && vt.is_quantized() {
+        for (r, dst) in out.chunks_exact_mut(row).enumerate() {
+            let (i1, i2, i3) = unravel_row(b.t, r);
+            let base = access::row_offset(b.t, i1, i2, i3);
+            let src = b
+                .data
+                .get(base..base + row)
+                .ok_or_else(|| DeviceError::op(op, "activation row outside src1"))?;
+            dst.copy_from_slice(src);
+        }
+        return Ok(out);
+    }
     out.par_chunks_mut(row).enumerate().try_for_each_init(
         || vec![0f32; k],
         |tmp, (r, dst)| {
