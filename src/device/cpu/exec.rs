@@ -1,7 +1,8 @@
 //! Runs a graph on host memory: resolves each node's tensors to byte slices and calls its kernel.
 //!
 //! Aliasing rule: a node's destination is the only mutable slice. A source that overlaps the destination
-//! (in-place ops, views of the output) is copied first, so kernels never see aliased memory.
+//! (in-place ops, views of the output) is copied first, so kernels never see aliased memory. Sources an
+//! op updates in place (`ops::writes_src`) are passed mutably and must not overlap any other output.
 
 use std::borrow::Cow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -53,17 +54,37 @@ fn overlaps(a: &Span, b: &Span) -> bool {
 pub fn run_node(graph: &Graph, node: usize, buffers: &BufferSet) -> Result<(), DeviceError> {
     let t = &graph.tensors[node];
     let dst_span = span(t, buffers)?;
-    let mut owned: [Option<Cow<'_, [u8]>>; MAX_SRC] = Default::default();
-    for (k, slot) in owned.iter_mut().enumerate() {
+    // Sources the op updates in place: each must lie apart from the destination and from the others,
+    // so that every mutable slice made below is the only slice into its bytes.
+    let mut written: [Option<Span>; MAX_SRC] = Default::default();
+    for k in 0..MAX_SRC {
         let Some(s) = t.src[k] else { continue };
-        if !ops::reads_src(t.op, k) {
+        if !ops::writes_src(t.op, k) {
             continue;
         }
         let sp = span(&graph.tensors[s], buffers)?;
-        // SAFETY: `sp` lies inside a live CpuBuffer (checked by `ptr_at`); the only mutable slice created
-        // below is the destination, and overlapping sources are copied out before it exists.
+        if overlaps(&sp, &dst_span) || written.iter().flatten().any(|w| overlaps(w, &sp)) {
+            return Err(DeviceError::op(
+                t.op.name(),
+                format!("source {k} is written in place and overlaps another output"),
+            ));
+        }
+        written[k] = Some(sp);
+    }
+    let mut owned: [Option<Cow<'_, [u8]>>; MAX_SRC] = Default::default();
+    for (k, slot) in owned.iter_mut().enumerate() {
+        let Some(s) = t.src[k] else { continue };
+        if !ops::reads_src(t.op, k) || written[k].is_some() {
+            continue;
+        }
+        let sp = span(&graph.tensors[s], buffers)?;
+        // SAFETY: `sp` lies inside a live CpuBuffer (checked by `ptr_at`); the only mutable slices
+        // created below are the destination and the written sources, and sources overlapping any of
+        // them are copied out before those exist.
         let bytes = unsafe { std::slice::from_raw_parts(sp.ptr as *const u8, sp.len) };
-        *slot = Some(if overlaps(&sp, &dst_span) {
+        let aliased =
+            overlaps(&sp, &dst_span) || written.iter().flatten().any(|w| overlaps(w, &sp));
+        *slot = Some(if aliased {
             Cow::Owned(bytes.to_vec())
         } else {
             Cow::Borrowed(bytes)
@@ -77,9 +98,16 @@ pub fn run_node(graph: &Graph, node: usize, buffers: &BufferSet) -> Result<(), D
         })
     });
     // SAFETY: the destination range is inside a live CpuBuffer and no other slice into it is alive
-    // (overlapping sources were copied above; borrowed sources do not overlap it).
+    // (overlapping sources were copied above; borrowed sources and written sources do not overlap it).
     let dst_bytes = unsafe { std::slice::from_raw_parts_mut(dst_span.ptr, dst_span.len) };
-    let dst = Dst { t, data: dst_bytes };
+    let mut dst = Dst::new(t, dst_bytes);
+    for (slot, sp) in dst.inout.iter_mut().zip(&written) {
+        if let Some(sp) = sp {
+            // SAFETY: inside a live CpuBuffer; disjoint from the destination, from the other written
+            // sources (checked above) and from every borrowed source (those overlapping were copied).
+            *slot = Some(unsafe { std::slice::from_raw_parts_mut(sp.ptr, sp.len) });
+        }
+    }
     match catch_unwind(AssertUnwindSafe(|| ops::run(&srcs, dst))) {
         Ok(r) => r,
         Err(p) => {

@@ -31,8 +31,11 @@ pub fn run_node(
 ) -> Result<(), DeviceError> {
     let t = &graph.tensors[node];
     let mut owned: [Vec<u8>; MAX_SRC] = Default::default();
+    // Sources the op updates in place: downloaded, handed over mutably, written back.
+    let mut written: [Option<Vec<u8>>; MAX_SRC] = Default::default();
     for (k, slot) in owned.iter_mut().enumerate() {
         match t.src[k] {
+            Some(s) if ops::writes_src(t.op, k) => written[k] = Some(download(ctx, graph, s)?),
             Some(s) if ops::reads_src(t.op, k) => *slot = download(ctx, graph, s)?,
             _ => {}
         }
@@ -45,7 +48,11 @@ pub fn run_node(
         })
     });
     let res = catch_unwind(AssertUnwindSafe(|| {
-        kernel(&srcs, Dst { t, data: &mut dst })
+        let mut d = Dst::new(t, &mut dst);
+        for (slot, w) in d.inout.iter_mut().zip(written.iter_mut()) {
+            *slot = w.as_deref_mut();
+        }
+        kernel(&srcs, d)
     }))
     .unwrap_or_else(|p| {
         let msg = p
@@ -56,6 +63,12 @@ pub fn run_node(
         Err(DeviceError::Panic(format!("{}: {msg}", t.op.name())))
     });
     res?;
+    for (k, w) in written.iter().enumerate() {
+        if let (Some(bytes), Some(s)) = (w, t.src[k]) {
+            let (wb, off, _) = ctx.place(&graph.tensors[s])?;
+            wb.write(off as usize, bytes)?;
+        }
+    }
     let (wb, off, _) = ctx.place(t)?;
     wb.write(off as usize, &dst)
 }

@@ -67,7 +67,8 @@ pub fn check(graph: &Graph, node: usize) -> Result<(), String> {
                 },
             )
         }
-        Op::Scale => same_shape_types(d, s0, &[F32]),
+        // ggml_compute_forward_scale: f32 and bf16.
+        Op::Scale => same_shape_types(d, s0, &[F32, Bf16]),
         Op::Clamp | Op::LeakyRelu | Op::Fill => same_shape_types(d, s0, &[F32, F16]),
         Op::Sqr | Op::Sqrt | Op::Log | Op::Sin | Op::Cos | Op::Unary => unary::check(graph, node),
         Op::Glu => unary::check_glu(graph, node),
@@ -87,8 +88,9 @@ pub fn run(src: &[Option<Src<'_>>; MAX_SRC], dst: Dst<'_>) -> Result<(), DeviceE
         Op::AddId => add_id(s0, src_at(src, 1, op)?, src_at(src, 2, op)?, dst),
         Op::Scale => {
             let (s, b) = (dst.t.param_f32(0), dst.t.param_f32(1));
-            // ggml only adds the bias when it is non-zero (keeps -0.0 from x*s).
-            if b == 0.0 {
+            // ggml's f32 kernel only adds the bias when it is non-zero (keeps -0.0 from x*s); its
+            // bf16 kernel always computes s*x + b.
+            if b == 0.0 && s0.t.typ == F32 {
                 map_each(s0, dst, move |x| x * s)
             } else {
                 map_each(s0, dst, move |x| x * s + b)

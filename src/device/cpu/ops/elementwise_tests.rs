@@ -279,6 +279,23 @@ fn scale_clamp_leaky_fill() {
     assert!(run_op(Op::Scale, params_f32(&[1.0]), &[Some(&a)], &mut d16).is_err());
 }
 
+/// SCALE on bf16 (test-backend-ops' `SCALE(type=bf16,ne=[10,10,10,10],scale=2,bias=1)` and
+/// `scale=0.5,bias=0` on [100,10,10,10]): `s*x + b` rounded once to bf16.
+#[test]
+fn scale_bf16() {
+    let mut rng = Rng::new(61);
+    for (ne, s, b) in [([10, 10, 10, 10], 2.0, 1.0), ([100, 10, 10, 10], 0.5, 0.0)] {
+        let (a, av) = input(&mut rng, Bf16, ne, -1.0, 1.0, None);
+        let mut d = HostTensor::zeros(Bf16, ne);
+        run_op(Op::Scale, params_f32(&[s, b]), &[Some(&a)], &mut d).unwrap();
+        let want: Vec<f64> = av.iter().map(|x| x * f64::from(s) + f64::from(b)).collect();
+        assert_close(&d.to_f32(), &want, tol(Bf16), "scale bf16");
+    }
+    let (a, _) = input(&mut rng, Bf16, [4, 1, 1, 1], -1.0, 1.0, None);
+    let mut d = HostTensor::zeros(F32, [4, 1, 1, 1]);
+    assert!(run_op(Op::Scale, params_f32(&[1.0]), &[Some(&a)], &mut d).is_err());
+}
+
 /// f64 reference of each unary op with the XIELU params used below.
 fn unary_ref(op: UnaryOp, x: f64) -> f64 {
     use UnaryOp::*;

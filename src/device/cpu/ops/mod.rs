@@ -7,18 +7,22 @@
 
 pub mod access;
 mod attention;
+mod backward;
 mod conv;
 mod conv_transpose;
 mod copy;
 mod delta_net;
+mod diag;
 mod dsv4;
 mod elementwise;
 pub use elementwise::gelu_tables_f16;
 mod get_rows;
 mod im2col;
+mod loss;
 mod matmul;
 mod misc_gen;
 mod norm;
+mod optim;
 mod pool;
 mod reduce;
 pub mod rope;
@@ -32,6 +36,7 @@ mod ssm;
 pub mod testutil;
 mod upscale;
 pub mod vexp;
+mod window;
 
 use crate::device::DeviceError;
 use crate::ggml::{Graph, MAX_SRC, Op, Tensor};
@@ -47,11 +52,32 @@ pub struct Src<'a> {
 pub struct Dst<'a> {
     pub t: &'a Tensor,
     pub data: &'a mut [u8],
+    /// The bytes of the sources this op also updates in place (`writes_src`), by source index; `None`
+    /// for every other source (whose `Src::data` is then empty).
+    pub inout: [Option<&'a mut [u8]>; MAX_SRC],
+}
+
+impl<'a> Dst<'a> {
+    /// A destination for an op that updates no source in place.
+    pub fn new(t: &'a Tensor, data: &'a mut [u8]) -> Self {
+        Dst {
+            t,
+            data,
+            inout: Default::default(),
+        }
+    }
 }
 
 /// Whether `op` reads the contents of source `k` (SET_ROWS' destination, CPY's target do not count).
 pub fn reads_src(op: Op, k: usize) -> bool {
     !matches!((op, k), (Op::Cpy, 1) | (Op::SetRows, 2))
+}
+
+/// Whether `op` also writes source `k`'s bytes in place (OPT_STEP_ADAMW updates its moments m and v).
+/// The runner hands such a source to the kernel mutably in `Dst::inout`, never as a copy, and refuses
+/// a graph where it overlaps the destination or another written source.
+pub fn writes_src(op: Op, k: usize) -> bool {
+    matches!((op, k), (Op::OptStepAdamw, 2 | 3))
 }
 
 type CheckFn = fn(&Graph, usize) -> Result<(), String>;
@@ -92,6 +118,18 @@ fn family(op: Op) -> Option<(CheckFn, RunFn)> {
         GatedDeltaNet | SolveTri => (delta_net::check as CheckFn, delta_net::run as RunFn),
         Dsv4HcComb | Dsv4HcPre | Dsv4HcPost | LightningIndexer => {
             (dsv4::check as CheckFn, dsv4::run as RunFn)
+        }
+        RopeBack => (rope::check as CheckFn, rope::run as RunFn),
+        SiluBack | RmsNormBack | SoftMaxBack | RepeatBack | GetRowsBack => {
+            (backward::check as CheckFn, backward::run as RunFn)
+        }
+        CountEqual | CrossEntropyLoss | CrossEntropyLossBack => {
+            (loss::check as CheckFn, loss::run as RunFn)
+        }
+        OptStepAdamw | OptStepSgd => (optim::check as CheckFn, optim::run as RunFn),
+        Diag | Tri => (diag::check as CheckFn, diag::run as RunFn),
+        WinPart | WinUnpart | GetRelPos | AddRelPos => {
+            (window::check as CheckFn, window::run as RunFn)
         }
         _ => return Option::None,
     })

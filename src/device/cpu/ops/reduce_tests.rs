@@ -17,7 +17,9 @@ fn sum_sum_rows_mean() {
     let mut rng = Rng::new(21);
     let ne = [37, 5, 3, 2];
     for t in [F32, F16, Bf16] {
-        let (a, av) = input(&mut rng, t, ne, -1.0, 1.0, Some([2, 0, 1, 3]));
+        // SUM of a row-packed (permuted, non-contiguous) source is the plain sum; a transposed one
+        // is covered by `sum_of_a_transposed_source_reads_packed_runs`.
+        let (a, av) = input(&mut rng, t, ne, -1.0, 1.0, Some([0, 2, 1, 3]));
         let mut d = HostTensor::zeros(t, [1, 1, 1, 1]);
         run_op(Op::Sum, [0; 16], &[Some(&a)], &mut d).unwrap();
         // f16/bf16 accumulate in f32: allow for the rounding of 1110 additions.
@@ -29,6 +31,7 @@ fn sum_sum_rows_mean() {
             &format!("sum {t:?}"),
         );
 
+        let (a, av) = input(&mut rng, t, ne, -1.0, 1.0, Some([2, 0, 1, 3]));
         let rne = [1, 5, 3, 2];
         let mut d = HostTensor::zeros(t, rne);
         run_op(Op::SumRows, [0; 16], &[Some(&a)], &mut d).unwrap();
@@ -50,6 +53,42 @@ fn sum_sum_rows_mean() {
     let mut d = HostTensor::zeros(F16, [1, 5, 3, 2]);
     assert!(run_op(Op::Mean, [0; 16], &[Some(&a)], &mut d).is_err());
     assert!(run_op(Op::SumRows, [0; 16], &[Some(&a)], &mut d).is_err());
+}
+
+/// test-backend-ops' `SUM(type=f32,ne=[33,256,1,1],permute=[1,0,2,3])`: a [33, 256] tensor viewed as
+/// [256, 33] (nb = [132, 4]). ggml-cpu sums ne0 = 256 *packed* values from each of the 33 row starts,
+/// i.e. storage[r .. r + 256] for r in 0..33, and that is what the test expects; same for f16/bf16.
+#[test]
+fn sum_of_a_transposed_source_reads_packed_runs() {
+    let mut rng = Rng::new(26);
+    for t in [F32, F16, Bf16] {
+        let storage = HostTensor::from_f32(t, [33, 256, 1, 1], &rng.vec(33 * 256, -1.0, 1.0));
+        let flat = storage.to_f32();
+        let mut a = storage.clone();
+        let ts = t.type_size();
+        a.t.ne = [256, 33, 1, 1];
+        a.t.nb = [33 * ts, ts, 33 * 256 * ts, 33 * 256 * ts];
+        let mut d = HostTensor::zeros(t, [1, 1, 1, 1]);
+        run_op(Op::Sum, [0; 16], &[Some(&a)], &mut d).unwrap();
+        let want: f64 = (0..33)
+            .map(|r| flat[r..r + 256].iter().map(|&v| f64::from(v)).sum::<f64>())
+            .sum();
+        let t_sum = if t == F32 { 1e-5 } else { tol(t) };
+        assert_close(
+            &d.to_f32(),
+            &[want],
+            t_sum,
+            &format!("transposed sum {t:?}"),
+        );
+    }
+    // A broadcast view (nb0 = 0) over 2 floats: a packed run of 5 would leave the tensor's 8 bytes,
+    // so each row falls back to its strided elements: 5 * (a + b).
+    let mut a = HostTensor::from_f32(F32, [2, 1, 1, 1], &[1.5, -0.25]);
+    a.t.ne = [5, 2, 1, 1];
+    a.t.nb = [0, 4, 8, 8];
+    let mut d = HostTensor::zeros(F32, [1, 1, 1, 1]);
+    run_op(Op::Sum, [0; 16], &[Some(&a)], &mut d).unwrap();
+    assert_eq!(d.to_f32(), vec![6.25]);
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! ROPE (forward): NORMAL, NEOX, MROPE, IMROPE and VISION modes with freq_factors, YaRN and n_offs, for
+//! ROPE and ROPE_BACK (the inverse rotation, for gradients): NORMAL, NEOX, MROPE, IMROPE and VISION modes with freq_factors, YaRN and n_offs, for
 //! f32/f16 tensors with any strides, following ggml's `rope_yarn` and its cos/sin cache (f32 thetas
 //! advanced by repeated multiplication, exactly as ggml does).
 
@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use super::rows::{cmax, cmin, par_rows, src, want_type};
 use super::{Dst, Src, access};
 use crate::device::DeviceError;
-use crate::ggml::{GgmlType, Graph, MAX_SRC, Tensor};
+use crate::ggml::{GgmlType, Graph, MAX_SRC, Op, Tensor};
 
 const NORMAL: i32 = 0;
 const NEOX: i32 = 2;
@@ -259,7 +259,11 @@ pub fn run(srcs: &[Option<Src<'_>>; MAX_SRC], dst: Dst<'_>) -> Result<(), Device
     if pos.t.ne[0] < ne2 * p.pos_per_token() {
         return Err(DeviceError::op("ROPE", "too few positions"));
     }
-    let caches = cos_sin_cache(t, |k| access::load_i32(pos.data, k * pos.t.nb[0]), &ff)?;
+    let mut caches = cos_sin_cache(t, |k| access::load_i32(pos.data, k * pos.t.nb[0]), &ff)?;
+    if t.op == Op::RopeBack {
+        // ROPE_BACK rotates by the opposite angle: ggml's cache with sin_sign = -1.
+        caches.iter_mut().skip(1).step_by(2).for_each(|s| *s = -*s);
+    }
     let (n, offs) = (p.n_dims, p.n_offs);
     par_rows(t, dst.data, 4 * ne0, |r, y| {
         let (i1, i2, i3) = access::unravel_row(t, r);

@@ -116,16 +116,36 @@ pub fn run_op(
     srcs: &[Option<&HostTensor>],
     dst: &mut HostTensor,
 ) -> Result<(), String> {
+    run_op_inout(op, params, srcs, &mut [], dst)
+}
+
+/// Like [`run_op`], with `inout` sources (index, tensor) that the op updates in place (`writes_src`);
+/// their slots in `srcs` are ignored.
+pub fn run_op_inout(
+    op: Op,
+    params: [i32; 16],
+    srcs: &[Option<&HostTensor>],
+    inout: &mut [(usize, &mut HostTensor)],
+    dst: &mut HostTensor,
+) -> Result<(), String> {
     let mut graph = Graph::default();
     let mut node = dst.t.clone();
     node.op = op;
     node.op_params = params;
     node.flags = TensorFlags::COMPUTE;
-    for (k, s) in srcs.iter().enumerate() {
-        if let Some(s) = s {
-            graph.tensors.push(s.t.clone());
-            node.src[k] = Some(graph.tensors.len() - 1);
-        }
+    let n_src = srcs
+        .len()
+        .max(inout.iter().map(|(k, _)| k + 1).max().unwrap_or(0));
+    for k in 0..n_src {
+        let t = match inout.iter().find(|(j, _)| *j == k) {
+            Some((_, h)) => &h.t,
+            None => match srcs.get(k).copied().flatten() {
+                Some(s) => &s.t,
+                None => continue,
+            },
+        };
+        graph.tensors.push(t.clone());
+        node.src[k] = Some(graph.tensors.len() - 1);
     }
     graph.tensors.push(node);
     let n = graph.tensors.len() - 1;
@@ -133,20 +153,24 @@ pub fn run_op(
     super::check(&graph, n)?;
     let t = &graph.tensors[n];
     let src: [Option<Src<'_>>; MAX_SRC] = std::array::from_fn(|k| {
+        if inout.iter().any(|(j, _)| *j == k) {
+            // Its bytes travel in `Dst::inout`.
+            return Some(Src {
+                t: &graph.tensors[t.src[k]?],
+                data: &[],
+            });
+        }
         let s = srcs.get(k).copied().flatten()?;
         Some(Src {
             t: &s.t,
             data: &s.bytes,
         })
     });
-    super::run(
-        &src,
-        Dst {
-            t,
-            data: &mut dst.bytes,
-        },
-    )
-    .map_err(|e| e.to_string())
+    let mut d = Dst::new(t, &mut dst.bytes);
+    for (k, h) in inout.iter_mut() {
+        d.inout[*k] = Some(&mut h.bytes);
+    }
+    super::run(&src, d).map_err(|e| e.to_string())
 }
 
 /// f32 params from a list (rest zero).

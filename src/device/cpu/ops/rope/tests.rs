@@ -56,7 +56,15 @@ fn params(c: &Cfg) -> [i32; 16] {
     p
 }
 
-fn reference(c: &Cfg, x: &[f32], ne: [usize; 4], pos: &[i32], ff: Option<&[f32]>) -> Vec<f64> {
+/// The rotated rows; `back` rotates by the opposite angle (ROPE_BACK).
+fn reference(
+    c: &Cfg,
+    x: &[f32],
+    ne: [usize; 4],
+    pos: &[i32],
+    ff: Option<&[f32]>,
+    back: bool,
+) -> Vec<f64> {
     let nd = c.n_dims as f64;
     let base = c.freq_base as f64;
     let corr = |b: f64| {
@@ -116,6 +124,7 @@ fn reference(c: &Cfg, x: &[f32], ne: [usize; 4], pos: &[i32], ff: Option<&[f32]>
                 _ => (c.n_offs + i, c.n_offs + i + c.n_dims / 2),
             };
             let (x0, x1) = (row[a] as f64, row[b] as f64);
+            let angle = if back { -angle } else { angle };
             let (cs, sn) = (angle.cos() * mscale, angle.sin() * mscale);
             y[a] = x0 * cs - x1 * sn;
             y[b] = x0 * sn + x1 * cs;
@@ -127,6 +136,10 @@ fn reference(c: &Cfg, x: &[f32], ne: [usize; 4], pos: &[i32], ff: Option<&[f32]>
 
 /// Runs ROPE on random data (also through a permuted view of the input) and compares.
 fn check_case(c: Cfg, ne: [usize; 4], typ: GgmlType, with_ff: bool, seed: u64, tol: f64) {
+    check_op(Op::Rope, c, ne, typ, with_ff, seed, tol);
+}
+
+fn check_op(op: Op, c: Cfg, ne: [usize; 4], typ: GgmlType, with_ff: bool, seed: u64, tol: f64) {
     let mut rng = Rng::new(seed);
     let x = rng.vec(ne.iter().product(), -1.0, 1.0);
     let npos = if c.mode & MROPE != 0 {
@@ -144,12 +157,20 @@ fn check_case(c: Cfg, ne: [usize; 4], typ: GgmlType, with_ff: bool, seed: u64, t
     let src = HostTensor::from_f32(typ, ne, &x);
     let p = HostTensor::from_i32([npos, 1, 1, 1], &pos);
     let ff = HostTensor::from_f32(GgmlType::F32, [nff, 1, 1, 1], &ffv);
-    let want = reference(&c, &src.to_f32(), ne, &pos, with_ff.then_some(&ffv[..]));
+    let back = op == Op::RopeBack;
+    let want = reference(
+        &c,
+        &src.to_f32(),
+        ne,
+        &pos,
+        with_ff.then_some(&ffv[..]),
+        back,
+    );
     for s in [src.clone(), src.permuted([1, 3, 0, 2])] {
         let mut d = HostTensor::zeros(typ, ne);
         let ffs = with_ff.then_some(&ff);
-        run_op(Op::Rope, params(&c), &[Some(&s), Some(&p), ffs], &mut d).unwrap();
-        assert_close(&d.to_f32(), &want, tol, &format!("rope mode {}", c.mode));
+        run_op(op, params(&c), &[Some(&s), Some(&p), ffs], &mut d).unwrap();
+        assert_close(&d.to_f32(), &want, tol, &format!("{op:?} mode {}", c.mode));
     }
 }
 
@@ -229,6 +250,76 @@ fn multimodal_modes() {
         ..c
     };
     check_case(c, [16, 2, 3, 1], GgmlType::F32, false, 10, 2e-4);
+}
+
+/// ROPE_BACK rotates by minus the angle: against the reference, with YaRN's magnitude scaling and an
+/// f16 case like test-backend-ops' `ROPE_BACK(type=f16,ne_a=[128,32,2,1],n_dims=128,mode=0,...)`, and
+/// as the inverse of ROPE when the magnitude is 1.
+#[test]
+fn rope_back_rotates_backwards() {
+    let yarn = Cfg {
+        n_dims: 16,
+        n_ctx_orig: 64,
+        freq_scale: 0.25,
+        ext_factor: 1.0,
+        attn_factor: 1.2,
+        ..BASE
+    };
+    for mode in [NORMAL, NEOX] {
+        check_op(
+            Op::RopeBack,
+            Cfg { mode, ..yarn },
+            [20, 2, 6, 1],
+            GgmlType::F32,
+            true,
+            11,
+            2e-4,
+        );
+    }
+    let llama = Cfg {
+        mode: NORMAL,
+        n_dims: 128,
+        ..BASE
+    };
+    check_op(
+        Op::RopeBack,
+        llama,
+        [128, 32, 2, 1],
+        GgmlType::F16,
+        false,
+        12,
+        3e-3,
+    );
+    let mrope = Cfg {
+        mode: MROPE,
+        n_dims: 16,
+        sections: [3, 3, 2, 0],
+        ..BASE
+    };
+    check_op(
+        Op::RopeBack,
+        mrope,
+        [18, 2, 5, 1],
+        GgmlType::F32,
+        false,
+        13,
+        2e-4,
+    );
+
+    let ne = [16, 3, 4, 1];
+    let mut rng = Rng::new(14);
+    let x = rng.vec(ne.iter().product(), -1.0, 1.0);
+    let src = HostTensor::from_f32(GgmlType::F32, ne, &x);
+    let pos = HostTensor::from_i32([4, 1, 1, 1], &[3, 17, 0, 39]);
+    let mut y = HostTensor::zeros(GgmlType::F32, ne);
+    let mut back = HostTensor::zeros(GgmlType::F32, ne);
+    for mode in [NORMAL, NEOX] {
+        let p = params(&Cfg { mode, ..BASE });
+        run_op(Op::Rope, p, &[Some(&src), Some(&pos)], &mut y).unwrap();
+        run_op(Op::RopeBack, p, &[Some(&y), Some(&pos)], &mut back).unwrap();
+        let want: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+        assert_close(&back.to_f32(), &want, 1e-5, "rope_back(rope(x))");
+    }
 }
 
 #[test]
