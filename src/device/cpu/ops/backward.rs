@@ -206,7 +206,7 @@ fn soft_max_back(dy: &Src<'_>, y: &Src<'_>, dst: Dst<'_>) -> Result<(), DeviceEr
 fn repeat_back(a: &Src<'_>, dst: Dst<'_>) -> Result<(), DeviceError> {
     let ne = dst.t.ne;
     let na = a.t.ne;
-    let nr: [usize; 4] = std::array::from_fn(|d| if ne[d] == 0 { 0 } else { na[d] / ne[d] });
+    let nr: [usize; 4] = std::array::from_fn(|d| na[d].checked_div(ne[d]).unwrap_or(0));
     map_rows(
         dst,
         || vec![0f32; na[0]],

@@ -126,7 +126,8 @@ mod tests {
         let vals = rng.vec(ne.iter().product(), -1.0, 1.0);
         let a = HostTensor::from_f32(F32, ne, &vals);
         // (type, keeps (column, row)) from ggml_tri_type's definitions.
-        let kinds: [(i32, fn(usize, usize) -> bool); 4] = [
+        type Keeps = fn(usize, usize) -> bool;
+        let kinds: [(i32, Keeps); 4] = [
             (0, |c, r| c >= r),
             (1, |c, r| c > r),
             (2, |c, r| c <= r),
