@@ -89,7 +89,7 @@ pub(super) fn dequant_iq4_xs(src: &[u8], dst: &mut [f32]) {
 }
 
 /// `best_index_int8`: the table entry nearest to `x` (ties go to the upper one, like ggml).
-fn best_index(val: &[i8; 16], x: f32) -> usize {
+pub(super) fn best_index(val: &[i8; 16], x: f32) -> usize {
     if x <= val[0] as f32 {
         return 0;
     }

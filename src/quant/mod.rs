@@ -30,10 +30,14 @@ mod iq3;
 mod iq4;
 mod iq_grids;
 mod k_dot;
+mod k_quantize;
 mod k_quants;
 mod legacy;
 mod mxfp4;
+mod nvfp4;
+mod q1_q2;
 mod q8;
+mod ternary;
 #[cfg(test)]
 pub(crate) mod testdata;
 #[cfg(test)]
@@ -42,6 +46,8 @@ mod tests;
 mod tests_dot;
 #[cfg(test)]
 mod tests_iq;
+#[cfg(test)]
+mod tests_small;
 pub mod tiled;
 
 use crate::ggml::GgmlType;
@@ -116,6 +122,11 @@ pub fn dequantize_row(typ: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), 
         Iq1S => iq1::dequant_iq1_s(src, dst),
         Iq1M => iq1::dequant_iq1_m(src, dst),
         Mxfp4 => mxfp4::dequant(src, dst),
+        Nvfp4 => nvfp4::dequant(src, dst),
+        Q1_0 => q1_q2::dequant_q1_0(src, dst),
+        Q2_0 => q1_q2::dequant_q2_0(src, dst),
+        Tq1_0 => ternary::dequant_tq1_0(src, dst),
+        Tq2_0 => ternary::dequant_tq2_0(src, dst),
         _ => return Err(QuantError::Unsupported(typ.name())),
     }
     Ok(())
@@ -140,7 +151,19 @@ pub fn quantize_row(typ: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Qu
         Q8_0 => q8::quant_q8_0_ref(src, dst),
         Q8_1 => q8::quant_q8_1_ref(src, dst),
         Q8K => q8::quant_q8_k(src, dst),
+        Q2K => k_quantize::quant_q2_k(src, dst),
+        Q3K => k_quantize::quant_q3_k(src, dst),
+        Q4K => k_quantize::quant_q4_k(src, dst),
+        Q5K => k_quantize::quant_q5_k(src, dst),
+        Q6K => k_quantize::quant_q6_k(src, dst),
         Iq4Nl => iq4::quant_iq4_nl(src, dst),
+        Iq4Xs => k_quantize::quant_iq4_xs(src, dst),
+        Mxfp4 => mxfp4::quant(src, dst),
+        Nvfp4 => nvfp4::quant(src, dst),
+        Q1_0 => q1_q2::quant_q1_0(src, dst),
+        Q2_0 => q1_q2::quant_q2_0(src, dst),
+        Tq1_0 => ternary::quant_tq1_0(src, dst),
+        Tq2_0 => ternary::quant_tq2_0(src, dst),
         _ => return Err(QuantError::Unsupported(typ.name())),
     }
     Ok(())
@@ -162,9 +185,9 @@ pub fn quantize_row_for_dot(typ: GgmlType, src: &[f32], dst: &mut [u8]) -> Resul
 pub fn vec_dot_type(typ: GgmlType) -> GgmlType {
     use GgmlType::*;
     match typ {
-        Q4_0 | Q5_0 | Q8_0 | Iq4Nl | Mxfp4 => Q8_0,
+        Q4_0 | Q5_0 | Q8_0 | Iq4Nl | Mxfp4 | Nvfp4 | Q1_0 | Q2_0 => Q8_0,
         Q4_1 | Q5_1 => Q8_1,
-        Q2K | Q3K | Q4K | Q5K | Q6K | Iq4Xs => Q8K,
+        Q2K | Q3K | Q4K | Q5K | Q6K | Iq4Xs | Tq1_0 | Tq2_0 => Q8K,
         Iq2Xxs | Iq2Xs | Iq2S | Iq3Xxs | Iq3S | Iq1S | Iq1M => Q8K,
         _ => typ,
     }
@@ -247,6 +270,11 @@ pub fn scalar_dot_fn(typ: GgmlType) -> Option<DotFn> {
         Iq1S => iq1::dot_iq1_s,
         Iq1M => iq1::dot_iq1_m,
         Mxfp4 => mxfp4::dot,
+        Nvfp4 => nvfp4::dot,
+        Q1_0 => q1_q2::dot_q1_0,
+        Q2_0 => q1_q2::dot_q2_0,
+        Tq1_0 => ternary::dot_tq1_0,
+        Tq2_0 => ternary::dot_tq2_0,
         _ => return None,
     })
 }

@@ -44,3 +44,42 @@ pub(super) fn dot(x: &[u8], y: &[u8]) -> f32 {
     }
     sumf
 }
+
+/// `best_index_mxfp4`: the first table entry nearest to `x` at scale `d`.
+pub(super) fn best_index(x: f32, d: f32) -> u8 {
+    let mut best = 0u8;
+    let mut best_err = (KVALUES[0] as f32 * d - x).abs();
+    for (i, &k) in KVALUES.iter().enumerate().skip(1) {
+        let err = (k as f32 * d - x).abs();
+        if err < best_err {
+            best = i as u8;
+            best_err = err;
+        }
+    }
+    best
+}
+
+/// `quantize_row_mxfp4_ref`: exponent `floor(log2(amax)) − 2 + 127` (0 for an all-zero block), then
+/// the nearest table entry per element.
+pub(super) fn quant(src: &[f32], dst: &mut [u8]) {
+    for (x, b) in src
+        .as_chunks::<32>()
+        .0
+        .iter()
+        .zip(dst.as_chunks_mut::<17>().0)
+    {
+        let amax = x
+            .iter()
+            .fold(0f32, |a, v| if a < v.abs() { v.abs() } else { a });
+        let e = if amax > 0.0 {
+            (amax.log2().floor() - 2.0 + 127.0) as u8
+        } else {
+            0
+        };
+        let d = e8m0_half(e);
+        b[0] = e;
+        for j in 0..16 {
+            b[1 + j] = best_index(x[j], d) | (best_index(x[j + 16], d) << 4);
+        }
+    }
+}

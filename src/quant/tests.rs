@@ -368,7 +368,7 @@ fn lengths_are_validated() {
         dequantize_row(I32, &[0u8; 4], &mut [0f32; 1]),
         Err(QuantError::Unsupported("i32"))
     );
-    assert!(quantize_row(Q4K, &[0f32; 256], &mut [0u8; 144]).is_err());
+    assert!(quantize_row(Iq2Xxs, &[0f32; 256], &mut [0u8; 66]).is_err());
     assert!(vec_dot(I32, 1, &[0u8; 4], &[0u8; 4]).is_err());
     for t in DEQUANT_TYPES {
         let n = t.block_size() * 2;

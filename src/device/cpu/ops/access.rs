@@ -117,7 +117,8 @@ pub fn write_row(
         let bytes = b
             .get_mut(base..base + len)
             .ok_or_else(|| DeviceError::op("write_row", "row outside tensor"))?;
-        return quant::quantize_row(t.typ, vals, bytes)
+        // ggml-cpu stores through the type's `from_float` (x86 rounding for Q8_0/Q8_1).
+        return quant::quantize_row_for_dot(t.typ, vals, bytes)
             .map_err(|e| DeviceError::op("write_row", e.to_string()));
     }
     if t.typ == GgmlType::F32 && t.nb[0] == 4 {

@@ -19,7 +19,22 @@ use crate::quant;
 const TILE_Q: usize = 64;
 const TILE_KV: usize = 64;
 
-const KV_TYPES: [GgmlType; 4] = [GgmlType::F32, GgmlType::F16, GgmlType::Bf16, GgmlType::Q8_0];
+const FLOAT_TYPES: [GgmlType; 3] = [GgmlType::F32, GgmlType::F16, GgmlType::Bf16];
+
+/// K types ggml-cpu's FA accepts: a float type, or a block type with a dot kernel whose activation
+/// type (Q's conversion) has a quantizer.
+fn k_type_ok(t: GgmlType) -> bool {
+    let vt = quant::vec_dot_type(t);
+    FLOAT_TYPES.contains(&t)
+        || (t.is_quantized()
+            && quant::dot_fn(t).is_some()
+            && quant::quantize_row(vt, &[], &mut []).is_ok())
+}
+
+/// V types: a float type or any block type ggml can dequantize.
+fn v_type_ok(t: GgmlType) -> bool {
+    FLOAT_TYPES.contains(&t) || (t.is_quantized() && quant::can_dequantize(t))
+}
 
 pub fn check(graph: &Graph, node: usize) -> Result<(), String> {
     let t = &graph.tensors[node];
@@ -31,8 +46,14 @@ pub fn check(graph: &Graph, node: usize) -> Result<(), String> {
         q.typ,
         &[GgmlType::F32, GgmlType::F16, GgmlType::Bf16],
     )?;
-    want_type("FLASH_ATTN_EXT k", k.typ, &KV_TYPES)?;
-    want_type("FLASH_ATTN_EXT v", v.typ, &KV_TYPES)?;
+    for (name, x, ok) in [("k", k, k_type_ok(k.typ)), ("v", v, v_type_ok(v.typ))] {
+        if !ok {
+            return Err(format!(
+                "FLASH_ATTN_EXT: {name} of type {} is not supported",
+                x.typ.name()
+            ));
+        }
+    }
     want_type("FLASH_ATTN_EXT dst", t.typ, &[GgmlType::F32])?;
     for (name, x) in [("k", k), ("v", v)] {
         if x.typ.is_quantized()
@@ -144,7 +165,10 @@ impl Attn<'_> {
         let (iv2, iv3) = (h / (nh / self.v.t.ne[2]), iq3 / (d3 / self.v.t.ne[3]));
         let mut qv = vec![0f32; dk];
         access::read_row(self.q.t, self.q.data, iq1, h, iq3, &mut qv)?;
-        if !self.tiled {
+        // Block-type K: ggml converts Q to K's vec_dot_type once and scores each key with the
+        // type's own dot kernel on the raw K row.
+        let k_dot = QuantK::new(self.k, &qv)?;
+        if !self.tiled && k_dot.is_none() {
             round_to(quant::vec_dot_type(self.k.t.typ), &mut qv)?;
         }
         let slope = self.alibi.slope(h);
@@ -155,8 +179,14 @@ impl Attn<'_> {
             })
         };
         let score = |ic: usize, kbuf: &mut [f32]| -> Result<f32, DeviceError> {
-            read_fast(self.k.t, self.k.data, ic, ik2, ik3, kbuf)?;
-            let mut s = dot(&qv, kbuf) * self.scale;
+            let kq = match &k_dot {
+                Some(kd) => kd.dot(self.k, ic, ik2, ik3)?,
+                None => {
+                    read_fast(self.k.t, self.k.data, ic, ik2, ik3, kbuf)?;
+                    dot(&qv, kbuf)
+                }
+            };
+            let mut s = kq * self.scale;
             if self.softcap != 0.0 {
                 s = self.softcap * s.tanh();
             }
@@ -254,6 +284,42 @@ impl Attn<'_> {
         let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
         out.iter_mut().for_each(|o| *o *= inv);
         Ok(())
+    }
+}
+
+/// Q converted to a block-type K's `vec_dot_type` (ggml-cpu's `from_float`) and K's dot kernel.
+struct QuantK {
+    q: Vec<u8>,
+    dot: quant::DotFn,
+    row_bytes: usize,
+}
+
+impl QuantK {
+    fn new(k: &Src<'_>, qv: &[f32]) -> Result<Option<Self>, DeviceError> {
+        let typ = k.t.typ;
+        if !typ.is_quantized() {
+            return Ok(None);
+        }
+        let err = |e: String| DeviceError::op("FLASH_ATTN_EXT", e);
+        let vt = quant::vec_dot_type(typ);
+        let dot = quant::dot_fn(typ).ok_or_else(|| err(format!("no dot for {}", typ.name())))?;
+        let (row_bytes, q_bytes) = typ
+            .row_size(qv.len())
+            .zip(vt.row_size(qv.len()))
+            .ok_or_else(|| err("K row is not whole blocks".into()))?;
+        let mut q = vec![0u8; q_bytes];
+        quant::quantize_row_for_dot(vt, qv, &mut q).map_err(|e| err(e.to_string()))?;
+        Ok(Some(QuantK { q, dot, row_bytes }))
+    }
+
+    /// K row `(i1, i2, i3)` · Q.
+    fn dot(&self, k: &Src<'_>, i1: usize, i2: usize, i3: usize) -> Result<f32, DeviceError> {
+        let base = access::row_offset(k.t, i1, i2, i3);
+        let row = k
+            .data
+            .get(base..base + self.row_bytes)
+            .ok_or_else(|| DeviceError::op("FLASH_ATTN_EXT", "K row outside its tensor"))?;
+        Ok((self.dot)(row, &self.q))
     }
 }
 

@@ -16,15 +16,11 @@ use crate::ggml::{GgmlType, Graph, MAX_SRC, Op, Tensor};
 
 use GgmlType::{Bf16, F16, F32, I32};
 
-/// Block types a CPY or SET_ROWS may quantize into (KV cache and activation types).
-pub(super) const QUANT_DST: [GgmlType; 6] = [
-    GgmlType::Q8_0,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Iq4Nl,
-];
+/// Whether a CPY or SET_ROWS may quantize into block type `t`: every type with a quantizer
+/// (ggml-cpu refuses only the IQ1/IQ2/IQ3 types, which lack `from_float`).
+pub(super) fn can_quantize(t: GgmlType) -> bool {
+    t.is_quantized() && crate::quant::quantize_row(t, &[], &mut []).is_ok()
+}
 
 fn is_float(t: GgmlType) -> bool {
     matches!(t, F32 | F16 | Bf16)
@@ -36,7 +32,7 @@ fn copy_types_ok(s: &Tensor, d: &Tensor) -> bool {
         (a, b) if a == b => !a.is_quantized() || (whole_blocks(s) && whole_blocks(d)),
         (a, b) if is_float(a) && is_float(b) => true,
         (F32, I32) | (I32, F32) => true,
-        (a, q) if is_float(a) && QUANT_DST.contains(&q) => whole_blocks(d),
+        (a, q) if is_float(a) && can_quantize(q) => whole_blocks(d),
         (q, F32) => q.is_quantized() && whole_blocks(s),
         _ => false,
     }

@@ -1,6 +1,6 @@
 //! SET_ROWS, CONCAT, REPEAT, PAD, SET and ACC.
 
-use super::QUANT_DST;
+use super::can_quantize;
 use super::rows::{
     self, ensure, for_each_row, load_i32_checked, load_i64_checked, read_row, read_row_bytes,
     shape, src_of, whole_blocks,
@@ -22,8 +22,8 @@ pub fn check_set_rows(graph: &Graph, node: usize) -> Result<(), String> {
     ensure(matches!(idx.typ, I64 | I32), || {
         format!("{op}: indices must be i64 or i32")
     })?;
-    let dst_ok = matches!(d.typ, F32 | F16 | GgmlType::Bf16)
-        || (QUANT_DST.contains(&d.typ) && whole_blocks(d));
+    let dst_ok =
+        matches!(d.typ, F32 | F16 | GgmlType::Bf16) || (can_quantize(d.typ) && whole_blocks(d));
     ensure(dst_ok, || {
         format!("{op}: cannot store rows as {}", d.typ.name())
     })?;

@@ -180,7 +180,8 @@ pub fn encode_row(typ: GgmlType, vals: &[f32], bytes: &mut [u8]) -> Result<(), D
             }
         }
         t if t.is_quantized() => {
-            quant::quantize_row(t, vals, bytes)
+            // ggml-cpu's `from_float` (x86 rounding for Q8_0/Q8_1).
+            quant::quantize_row_for_dot(t, vals, bytes)
                 .map_err(|e| DeviceError::op("quantize", e.to_string()))?;
         }
         t => {

@@ -19,6 +19,8 @@ pub use elementwise::gelu_tables_f16;
 mod get_rows;
 mod im2col;
 mod loss;
+#[cfg(test)]
+mod lowbit_tests;
 mod matmul;
 mod misc_gen;
 mod norm;

@@ -13,6 +13,8 @@ struct Case {
     n_head_kv: usize,
     d3: usize,
     kv_type: GgmlType,
+    /// V's type when it differs from K's.
+    v_type: Option<GgmlType>,
     mask: bool,
     sinks: bool,
     scale: f32,
@@ -29,6 +31,7 @@ const BASE: Case = Case {
     n_head_kv: 2,
     d3: 2,
     kv_type: GgmlType::F32,
+    v_type: None,
     mask: true,
     sinks: false,
     scale: 0.25,
@@ -55,7 +58,11 @@ fn inputs(c: &Case, seed: u64) -> Inputs {
         &rng.vec(qne.iter().product(), -1.0, 1.0),
     );
     let k = HostTensor::from_f32(c.kv_type, kne, &rng.vec(kne.iter().product(), -1.0, 1.0));
-    let v = HostTensor::from_f32(c.kv_type, vne, &rng.vec(vne.iter().product(), -1.0, 1.0));
+    let v = HostTensor::from_f32(
+        c.v_type.unwrap_or(c.kv_type),
+        vne,
+        &rng.vec(vne.iter().product(), -1.0, 1.0),
+    );
     // Mask padded to more rows than the batch, one slice per head pair, shared over dim 3; row 1 of
     // every slice is fully masked, other rows lose about a third of their keys.
     let mne = [c.n_kv + 3, c.n_batch + 2, c.n_head / 2, 1];
@@ -223,6 +230,55 @@ fn f16_kv_vector_path() {
         5,
         2e-2,
     );
+}
+
+/// llama.cpp's quantized KV caches (`--cache-type-k/-v q4_0|q8_0 -fa`). The reference is f64 attention
+/// over the dequantized K and V with the exact Q; the kernel scores keys against Q converted to
+/// Q8_0 (each element off by at most amax/254 ≈ 0.004), which moves a logit by
+/// ≲ scale·Σ|k|·0.004 ≈ 0.03 at worst for dk = 64 and so the softmax-weighted output by about 1e-2
+/// relative. A wrong block index or scale would be off by O(1).
+#[test]
+fn quantized_kv_cache() {
+    use GgmlType::*;
+    for (i, (kt, vt)) in [
+        (Q4_0, Q4_0),
+        (Q8_0, Q8_0),
+        (Q8_0, Q4_0),
+        (Q4_1, Q5_1),
+        (Q5_0, Iq4Nl),
+        (Q4K, F16),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dk = if kt == Q4K { 256 } else { 64 };
+        let c = Case {
+            dk,
+            dv: 64,
+            n_kv: 37,
+            kv_type: kt,
+            v_type: Some(vt),
+            ..BASE
+        };
+        let inp = inputs(&c, 20 + i as u64);
+        let want = reference(&c, &inp);
+        let what = format!("fattn k {} v {}", kt.name(), vt.name());
+        assert_close(&run(&c, &inp, 0).unwrap(), &want, 1e-2, &what);
+        // Same with sinks, ALiBi and one query row (the decode shape).
+        let c1 = Case {
+            n_batch: 1,
+            sinks: true,
+            max_bias: 8.0,
+            ..c
+        };
+        let inp = inputs(&c1, 30 + i as u64);
+        assert_close(
+            &run(&c1, &inp, 10).unwrap(),
+            &reference(&c1, &inp),
+            1e-2,
+            &what,
+        );
+    }
 }
 
 #[test]
