@@ -4,6 +4,9 @@
 //! GPU device lacks a kernel for is still shown to compute (through the host fallback).
 
 mod cases;
+mod cases_conv;
+mod cases_more;
+mod cases_seq;
 #[cfg(test)]
 mod tests;
 
@@ -233,13 +236,22 @@ pub fn run_all(dev: &dyn Device) -> Vec<Outcome> {
         .collect()
 }
 
-/// An output's values as f32 (integers by value).
+/// An output's values as f32 (integers by value; contiguous outputs, as every integer result is).
 fn values(t: &Tensor, typ: GgmlType, bytes: Vec<u8>) -> Vec<f32> {
     match typ {
         GgmlType::I32 => bytes
             .chunks_exact(4)
             .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
             .collect(),
+        GgmlType::I64 => bytes
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
+            .collect(),
+        GgmlType::I16 => bytes
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]) as f32)
+            .collect(),
+        GgmlType::I8 => bytes.iter().map(|&c| c as i8 as f32).collect(),
         _ => HostTensor {
             t: t.clone(),
             bytes,
