@@ -263,6 +263,42 @@ fn cases() -> Vec<Case> {
             }),
         });
     }
+    // A quantized KV cache (`-ctk T -ctv T -fa on`): the cache write (CPY f32 -> T) and attention on it.
+    for kvt in [GgmlType::Q8_0, GgmlType::Q4_0] {
+        v.push(Case {
+            name: format!("CPY f32 -> {} [256,4,7]", kvt.name()),
+            build: Box::new(move |g| {
+                let x = g.input(GgmlType::F32, [256, 4, 7, 1]);
+                let dst = g.input(kvt, [256, 4, 7, 1]);
+                (
+                    vec![(x, 2.0), (dst, 0.0)],
+                    g.op(Op::Cpy, kvt, [256, 4, 7, 1], &[x, dst], [0; 16]),
+                )
+            }),
+        });
+        for n in [1usize, 7, 130] {
+            v.push(Case {
+                name: format!("FLASH_ATTN_EXT {} cache n={n}", kvt.name()),
+                build: Box::new(move |g| {
+                    let q = g.input(GgmlType::F32, [256, n, 4, 1]);
+                    let k = g.input(kvt, [256, 256, 1, 1]);
+                    let vv = g.input(kvt, [256, 256, 1, 1]);
+                    let mask = g.input(GgmlType::F16, [256, n, 1, 1]);
+                    let p = params(&[(0, 1.0)], &[(3, 10)]);
+                    (
+                        vec![(q, 2.0), (k, 2.0), (vv, 2.0), (mask, 0.0)],
+                        g.op(
+                            Op::FlashAttnExt,
+                            GgmlType::F32,
+                            [256, 4, n, 1],
+                            &[q, k, vv, mask],
+                            p,
+                        ),
+                    )
+                }),
+            });
+        }
+    }
     for base in [10000.0f32, 1_000_000.0] {
         v.push(Case {
             name: format!("ROPE neox base {base} [256,4,130]"),

@@ -351,7 +351,8 @@ def cmd_compare(a) -> None:
     recs = read_recording(a.rec)
     ref = Server("ref", [sys.executable, str(REPO / "tests/e2e/ref_server.py")], a.ref_port, "/tmp/diff_ref.log")
     try:
-        tst = Server("ggrpc", [a.server], a.test_port, "/tmp/diff_test.log", a.device)
+        # The recording is of the 7.0.0 reference (llama-cpp-python 0.3.36): ggrpc must speak 7 too.
+        tst = Server("ggrpc", [a.server, "--protocol", "7"], a.test_port, "/tmp/diff_test.log", a.device)
     except BaseException:
         ref.close()
         raise

@@ -125,6 +125,11 @@ def test_quantized_kv_cache_logits(server, local_logits_kv, workdir, kv_type):
     assert m["top1"] >= TOP1_MIN, line
     assert m["nmse_mean"] <= NMSE_MEAN_MAX, line
     assert m["nmse_max"] <= NMSE_MAX_MAX, line
+    # The cache's quantization amplifies last-bit differences (a plain matmul instead of ggml's Hadamard
+    # transform gave NMSE 2e-2 with q4_0), so like with like the bits must match.
+    flavour = os.environ.get("GGRPC_WHEEL_FLAVOUR", "avx2" if platform.machine() == "x86_64" else "native")
+    if flavour == "avx2" and server.spec != "reference":
+        assert m["bit_identical"], "not bit-identical to the AVX2 reference: " + line
 
 
 def test_greedy_generation(server, local_generation, workdir):

@@ -161,6 +161,9 @@ pub fn run(src: &[Option<Src<'_>>; MAX_SRC], dst: Dst<'_>) -> Result<(), DeviceE
         return Ok(());
     }
     match op {
+        Op::MulMat if super::hadamard::applies(dst.t, get(0)?.t, get(1)?.t) => {
+            super::hadamard::run(get(1)?, dst)
+        }
         Op::MulMat => mul_mat(get(0)?, get(1)?, dst),
         Op::MulMatId => mul_mat_id(get(0)?, get(1)?, get(2)?, dst),
         Op::OutProd => out_prod(get(0)?, get(1)?, dst),

@@ -17,6 +17,7 @@ mod dsv4;
 mod elementwise;
 pub use elementwise::gelu_tables_f16;
 mod get_rows;
+mod hadamard;
 mod im2col;
 mod loss;
 #[cfg(test)]

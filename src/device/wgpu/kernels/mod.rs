@@ -356,7 +356,9 @@ pub fn supports(graph: &Graph, node: usize) -> bool {
         | Op::Cos => elementwise::supports(graph, node),
         Op::Cpy | Op::Cont | Op::Dup | Op::SetRows => copy::supports(graph, node),
         Op::Norm | Op::RmsNorm => norm::supports(graph, node),
-        Op::MulMat => matmul::supports(graph, node),
+        // A hinted MUL_MAT (op_params[1], e.g. the Hadamard rotation before a quantized KV cache) is
+        // a different computation in ggml-cpu: the host kernel reproduces it bit for bit.
+        Op::MulMat => t.param_i32(1) == 0 && matmul::supports(graph, node),
         Op::GetRows => get_rows::supports(graph, node),
         Op::SoftMax => softmax::supports(graph, node),
         Op::Rope => rope::supports(graph, node),
