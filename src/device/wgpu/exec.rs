@@ -138,11 +138,13 @@ impl Plan {
                 kernels::rope::refresh_table(&ctx, graph, *node, win)?;
             }
         }
-        for step in &self.steps {
+        let n = self.steps.len();
+        for (i, step) in self.steps.iter().enumerate() {
             // Nodes count once their work is submitted (or done, on the host).
             match step {
                 Step::Gpu { enc, nodes } => {
-                    enc.submit(gpu)?;
+                    // The last command buffer also copies the index flags out for the final fence.
+                    enc.submit_with(gpu, |e| i + 1 == n && scratch.record_flag_copy(e))?;
                     gpu.tally.add(GraphCounts {
                         nodes: *nodes,
                         ..Default::default()
@@ -160,8 +162,20 @@ impl Plan {
                 }
             }
         }
+        if !matches!(self.steps.last(), Some(Step::Gpu { .. })) {
+            gpu.scoped("flags", || {
+                let mut e = gpu
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+                if scratch.record_flag_copy(&mut e) {
+                    gpu.submit(e.finish(), 0);
+                }
+            })?;
+        }
+        // One wait for the whole graph, which also maps the flag word.
+        let flags = scratch.map_flags();
         gpu.wait()?;
-        match scratch.read_flags(gpu)? {
+        match scratch.read_flags(flags)? {
             0 => Ok(Report {
                 replayed: !fresh,
                 ..self.report.clone()
