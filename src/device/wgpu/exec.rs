@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use super::WgpuBuffer;
 use super::fallback::{self, HostKernel};
 use super::gpu::Gpu;
 use super::kernels::scratch::Scratch;
@@ -138,6 +139,9 @@ impl Plan {
                 kernels::rope::refresh_table(&ctx, graph, *node, win)?;
             }
         }
+        // The host's copies of what the graph writes are stale from here on (planning and the table
+        // refresh above were their last use).
+        forget_written(&ctx, graph);
         let n = self.steps.len();
         for (i, step) in self.steps.iter().enumerate() {
             // Nodes count once their work is submitted (or done, on the host).
@@ -181,6 +185,21 @@ impl Plan {
                 ..self.report.clone()
             }),
             f => Err(super::index_error(f)),
+        }
+    }
+}
+
+/// Invalidates the buffers' host shadows of the memory the graph's nodes write.
+fn forget_written(ctx: &Ctx, graph: &Graph) {
+    for n in graph.compute_nodes() {
+        for (d, len) in kernels::host::written_by(graph, n) {
+            let wb = ctx
+                .buffers
+                .get(&d.buffer)
+                .and_then(|b| b.as_any().downcast_ref::<WgpuBuffer>());
+            if let Some(wb) = wb {
+                wb.invalidate(d.offset as u64, len as u64);
+            }
         }
     }
 }

@@ -269,6 +269,7 @@ impl Device for WgpuDevice {
         if len == 0 {
             return Ok(true);
         }
+        d.invalidate(dst_offset as u64, len as u64);
         self.gpu.scoped("copy", || {
             let mut enc = self
                 .gpu
