@@ -21,6 +21,8 @@ pub struct Report {
     pub fallback: Vec<&'static str>,
     /// Whether the run reused a stored plan.
     pub replayed: bool,
+    /// What the run did (nodes, dispatches, submits, readbacks), as the device counters count it.
+    pub counts: GraphCounts,
 }
 
 /// Scratch bytes the graph's native kernels may ask for (an upper bound: shared regions count once

@@ -4,6 +4,7 @@
 
 use super::refs::random_tensor;
 use super::{Builder, device_or_skip};
+use crate::device::cpu::ops as cpu_ops;
 use crate::device::cpu::ops::testutil::{HostTensor, Rng, params_f32};
 use crate::device::{Device, GraphCache, GraphCounts};
 use crate::ggml::{GgmlType, GluOp, Op, Tensor, TensorFlags, contiguous_strides};
@@ -198,8 +199,12 @@ fn gemma3_like_decode_step_is_one_submit_without_readbacks() {
         set_i32(&g, d.slot, p);
         let before = dev.counters();
         // A planned graph, then two replays of its stored plan (GRAPH_RECOMPUTE).
-        dev.compute_cached(&g.graph, &g.buffers, &cache).unwrap();
+        let report = dev
+            .compute_cached_with(&g.graph, &g.buffers, cpu_ops::run, &cache)
+            .unwrap();
         let after = dev.counters();
+        assert_eq!(report.replayed, step > 0);
+        assert_eq!(report.counts, after.last_graph, "the debug line's numbers");
         seen.push(after.last_graph);
         assert_eq!(
             (
