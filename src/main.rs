@@ -112,7 +112,20 @@ fn init_logging() {
 
 const MIB: u64 = 1024 * 1024;
 
+/// Mesa's device-select implicit Vulkan layer prints `error: XDG_RUNTIME_DIR is invalid or not set
+/// in the environment.` when that variable is unset (a service, a container) and wgpu loads it. The
+/// layer only reorders adapters, and ggrpc enumerates and names adapters itself, so it is disabled
+/// unless the user chose otherwise by setting `NODEVICE_SELECT` (to anything) themselves.
+fn quiet_vulkan_layers() {
+    if std::env::var_os("NODEVICE_SELECT").is_none() {
+        // SAFETY: called first thing in `main`, before any thread is started (no runtime, no rayon
+        // pool, no wgpu instance yet), so nothing can read the environment concurrently.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_vulkan_layers();
     let args = Args::parse();
     init_logging();
     let threads = args.threads.map(|t| t as usize).unwrap_or_else(|| {

@@ -80,6 +80,38 @@ fn list_devices_shows_the_cpu_with_its_memory() {
     );
 }
 
+/// Mesa's device-select layer complains on stderr when XDG_RUNTIME_DIR is unset (a service, a
+/// container); the server disables the layer for itself unless the user set NODEVICE_SELECT.
+#[test]
+fn starts_quietly_without_xdg_runtime_dir() {
+    let quiet = |c: &mut Command| {
+        c.env_remove("XDG_RUNTIME_DIR")
+            .env_remove("NODEVICE_SELECT");
+    };
+    let mut list = bin();
+    quiet(&mut list);
+    let out = list.arg("--list-devices").output().unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("XDG_RUNTIME_DIR"), "{err}");
+
+    let mut serve = bin();
+    quiet(&mut serve);
+    let mut child = serve
+        .args(["-p", "0", "-t", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (b, _) = banner(&mut lines);
+    assert_eq!(b[0], "Starting RPC server v8.0.0");
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("XDG_RUNTIME_DIR"), "{err}");
+}
+
 #[test]
 fn banner_names_version_endpoint_cache_and_devices_then_serves() {
     let (mut child, mut lines) = cpu_server();

@@ -28,7 +28,8 @@ pub struct DeviceCounters {
     /// GPU queue submissions (kernel batches, readback copies, fills, device-side copies).
     pub submits: u64,
     /// Host waits on GPU-to-host data: one per staging buffer mapped (GET_TENSOR reads, fallback
-    /// downloads, ROPE-position and index-flag reads, read-modify-write of unaligned writes).
+    /// downloads, ROPE positions the host has no copy of). A graph's index-flag word is mapped with
+    /// the graph's final fence, which the graph waits for anyway, and is not one.
     pub readbacks: u64,
     /// The same numbers for the most recent graph that ran to the end.
     pub last_graph: GraphCounts,
@@ -127,17 +128,24 @@ impl Tally {
     /// Runs one graph's computation `f`, gathering what it does as that graph's numbers; a graph
     /// that returns `Ok` counts as computed and becomes the last graph.
     pub fn graph<T, E>(&self, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        self.graph_counts(f).map(|(out, _)| out)
+    }
+
+    /// `graph`, also returning the graph's own numbers (for its log line).
+    pub fn graph_counts<T, E>(
+        &self,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<(T, GraphCounts), E> {
         let scope = Scope(CURRENT.replace(Some(GraphCounts::default())));
         let out = f();
         let mine = CURRENT.get().unwrap_or_default();
         drop(scope);
-        if out.is_ok() {
-            self.graphs.fetch_add(1, Ordering::Relaxed);
-            if let Ok(mut last) = self.last.lock() {
-                *last = mine;
-            }
+        let out = out?;
+        self.graphs.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut last) = self.last.lock() {
+            *last = mine;
         }
-        out
+        Ok((out, mine))
     }
 
     /// Everything, with the buffer gauges from `usage`.
@@ -209,5 +217,13 @@ mod tests {
         assert_eq!((c.graphs, c.nodes_computed, c.readbacks), (2, 15, 3));
         t.add(one(1, 0));
         assert_eq!(t.snapshot(&Usage::default()).last_graph, one(3, 1));
+        let (v, mine) = t
+            .graph_counts(|| {
+                t.add(one(4, 2));
+                Ok::<_, ()>(9)
+            })
+            .unwrap();
+        assert_eq!((v, mine), (9, one(4, 2)));
+        assert_eq!(t.snapshot(&Usage::default()).last_graph, one(4, 2));
     }
 }

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use super::WgpuBuffer;
 use super::fallback::{self, HostKernel};
 use super::gpu::Gpu;
 use super::kernels::scratch::Scratch;
@@ -20,6 +21,8 @@ pub struct Report {
     pub fallback: Vec<&'static str>,
     /// Whether the run reused a stored plan.
     pub replayed: bool,
+    /// What the run did (nodes, dispatches, submits, readbacks), as the device counters count it.
+    pub counts: GraphCounts,
 }
 
 /// Scratch bytes the graph's native kernels may ask for (an upper bound: shared regions count once
@@ -138,11 +141,16 @@ impl Plan {
                 kernels::rope::refresh_table(&ctx, graph, *node, win)?;
             }
         }
-        for step in &self.steps {
+        // The host's copies of what the graph writes are stale from here on (planning and the table
+        // refresh above were their last use).
+        forget_written(&ctx, graph);
+        let n = self.steps.len();
+        for (i, step) in self.steps.iter().enumerate() {
             // Nodes count once their work is submitted (or done, on the host).
             match step {
                 Step::Gpu { enc, nodes } => {
-                    enc.submit(gpu)?;
+                    // The last command buffer also copies the index flags out for the final fence.
+                    enc.submit_with(gpu, |e| i + 1 == n && scratch.record_flag_copy(e))?;
                     gpu.tally.add(GraphCounts {
                         nodes: *nodes,
                         ..Default::default()
@@ -160,13 +168,40 @@ impl Plan {
                 }
             }
         }
+        if !matches!(self.steps.last(), Some(Step::Gpu { .. })) {
+            gpu.scoped("flags", || {
+                let mut e = gpu
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+                if scratch.record_flag_copy(&mut e) {
+                    gpu.submit(e.finish(), 0);
+                }
+            })?;
+        }
+        // One wait for the whole graph, which also maps the flag word.
+        let flags = scratch.map_flags();
         gpu.wait()?;
-        match scratch.read_flags(gpu)? {
+        match scratch.read_flags(flags)? {
             0 => Ok(Report {
                 replayed: !fresh,
                 ..self.report.clone()
             }),
             f => Err(super::index_error(f)),
+        }
+    }
+}
+
+/// Invalidates the buffers' host shadows of the memory the graph's nodes write.
+fn forget_written(ctx: &Ctx, graph: &Graph) {
+    for n in graph.compute_nodes() {
+        for (d, len) in kernels::host::written_by(graph, n) {
+            let wb = ctx
+                .buffers
+                .get(&d.buffer)
+                .and_then(|b| b.as_any().downcast_ref::<WgpuBuffer>());
+            if let Some(wb) = wb {
+                wb.invalidate(d.offset as u64, len as u64);
+            }
         }
     }
 }

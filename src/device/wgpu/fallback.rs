@@ -66,9 +66,9 @@ pub fn run_node(
     for (k, w) in written.iter().enumerate() {
         if let (Some(bytes), Some(s)) = (w, t.src[k]) {
             let (wb, off, _) = ctx.place(&graph.tensors[s])?;
-            wb.write(off as usize, bytes)?;
+            wb.write_at(off as usize, bytes, false)?;
         }
     }
     let (wb, off, _) = ctx.place(t)?;
-    wb.write(off as usize, &dst)
+    wb.write_at(off as usize, &dst, false)
 }

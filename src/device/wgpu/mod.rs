@@ -19,8 +19,8 @@ pub use buffer::WgpuBuffer;
 use gpu::{Gpu, WORD};
 
 use super::{
-    Buffer, BufferSet, Device, DeviceCounters, DeviceError, DeviceOptions, GraphCache, Memory,
-    Tally, Usage,
+    Buffer, BufferSet, Device, DeviceCounters, DeviceError, DeviceOptions, GraphCache, GraphCounts,
+    Memory, Tally, Usage,
 };
 use crate::device::cpu::ops as cpu_ops;
 use crate::ggml::Graph;
@@ -130,9 +130,9 @@ impl WgpuDevice {
         host: fallback::HostKernel,
     ) -> Result<exec::Report, DeviceError> {
         self.pool.install(|| {
-            self.gpu.tally.graph(|| {
+            counted(self.gpu.tally.graph_counts(|| {
                 exec::Plan::new(&self.gpu, graph, buffers)?.run(graph, buffers, host, true)
-            })
+            }))
         })
     }
 
@@ -155,22 +155,32 @@ impl WgpuDevice {
             .filter(|p| p.is_for(&self.gpu));
         if let Some(plan) = kept {
             return self.pool.install(|| {
-                self.gpu
-                    .tally
-                    .graph(|| plan.run(graph, buffers, host, false))
+                counted(
+                    self.gpu
+                        .tally
+                        .graph_counts(|| plan.run(graph, buffers, host, false)),
+                )
             });
         }
         // Planning reads leaves back: it belongs to the graph's numbers, on the same thread.
-        let (plan, report) = self.pool.install(|| {
-            self.gpu.tally.graph(|| {
+        let ((plan, mut report), counts) = self.pool.install(|| {
+            self.gpu.tally.graph_counts(|| {
                 let plan = exec::Plan::new(&self.gpu, graph, buffers)?;
                 let report = plan.run(graph, buffers, host, true)?;
                 Ok::<_, DeviceError>((plan, report))
             })
         })?;
+        report.counts = counts;
         *slot = Some(Box::new(plan));
         Ok(report)
     }
+}
+
+/// A run's report with the numbers its graph scope counted.
+fn counted(
+    r: Result<(exec::Report, GraphCounts), DeviceError>,
+) -> Result<exec::Report, DeviceError> {
+    r.map(|(report, counts)| exec::Report { counts, ..report })
 }
 
 /// ggml's GELU tables in a storage buffer (256 KiB), so GELU on the GPU is the CPU's value exactly.
@@ -269,6 +279,7 @@ impl Device for WgpuDevice {
         if len == 0 {
             return Ok(true);
         }
+        d.invalidate(dst_offset as u64, len as u64);
         self.gpu.scoped("copy", || {
             let mut enc = self
                 .gpu
@@ -317,13 +328,16 @@ impl Device for WgpuDevice {
     }
 }
 
+/// One debug line per graph: where its nodes ran and what it cost the GPU (counted, not timed).
 fn log_report(report: &exec::Report) {
-    if !report.fallback.is_empty() {
-        tracing::debug!(
-            native = report.native,
-            fallback = ?report.fallback,
-            replayed = report.replayed,
-            "wgpu graph done"
-        );
-    }
+    let c = &report.counts;
+    tracing::debug!(
+        native = report.native,
+        fallback = ?report.fallback,
+        replayed = report.replayed,
+        dispatches = c.dispatches,
+        submits = c.submits,
+        readbacks = c.readbacks,
+        "wgpu graph done"
+    );
 }

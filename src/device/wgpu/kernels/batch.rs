@@ -98,14 +98,21 @@ pub fn encode(gpu: &Gpu, batch: &[Dispatch]) -> Result<Encoded, DeviceError> {
 impl Encoded {
     /// Records the batch into one command buffer (one compute pass) and submits it. Does not wait.
     pub fn submit(&self, gpu: &Gpu) -> Result<(), DeviceError> {
-        if self.passes.is_empty() {
-            return Ok(());
-        }
+        self.submit_with(gpu, |_| false)
+    }
+
+    /// `submit`, with `tail` recording more commands after the pass into the same command buffer
+    /// (it says whether it recorded any, so that a batch without dispatches still submits them).
+    pub fn submit_with(
+        &self,
+        gpu: &Gpu,
+        tail: impl FnOnce(&mut wgpu::CommandEncoder) -> bool,
+    ) -> Result<(), DeviceError> {
         gpu.scoped("dispatch", || {
             let mut enc = gpu
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
-            {
+            if !self.passes.is_empty() {
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
                 for (pipeline, group, g) in &self.passes {
                     pass.set_pipeline(pipeline);
@@ -113,7 +120,9 @@ impl Encoded {
                     pass.dispatch_workgroups(g[0], g[1], g[2]);
                 }
             }
-            gpu.submit(enc.finish(), self.passes.len() as u64);
+            if tail(&mut enc) || !self.passes.is_empty() {
+                gpu.submit(enc.finish(), self.passes.len() as u64);
+            }
         })
     }
 }

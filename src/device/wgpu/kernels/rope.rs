@@ -2,7 +2,7 @@
 //! are leaves, their values are read back and the cos/sin cache is the CPU device's (ggml's libm
 //! values), so the rotation is bit-identical to ggml-cpu; otherwise the kernel computes the angles.
 
-use super::{Ctx, Dispatch, Source, Window, addr, f, groups, small, u};
+use super::{Ctx, Dispatch, Source, Window, addr, f, groups, host, small, u};
 use crate::device::DeviceError;
 use crate::device::cpu::ops::{access, rope as cpu_rope};
 use crate::ggml::{GgmlType, Graph, Op};
@@ -106,6 +106,14 @@ pub fn table_bytes(graph: &Graph, node: usize) -> u64 {
 /// is short.
 fn cos_sin_table(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Window>, DeviceError> {
     let t = &graph.tensors[node];
+    let leaves = [t.src[1], t.src[2]];
+    if leaves
+        .into_iter()
+        .flatten()
+        .any(|s| host::written_before(graph, s, node))
+    {
+        return Ok(None); // the values are not known before the graph runs
+    }
     let key = (t.src[1], t.src[2], t.op_params, t.ne);
     if let Some(win) = ctx.host.table(&key) {
         return Ok(Some(win));
@@ -146,12 +154,12 @@ fn host_table(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<f32>>,
     let Some(pi) = t.src[1] else {
         return Ok(None);
     };
-    let Some(pos) = ctx.leaf_bytes(graph, pi)? else {
+    let Some(pos) = ctx.leaf_bytes(graph, pi, node)? else {
         return Ok(None);
     };
     let mut ff = Vec::new();
     if let Some(fi) = t.src[2] {
-        let Some(fb) = ctx.leaf_bytes(graph, fi)? else {
+        let Some(fb) = ctx.leaf_bytes(graph, fi, node)? else {
             return Ok(None);
         };
         let ft = &graph.tensors[fi];

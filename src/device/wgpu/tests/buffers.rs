@@ -38,6 +38,42 @@ fn write_read_fill_at_unaligned_edges() {
     b.fill(37, 0, 1).unwrap();
 }
 
+/// Every unaligned write, at every head and tail offset: the bytes around it keep their value, and it
+/// costs one submission (the edge words' kernel) and no readback.
+#[test]
+fn unaligned_writes_keep_their_neighbours_without_readbacks() {
+    let Some(dev) = device_or_skip("unaligned_writes_keep_their_neighbours_without_readbacks")
+    else {
+        return;
+    };
+    let b = dev.alloc(300).unwrap();
+    let mut want: Vec<u8> = (0..300).map(|i| (i * 7 + 1) as u8).collect();
+    b.write(0, &want).unwrap();
+    let mut n = 0u8;
+    for off in [0, 1, 2, 3, 5, 254, 257] {
+        for len in 1..=11 {
+            n = n.wrapping_add(1);
+            let data: Vec<u8> = (0..len)
+                .map(|i| n.wrapping_mul(31).wrapping_add(i as u8))
+                .collect();
+            let before = dev.counters();
+            b.write(off, &data).unwrap();
+            let after = dev.counters();
+            let aligned = off % 4 == 0 && len % 4 == 0;
+            assert_eq!(
+                (
+                    after.submits - before.submits,
+                    after.readbacks - before.readbacks
+                ),
+                (u64::from(!aligned), 0),
+                "write of {len} at {off}"
+            );
+            want[off..off + len].copy_from_slice(&data);
+        }
+        assert_eq!(read(&b, 0, 300), want, "writes at {off}");
+    }
+}
+
 #[test]
 fn fill_spans_several_binding_windows() {
     let Some(dev) = device_with("fill_spans_several_binding_windows", Some(4096)) else {

@@ -7,6 +7,7 @@ mod bench;
 mod buffers;
 mod conformance;
 mod counters;
+mod decode;
 mod exact;
 mod graphs;
 mod kernels;
