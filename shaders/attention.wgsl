@@ -19,6 +19,7 @@ struct P {
     v_base: u32, v_nb0: u32, v_nb1: u32, v_nb2: u32, v_nb3: u32,
     m_base: u32, m_nb0: u32, m_nb1: u32, m_nb2: u32, m_nb3: u32,
     d_base: u32, d_nb0: u32, d_nb1: u32, d_nb2: u32, d_nb3: u32,
+    kv_chunk: u32, n_chunk: u32, rows: u32,
     zero: u32,
 }
 
@@ -28,6 +29,8 @@ struct P {
 @group(0) @binding(3) var<storage, read_write> v: array<u32>;
 @group(0) @binding(4) var<storage, read_write> m: array<u32>;
 @group(0) @binding(5) var<storage, read_write> d: array<u32>;
+// Per (row, head, i3, chunk): maximum, sum, then the DV accumulators.
+@group(0) @binding(6) var<storage, read_write> part: array<f32>;
 
 // A block's scores, then its weights.
 var<workgroup> scores: array<f32, 64>;
@@ -115,7 +118,12 @@ fn reduce8(o: u32) -> f32 {
 @compute @workgroup_size(64)
 fn flash_attn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     OPAQUE = p.zero;
-    let id = wg_linear(wg, nwg);
+    let wid = wg_linear(wg, nwg);
+    let chunk = wid % p.n_chunk;
+    let id = wid / p.n_chunk;
+    if (id >= p.rows) {
+        return;
+    }
     let iq = id % p.nq;
     let h = (id / p.nq) % p.nh;
     let i3 = id / (p.nq * p.nh);
@@ -127,8 +135,9 @@ fn flash_attn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     var acc: array<f32, 8>;
     var mx = ninf;
     var l = 0.0;
-    let nblk = (p.n_kv + 63u) / 64u;
-    for (var blk = 0u; blk < nblk; blk++) {
+    let b0 = chunk * (p.kv_chunk / 64u);
+    let nblk = min((p.n_kv + 63u) / 64u, b0 + p.kv_chunk / 64u);
+    for (var blk = b0; blk < nblk; blk++) {
         // This invocation's key: -inf where masked or past the end.
         let j = blk * 64u + li;
         var s = ninf;
@@ -226,7 +235,66 @@ fn flash_attn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
         }
         workgroupBarrier();
     }
+    if (p.n_chunk > 1u) {
+        let pa = wid * (2u + p.dv);
+        if (li == 0u) {
+            part[pa] = mx;
+            part[pa + 1u] = l;
+        }
+        for (var e = 0u; e < 8u; e++) {
+            let dd = li + 64u * e;
+            if (dd < p.dv) {
+                part[pa + 2u + dd] = acc[e];
+            }
+        }
+        return;
+    }
     let inv = select(1.0 / l, 0.0, l == 0.0);
+    let oa = p.d_base + h * p.d_nb1 + iq * p.d_nb2 + i3 * p.d_nb3;
+    for (var e = 0u; e < 8u; e++) {
+        let dd = li + 64u * e;
+        if (dd < p.dv) {
+            d[(oa + dd * p.d_nb0) >> 2u] = bitcast<u32>(acc[e] * inv);
+        }
+    }
+}
+
+// ggml_flash_attn_ext_reduce_partials: the chunks in order, each rescaled to the running maximum
+// (GCC contracts `a·so + b·sn` into fma(a, so, b·sn)), then one scale by 1/S. One workgroup per
+// (query row, head, i3).
+@compute @workgroup_size(64)
+fn flash_attn_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    OPAQUE = p.zero;
+    let id = wg_linear(wg, nwg);
+    if (id >= p.rows) {
+        return;
+    }
+    let iq = id % p.nq;
+    let h = (id / p.nq) % p.nh;
+    let i3 = id / (p.nq * p.nh);
+    var acc: array<f32, 8>;
+    var mx = neg_inf();
+    var l = 0.0;
+    for (var c = 0u; c < p.n_chunk; c++) {
+        let pa = (id * p.n_chunk + c) * (2u + p.dv);
+        let mc = part[pa];
+        let lc = part[pa + 1u];
+        if (lc == 0.0) {
+            continue;
+        }
+        let nm = max(mx, mc);
+        let so = expf_libm(mx - nm);
+        let sn = expf_libm(mc - nm);
+        for (var e = 0u; e < 8u; e++) {
+            let dd = li + 64u * e;
+            if (dd < p.dv) {
+                acc[e] = fmaf(acc[e], so, hide(part[pa + 2u + dd] * sn));
+            }
+        }
+        l = fmaf(l, so, hide(lc * sn));
+        mx = nm;
+    }
+    let inv = select(1.0, 1.0 / l, l != 0.0);
     let oa = p.d_base + h * p.d_nb1 + iq * p.d_nb2 + i3 * p.d_nb3;
     for (var e = 0u; e < 8u; e++) {
         let dd = li + 64u * e;

@@ -33,6 +33,7 @@ pub fn scratch_bytes(graph: &Graph) -> u64 {
         .map(|n| match graph.tensors[n].op {
             Op::MulMat => kernels::matmul::scratch_bytes(graph, n),
             Op::Rope => Scratch::region_bytes(kernels::rope::table_bytes(graph, n)),
+            Op::FlashAttnExt => kernels::attention::scratch_bytes(graph, n),
             _ => 0,
         })
         .sum()

@@ -124,6 +124,17 @@ struct Attn<'a> {
 }
 
 pub fn run(srcs: &[Option<Src<'_>>; MAX_SRC], dst: Dst<'_>) -> Result<(), DeviceError> {
+    run_chunked(srcs, dst, usize::MAX)
+}
+
+/// FLASH_ATTN_EXT with the keys in chunks of `chunk`, each chunk's running state kept apart and the
+/// chunks combined as ggml-cpu's split-KV path does (`ggml_flash_attn_ext_reduce_partials`). One chunk
+/// is the plain path. The GPU kernels split long caches this way; this is their exact reference.
+pub fn run_chunked(
+    srcs: &[Option<Src<'_>>; MAX_SRC],
+    dst: Dst<'_>,
+    chunk: usize,
+) -> Result<(), DeviceError> {
     let t = dst.t;
     let op = "FLASH_ATTN_EXT";
     let (q, k, v) = (src(srcs, 0, op)?, src(srcs, 1, op)?, src(srcs, 2, op)?);
@@ -150,16 +161,54 @@ pub fn run(srcs: &[Option<Src<'_>>; MAX_SRC], dst: Dst<'_>) -> Result<(), Device
             && v.t.ne[0] % 8 == 0,
     };
     let work = k.t.ne[1].saturating_mul(k.t.ne[0] + v.t.ne[0]);
+    let n_kv = k.t.ne[1];
+    let chunk = chunk.max(1);
     par_rows(t, dst.data, work, |r, out| {
         // dst row (head, query row, i3).
         let (h, iq1, iq3) = access::unravel_row(t, r);
-        a.row(h, iq1, iq3, out)
+        if n_kv <= chunk {
+            let (_, sum) = a.partial(h, iq1, iq3, 0..n_kv, out)?;
+            let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+            out.iter_mut().for_each(|o| *o *= inv);
+            return Ok(());
+        }
+        let mut part = vec![0f32; out.len()];
+        let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+        out.fill(0.0);
+        for c0 in (0..n_kv).step_by(chunk) {
+            let (mc, sc) = a.partial(h, iq1, iq3, c0..n_kv.min(c0 + chunk), &mut part)?;
+            if sc == 0.0 {
+                continue;
+            }
+            let m_new = m.max(mc);
+            let (so, sn) = ((m - m_new).exp(), (mc - m_new).exp());
+            // GCC contracts `a*so + b*sn` into fma(a, so, b*sn).
+            for (o, p) in out.iter_mut().zip(&part) {
+                *o = o.mul_add(so, p * sn);
+            }
+            sum = sum.mul_add(so, sc * sn);
+            m = m_new;
+        }
+        if sum != 0.0 {
+            let inv = 1.0 / sum;
+            out.iter_mut().for_each(|o| *o *= inv);
+        }
+        Ok(())
     })
 }
 
 impl Attn<'_> {
-    fn row(&self, h: usize, iq1: usize, iq3: usize, out: &mut [f32]) -> Result<(), DeviceError> {
-        let (dk, n_kv, dv) = (self.k.t.ne[0], self.k.t.ne[1], self.v.t.ne[0]);
+    /// The unnormalized V accumulator of keys `keys` into `out`, and the running maximum and sum
+    /// (ggml's one_chunk with partials; the sinks count in the chunk that starts at key 0).
+    fn partial(
+        &self,
+        h: usize,
+        iq1: usize,
+        iq3: usize,
+        keys: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) -> Result<(f32, f32), DeviceError> {
+        let (dk, dv) = (self.k.t.ne[0], self.v.t.ne[0]);
         let (nh, d3) = (self.q.t.ne[2], self.q.t.ne[3]);
         let (ik2, ik3) = (h / (nh / self.k.t.ne[2]), iq3 / (d3 / self.k.t.ne[3]));
         let (iv2, iv3) = (h / (nh / self.v.t.ne[2]), iq3 / (d3 / self.v.t.ne[3]));
@@ -201,8 +250,8 @@ impl Attn<'_> {
             // ggml's tiled path, rounding step for step: K·Q as one FMA chain over DK, scale, mask, the
             // tile's softmax through the vector exp, and V accumulated by FMA in key order.
             let mut p = [f32::NEG_INFINITY; TILE_KV];
-            for ic in (0..n_kv).step_by(TILE_KV) {
-                let n = TILE_KV.min(n_kv - ic);
+            for ic in keys.clone().step_by(TILE_KV) {
+                let n = TILE_KV.min(keys.end - ic);
                 p.fill(f32::NEG_INFINITY);
                 let mut tile_max = f32::NEG_INFINITY;
                 for (tk, pk) in p.iter_mut().enumerate().take(n) {
@@ -245,7 +294,7 @@ impl Attn<'_> {
             }
         } else {
             let acc_f16 = self.v.t.typ == GgmlType::F16;
-            for ic in 0..n_kv {
+            for ic in keys.clone() {
                 let mv = mask_at(ic);
                 if mv == f32::NEG_INFINITY {
                     continue;
@@ -270,20 +319,19 @@ impl Attn<'_> {
                 sum = sum.mul_add(ms, vs); // GCC contracts `S*ms + vs` into an FMA
             }
         }
-        if let Some(sk) = self.sinks {
+        if let (Some(sk), 0) = (self.sinks, keys.start) {
             let s = access::load(GgmlType::F32, sk.data, h * sk.t.nb[0]);
             let (mut ms, mut vs) = (1f32, 1f32);
             if s > m {
                 ms = (m - s).exp();
+                m = s;
                 out.iter_mut().for_each(|o| *o *= ms);
             } else {
                 vs = (s - m).exp();
             }
             sum = sum.mul_add(ms, vs);
         }
-        let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-        out.iter_mut().for_each(|o| *o *= inv);
-        Ok(())
+        Ok((m, sum))
     }
 }
 

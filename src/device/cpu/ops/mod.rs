@@ -7,6 +7,7 @@
 
 pub mod access;
 mod attention;
+pub use attention::run_chunked as flash_attn_chunked;
 mod backward;
 mod conv;
 mod conv_transpose;

@@ -1,9 +1,34 @@
 //! FLASH_ATTN_EXT with f32 q, f16/f32 k and v, optional f16/f32 mask, GQA and logit softcap (no
-//! ALiBi, no sinks, Dv <= 512): `call_flash_attn`.
+//! ALiBi, no sinks, Dv <= 512): `flash_attn`, and for caches longer than one chunk
+//! `flash_attn_reduce` over the chunks' partial results (see attention.wgsl).
 
+use super::scratch::Scratch;
 use super::{Ctx, Dispatch, Source, addr, f, groups, small, u};
 use crate::device::DeviceError;
 use crate::ggml::{GgmlType, Graph, Tensor};
+
+/// Keys per workgroup (a multiple of the kernel's 64-key block). Up to this many keys the kernel is
+/// ggml-cpu's own path, bit for bit; beyond, chunks are combined as ggml's split-KV path combines
+/// its threads' chunks (`cpu::ops::attention::run_chunked` with this chunk is the exact reference).
+/// 1024 keys keep an invocation well inside lavapipe's 65535 loop iterations.
+pub const KV_CHUNK: usize = 1024;
+
+/// Scratch region kind of the chunks' partial results.
+const PARTIALS: u32 = 101;
+
+/// Bytes of the partial results of `node` (0 when the cache fits one chunk).
+pub fn scratch_bytes(graph: &Graph, node: usize) -> u64 {
+    let (Some(q), Some(k), Some(v)) = (graph.src(node, 0), graph.src(node, 1), graph.src(node, 2))
+    else {
+        return 0;
+    };
+    let n_chunk = k.ne[1].div_ceil(KV_CHUNK) as u64;
+    if n_chunk <= 1 || !supports(graph, node) {
+        return 0;
+    }
+    let rows = (q.ne[1] * q.ne[2] * q.ne[3]) as u64;
+    Scratch::region_bytes(rows * n_chunk * (2 + v.ne[0] as u64) * 4)
+}
 
 fn half_or_float(t: &Tensor) -> bool {
     let a = if t.typ == GgmlType::F16 { 2 } else { 4 };
@@ -102,12 +127,37 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
     params.extend(av);
     params.extend(am);
     params.extend(ad);
+    let rows = q.ne[1] * q.ne[2] * q.ne[3];
+    let n_chunk = k.ne[1].div_ceil(KV_CHUNK).max(1);
+    let (Some(kv_chunk), Some(nc), Some(nr)) = (u(KV_CHUNK), u(n_chunk), u(rows)) else {
+        return Ok(None);
+    };
+    params.extend([kv_chunk, nc, nr]);
     let mw = vm.map_or_else(|| vq.window.clone(), |x| x.window);
-    let n = (q.ne[1] * q.ne[2] * q.ne[3]) as u64;
-    Ok(Some(vec![Dispatch {
+    let part = if n_chunk > 1 {
+        let bytes = (rows * n_chunk * (2 + v.ne[0]) * 4) as u64;
+        match ctx.scratch.region((node, PARTIALS), bytes) {
+            Some((w, _)) => w,
+            None => return Ok(None),
+        }
+    } else {
+        vd.window.clone()
+    };
+    let bindings = vec![vq.window, vk.window, vv.window, mw, vd.window, part];
+    let main = Dispatch {
         pipeline: ctx.pipeline(Source::Attention, "flash_attn"),
+        params: params.clone(),
+        bindings: bindings.clone(),
+        groups: groups(ctx.gpu, (rows * n_chunk) as u64)?,
+    };
+    if n_chunk == 1 {
+        return Ok(Some(vec![main]));
+    }
+    let reduce = Dispatch {
+        pipeline: ctx.pipeline(Source::Attention, "flash_attn_reduce"),
         params,
-        bindings: vec![vq.window, vk.window, vv.window, mw, vd.window],
-        groups: groups(ctx.gpu, n)?,
-    }]))
+        bindings,
+        groups: groups(ctx.gpu, rows as u64)?,
+    };
+    Ok(Some(vec![main, reduce]))
 }

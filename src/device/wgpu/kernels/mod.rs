@@ -95,7 +95,7 @@ impl Source {
             Source::Fill => 1,
             Source::Norm | Source::ActQuant | Source::Probe => 2,
             Source::GetRows | Source::Copy | Source::Unary | Source::Rope => 4,
-            Source::Attention => 5,
+            Source::Attention => 6,
             _ => 3,
         }
     }

@@ -3,7 +3,7 @@
 //! numeric paths (vector below 64 query rows, tiled above) the kernel follows.
 
 use super::kernels::li;
-use super::refs::{close, random_tensor};
+use super::refs::{close, random_tensor, same_bits};
 use super::{Builder, device_or_skip};
 use crate::device::DeviceError;
 use crate::device::cpu::ops::testutil::{HostTensor, Rng, params_f32};
@@ -107,5 +107,94 @@ fn flash_attn_gqa_f16_cache_mask_softcap() {
                 got.len()
             );
         }
+    }
+}
+
+/// test-backend-ops' sparse-attention cases (which lavapipe got wrong before caches were split into
+/// chunks: its loop limiter ended the invocations): K (and V, or V as a sub-view of K) are views of a
+/// cache twice as long, and the f16 mask keeps `live` randomly placed keys per row, the rest -inf.
+/// Bit for bit against the CPU kernel with the same chunks, and close to the unchunked CPU device.
+#[test]
+fn flash_attn_long_cache_in_chunks() {
+    let Some(dev) = device_or_skip("flash_attn_long_cache_in_chunks") else {
+        return;
+    };
+    let mut rng = Rng::new(51);
+    let chunk = crate::device::wgpu::kernels::attention::KV_CHUNK;
+    // (dk, dv, kv heads, query heads, keys, query rows, live keys per row, V a view of K)
+    for (dk, dv, hkv, nh, nkv, nq, live, v_of_k) in [
+        (256, 256, 2, 24, 8192, 1, 2048, false),
+        (576, 512, 1, 2, 4096, 64, 2048, true),
+        (64, 64, 1, 4, chunk, 1, chunk, false),
+        (64, 64, 1, 4, chunk + 1, 3, chunk + 1, false),
+        (40, 24, 2, 4, 3 * chunk + 70, 66, 2 * chunk, false),
+    ] {
+        let (q, _) = random_tensor(GgmlType::F32, [dk, nq, nh, 1], &mut rng);
+        let (kc, _) = random_tensor(GgmlType::F16, [dk, 2 * nkv, hkv, 1], &mut rng);
+        let (vc, _) = random_tensor(GgmlType::F16, [dv, 2 * nkv, hkv, 1], &mut rng);
+        let mut mvals = vec![f32::NEG_INFINITY; nkv * nq];
+        for (row, m) in mvals.chunks_exact_mut(nkv).enumerate() {
+            let n = live - row % 17;
+            let mut at: Vec<usize> = (0..nkv).collect();
+            for i in 0..n {
+                let j = i + (rng.next_u64() as usize) % (nkv - i);
+                at.swap(i, j);
+            }
+            for (i, &j) in at[..n].iter().enumerate() {
+                m[j] = -0.03125 * (1 + (i + row) % 7) as f32;
+            }
+        }
+        let mask = HostTensor::from_f32(GgmlType::F16, [nkv, nq, 1, 1], &mvals);
+        let mut g = Builder::new(&dev);
+        let (qi, kci, mi) = (g.input(&q), g.input(&kc), g.input(&mask));
+        let k = g.view(kci, [dk, nkv, hkv, 1], Some(kc.t.nb), 0);
+        let v = if v_of_k {
+            g.view(kci, [dv, nkv, hkv, 1], Some(kc.t.nb), 0)
+        } else {
+            let vci = g.input(&vc);
+            g.view(vci, [dv, nkv, hkv, 1], Some(vc.t.nb), 0)
+        };
+        let scale = 1.0 / (dk as f32).sqrt();
+        let out = Tensor::new(GgmlType::F32, [dv, nh, nq, 1]);
+        let n = g.node(
+            out,
+            Op::FlashAttnExt,
+            params_f32(&[scale, 0.0, 0.0]),
+            &[qi, k, v, mi],
+        );
+        dev.compute_with(&g.graph, &g.buffers, no_fallback).unwrap();
+        let what = format!("flash_attn dk {dk} keys {nkv} rows {nq} live {live}");
+        let got = g.read_f32(n);
+        // The CPU kernel on the same chunks.
+        let (kt, vt) = (&g.graph.tensors[k], &g.graph.tensors[v]);
+        let vbytes = if v_of_k { &kc.bytes } else { &vc.bytes };
+        let srcs: [Option<Src<'_>>; MAX_SRC] = std::array::from_fn(|i| match i {
+            0 => Some(Src {
+                t: &q.t,
+                data: &q.bytes,
+            }),
+            1 => Some(Src {
+                t: kt,
+                data: &kc.bytes,
+            }),
+            2 => Some(Src {
+                t: vt,
+                data: vbytes,
+            }),
+            3 => Some(Src {
+                t: &mask.t,
+                data: &mask.bytes,
+            }),
+            _ => None,
+        });
+        let mut want = HostTensor::zeros(GgmlType::F32, [dv, nh, nq, 1]);
+        let wt = g.graph.tensors[n].clone();
+        crate::device::cpu::ops::flash_attn_chunked(&srcs, Dst::new(&wt, &mut want.bytes), chunk)
+            .unwrap();
+        same_bits(&got, &want.to_f32(), &what);
+        // The unchunked CPU device: the chunks change only the rounding (f16 V accumulator on the
+        // vector path).
+        let cpu: Vec<f64> = g.on_cpu(n).iter().map(|&x| x as f64).collect();
+        close(&got, &cpu, 2e-3, &format!("{what} vs one chunk"));
     }
 }

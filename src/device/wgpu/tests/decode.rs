@@ -7,29 +7,7 @@ use super::{Builder, device_or_skip};
 use crate::device::cpu::ops as cpu_ops;
 use crate::device::cpu::ops::testutil::{HostTensor, Rng, params_f32};
 use crate::device::{Device, GraphCache, GraphCounts};
-use crate::ggml::{GgmlType, GluOp, Op, Tensor, TensorFlags, contiguous_strides};
-
-/// A view of `src`'s memory (`ne`, `nb`, `offset` bytes in), not a node.
-fn view(
-    g: &mut Builder,
-    src: usize,
-    ne: [usize; 4],
-    nb: Option<[usize; 4]>,
-    offset: usize,
-) -> usize {
-    let s = &g.graph.tensors[src];
-    let mut t = Tensor::new(s.typ, ne);
-    t.nb = nb.unwrap_or_else(|| contiguous_strides(s.typ, ne));
-    let mut d = s.data.unwrap();
-    d.offset += offset;
-    t.data = Some(d);
-    t.op = Op::View;
-    t.src[0] = Some(src);
-    t.view_src = Some(src);
-    t.view_offs = offset as u64;
-    g.graph.tensors.push(t);
-    g.graph.tensors.len() - 1
-}
+use crate::ggml::{GgmlType, GluOp, Op, Tensor, TensorFlags};
 
 /// A node writing into `at`'s memory (SET_ROWS into a cache, or an aliasing node).
 fn node_into(g: &mut Builder, at: usize, op: Op, params: [i32; 16], srcs: &[usize]) -> usize {
@@ -121,7 +99,7 @@ fn decode_graph(g: &mut Builder, rng: &mut Rng) -> Decode {
     );
     let h = norm(g, x, norms[0]);
     let (q, k, v) = (mm(g, wq, h), mm(g, wk, h), mm(g, wv, h));
-    let q = view(g, q, [HD, NH, 1, 1], None, 0);
+    let q = g.view(q, [HD, NH, 1, 1], None, 0);
     let q = norm(g, q, qn);
     let q = g.node(
         f32([HD, NH, 1, 1]),
@@ -129,7 +107,7 @@ fn decode_graph(g: &mut Builder, rng: &mut Rng) -> Decode {
         rope_params(HD as i32),
         &[q, pos],
     );
-    let k = view(g, k, [HD, NKVH, 1, 1], None, 0);
+    let k = g.view(k, [HD, NKVH, 1, 1], None, 0);
     let k = norm(g, k, kn);
     let k = g.node(
         f32([HD, NKVH, 1, 1]),
@@ -137,20 +115,14 @@ fn decode_graph(g: &mut Builder, rng: &mut Rng) -> Decode {
         rope_params(HD as i32),
         &[k, pos],
     );
-    let k = view(g, k, [NKVH * HD, 1, 1, 1], None, 0);
+    let k = g.view(k, [NKVH * HD, 1, 1, 1], None, 0);
     let ks = node_into(g, kc, Op::SetRows, [0; 16], &[k, slot]);
     let vs = node_into(g, vc, Op::SetRows, [0; 16], &[v, slot]);
     // The caches as attention reads them: [HD, KV, NKVH], heads interleaved in each row.
     let nb = [2, 2 * NKVH * HD, 2 * HD, 2 * NKVH * HD * KV];
-    let kv_ = view(g, ks, [HD, KV, NKVH, 1], Some(nb), 0);
-    let vv = view(g, vs, [HD, KV, NKVH, 1], Some(nb), 0);
-    let q = view(
-        g,
-        q,
-        [HD, 1, NH, 1],
-        Some([4, 4 * HD, 4 * HD, 4 * HD * NH]),
-        0,
-    );
+    let kv_ = g.view(ks, [HD, KV, NKVH, 1], Some(nb), 0);
+    let vv = g.view(vs, [HD, KV, NKVH, 1], Some(nb), 0);
+    let q = g.view(q, [HD, 1, NH, 1], Some([4, 4 * HD, 4 * HD, 4 * HD * NH]), 0);
     let scale = 1.0 / (HD as f32).sqrt();
     let a = g.node(
         f32([HD, NH, 1, 1]),
@@ -158,7 +130,7 @@ fn decode_graph(g: &mut Builder, rng: &mut Rng) -> Decode {
         params_f32(&[scale, 0.0, 0.0]),
         &[q, kv_, vv, mask],
     );
-    let a = view(g, a, [NH * HD, 1, 1, 1], None, 0);
+    let a = g.view(a, [NH * HD, 1, 1, 1], None, 0);
     let o = mm(g, wo, a);
     let o = norm(g, o, norms[1]);
     let x = g.node(f32([EMBD, 1, 1, 1]), Op::Add, [0; 16], &[o, x]);

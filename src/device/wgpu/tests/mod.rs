@@ -21,7 +21,7 @@ use std::sync::Arc;
 use super::WgpuDevice;
 use crate::device::cpu::ops::testutil::HostTensor;
 use crate::device::{Buffer, BufferSet, Device, DeviceOptions};
-use crate::ggml::{DataRef, Graph, Op, Tensor, TensorFlags};
+use crate::ggml::{DataRef, Graph, Op, Tensor, TensorFlags, contiguous_strides};
 
 /// The test device, or `None` (after printing why) when this machine has no adapter. Panics when `CI`
 /// is set: CI machines have lavapipe, so a missing adapter there is a broken setup, not a skip.
@@ -103,6 +103,28 @@ impl<'d> Builder<'d> {
         let i = self.place(t, None);
         self.graph.nodes.push(i);
         i
+    }
+
+    /// A view of `src`'s memory (`ne`, `nb`, `offset` bytes in), not a node.
+    pub fn view(
+        &mut self,
+        src: usize,
+        ne: [usize; 4],
+        nb: Option<[usize; 4]>,
+        offset: usize,
+    ) -> usize {
+        let s = &self.graph.tensors[src];
+        let mut t = Tensor::new(s.typ, ne);
+        t.nb = nb.unwrap_or_else(|| contiguous_strides(s.typ, ne));
+        let mut d = s.data.unwrap();
+        d.offset += offset;
+        t.data = Some(d);
+        t.op = Op::View;
+        t.src[0] = Some(src);
+        t.view_src = Some(src);
+        t.view_offs = offset as u64;
+        self.graph.tensors.push(t);
+        self.graph.tensors.len() - 1
     }
 
     /// The current bytes of tensor `i`.

@@ -516,3 +516,60 @@ fn rejects_bad_shapes_and_params() {
         .is_err()
     );
 }
+
+/// `run_chunked` on `inp` with chunks of `chunk` keys.
+fn run_in_chunks(c: &Case, inp: &Inputs, chunk: usize) -> Vec<f32> {
+    let mut d = HostTensor::zeros(GgmlType::F32, [c.dv, c.n_head, c.n_batch, c.d3]);
+    let mut t = d.t.clone();
+    t.op = Op::FlashAttnExt;
+    t.op_params = params(c);
+    fn src(h: Option<&HostTensor>) -> Option<super::super::Src<'_>> {
+        h.map(|h| super::super::Src {
+            t: &h.t,
+            data: &h.bytes,
+        })
+    }
+    let mut srcs: [Option<super::super::Src<'_>>; crate::ggml::MAX_SRC] = Default::default();
+    srcs[0] = src(Some(&inp.q));
+    srcs[1] = src(Some(&inp.k));
+    srcs[2] = src(Some(&inp.v));
+    srcs[3] = src(inp.mask.as_ref());
+    srcs[4] = src(inp.sinks.as_ref());
+    super::run_chunked(&srcs, super::super::Dst::new(&t, &mut d.bytes), chunk).unwrap();
+    d.to_f32()
+}
+
+/// ggml's split-KV combination: any chunking gives the same softmax (sinks counted once, in the
+/// first chunk; fully masked chunks and rows skipped), and one chunk is the plain path, bit for bit.
+#[test]
+fn keys_in_chunks_combine_to_the_same_softmax() {
+    for c in [
+        Case { n_kv: 70, ..BASE },
+        Case {
+            n_kv: 70,
+            kv_type: GgmlType::F16,
+            sinks: true,
+            ..BASE
+        },
+        Case {
+            n_kv: 150,
+            n_batch: 66,
+            d3: 1,
+            ..BASE
+        },
+    ] {
+        let inp = inputs(&c, 7);
+        let want = reference(&c, &inp);
+        let plain = run(&c, &inp, 0).unwrap();
+        assert_eq!(run_in_chunks(&c, &inp, c.n_kv), plain, "one chunk");
+        let tol = if c.kv_type == GgmlType::F16 {
+            2e-3
+        } else {
+            1e-5
+        };
+        for chunk in [1, 5, 64, 69] {
+            let got = run_in_chunks(&c, &inp, chunk);
+            assert_close(&got, &want, tol, &format!("chunks of {chunk}"));
+        }
+    }
+}
