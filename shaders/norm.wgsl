@@ -1,4 +1,7 @@
 // NORM (op 0) and RMS_NORM (op 1) over dim 0, one workgroup per row, f32 in and out.
+// `chain` fuses the nodes that follow in the graph: 1 adds MUL by a weight row `w` (broadcast over
+// rows) into `m`, 2 also ADDs the residual `r` into `o`. Every node's output is still written, each
+// value rounded as the separate kernels round it (`hide` keeps the compiler from fusing the steps).
 // Both follow ggml-cpu's packed-row path: sums (of x, of the f32 squares) are f64 there; here
 // float-float (a pair hi + lo, error-free additions), which rounds to the same f32 in practice.
 
@@ -9,12 +12,22 @@ struct P {
     nrows: u32,
     a_base: u32, a_nb0: u32, a_nb1: u32, a_nb2: u32, a_nb3: u32,
     d_base: u32, d_nb0: u32, d_nb1: u32, d_nb2: u32, d_nb3: u32,
+    chain: u32,
+    w_base: u32, w_nb0: u32, w_nb1: u32, w_nb2: u32, w_nb3: u32,
+    w_ne1: u32, w_ne2: u32, w_ne3: u32,
+    m_base: u32, m_nb0: u32, m_nb1: u32, m_nb2: u32, m_nb3: u32,
+    r_base: u32, r_nb0: u32, r_nb1: u32, r_nb2: u32, r_nb3: u32,
+    o_base: u32, o_nb0: u32, o_nb1: u32, o_nb2: u32, o_nb3: u32,
     zero: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read_write> a: array<u32>;
 @group(0) @binding(2) var<storage, read_write> d: array<u32>;
+@group(0) @binding(3) var<storage, read_write> w: array<u32>;
+@group(0) @binding(4) var<storage, read_write> m: array<u32>;
+@group(0) @binding(5) var<storage, read_write> r: array<u32>;
+@group(0) @binding(6) var<storage, read_write> o: array<u32>;
 
 @compute @workgroup_size(256)
 fn norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -43,8 +56,21 @@ fn norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         acc = ff_add(acc, vec2<f32>(x * x, 0.0));
     }
     let scale = 1.0 / sqrt(ff_div(reduce_ff(li, acc), n) + p.eps);
+    let rw = p.w_base + (i1 % p.w_ne1) * p.w_nb1 + (i2 % p.w_ne2) * p.w_nb2 + (i3 % p.w_ne3) * p.w_nb3;
+    let rm = p.m_base + i1 * p.m_nb1 + i2 * p.m_nb2 + i3 * p.m_nb3;
+    let rr = p.r_base + i1 * p.r_nb1 + i2 * p.r_nb2 + i3 * p.r_nb3;
+    let ro = p.o_base + i1 * p.o_nb1 + i2 * p.o_nb2 + i3 * p.o_nb3;
     for (var i = li; i < p.ne0; i += 256u) {
         let x = bitcast<f32>(a[(ra + i * p.a_nb0) >> 2u]) - mean;
-        d[(rd + i * p.d_nb0) >> 2u] = bitcast<u32>(x * scale);
+        let y = x * scale;
+        d[(rd + i * p.d_nb0) >> 2u] = bitcast<u32>(y);
+        if (p.chain >= 1u) {
+            let z = hide(y) * bitcast<f32>(w[(rw + i * p.w_nb0) >> 2u]);
+            m[(rm + i * p.m_nb0) >> 2u] = bitcast<u32>(z);
+            if (p.chain == 2u) {
+                let s = hide(z) + bitcast<f32>(r[(rr + i * p.r_nb0) >> 2u]);
+                o[(ro + i * p.o_nb0) >> 2u] = bitcast<u32>(s);
+            }
+        }
     }
 }

@@ -87,7 +87,20 @@ impl Plan {
             *nodes = 0;
             Ok::<_, DeviceError>(())
         };
-        for node in graph.compute_nodes() {
+        let order: Vec<usize> = graph.compute_nodes().collect();
+        let mut i = 0;
+        while i < order.len() {
+            let node = order[i];
+            i += 1;
+            if let Some((d, used)) =
+                gpu.scoped("plan", || kernels::plan_fused(&ctx, graph, &order[i - 1..]))??
+            {
+                batch.extend(d);
+                nodes += used as u64;
+                report.native += used;
+                i += used - 1;
+                continue;
+            }
             match gpu.scoped("plan", || kernels::plan(&ctx, graph, node))?? {
                 Some(d) => {
                     batch.extend(d);

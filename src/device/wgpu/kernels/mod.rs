@@ -93,7 +93,8 @@ impl Source {
     fn storage_bindings(self) -> u32 {
         match self {
             Source::Fill => 1,
-            Source::Norm | Source::ActQuant | Source::Probe => 2,
+            Source::ActQuant | Source::Probe => 2,
+            Source::Norm => 6,
             Source::GetRows | Source::Copy | Source::Unary | Source::Rope => 4,
             Source::Attention => 6,
             _ => 3,
@@ -365,6 +366,26 @@ pub fn supports(graph: &Graph, node: usize) -> bool {
         Op::FlashAttnExt => attention::supports(graph, node),
         _ => false,
     }
+}
+
+/// The dispatches computing `nodes[0]` together with the nodes right after it, when a fused kernel
+/// covers them (a norm with its weight MUL and residual ADD), and how many nodes they take.
+pub fn plan_fused(
+    ctx: &Ctx,
+    graph: &Graph,
+    nodes: &[usize],
+) -> Result<Option<(Vec<Dispatch>, usize)>, DeviceError> {
+    let Some(&first) = nodes.first() else {
+        return Ok(None);
+    };
+    if !matches!(graph.tensors[first].op, Op::Norm | Op::RmsNorm) || !supports(graph, first) {
+        return Ok(None);
+    }
+    let Some(chain) = norm::chain_at(graph, nodes) else {
+        return Ok(None);
+    };
+    let n = 2 + usize::from(chain.add.is_some());
+    Ok(norm::plan_chain(ctx, graph, &chain)?.map(|d| (d, n)))
 }
 
 /// The dispatches that compute the node, or `None` when it must run on the CPU after all (a tensor

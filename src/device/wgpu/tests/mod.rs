@@ -9,6 +9,7 @@ mod conformance;
 mod counters;
 mod decode;
 mod exact;
+mod fusion;
 mod graphs;
 mod kernels;
 mod matmul;
@@ -124,6 +125,18 @@ impl<'d> Builder<'d> {
         t.view_src = Some(src);
         t.view_offs = offset as u64;
         self.graph.tensors.push(t);
+        self.graph.tensors.len() - 1
+    }
+
+    /// A node writing into `at`'s memory (SET_ROWS into a cache, or an aliasing node).
+    pub fn node_into(&mut self, at: usize, op: Op, params: [i32; 16], srcs: &[usize]) -> usize {
+        let mut t = self.graph.tensors[at].clone();
+        (t.op, t.op_params, t.flags, t.src) = (op, params, TensorFlags::COMPUTE, [None; 10]);
+        for (k, &s) in srcs.iter().enumerate() {
+            t.src[k] = Some(s);
+        }
+        self.graph.tensors.push(t);
+        self.graph.nodes.push(self.graph.tensors.len() - 1);
         self.graph.tensors.len() - 1
     }
 

@@ -1,0 +1,85 @@
+//! Fused dispatches: a norm with the weight MUL and residual ADD after it runs as one dispatch, every
+//! node's output bit-identical to the CPU device's, including when ggml-alloc placed an output over
+//! an input (in place); a partial overlap, which one kernel could not order, keeps the nodes apart.
+
+use super::refs::{random_tensor, same_bits};
+use super::{Builder, device_or_skip};
+use crate::device::Device;
+use crate::device::cpu::ops::testutil::{Rng, params_f32};
+use crate::ggml::{GgmlType, Op, Tensor};
+
+/// RMS_NORM → MUL by a weight row → ADD of a residual over `rows` rows of `n`; with `in_place` the
+/// MUL writes over the norm's output and the ADD over the residual. Returns the graph's dispatches.
+fn norm_mul_add(rows: usize, n: usize, in_place: bool, op: Op) -> Option<u64> {
+    let dev = device_or_skip("norm_mul_add")?;
+    let mut rng = Rng::new(90);
+    let mut g = Builder::new(&dev);
+    let f32 = |ne| Tensor::new(GgmlType::F32, ne);
+    let x = g.input(&random_tensor(GgmlType::F32, [n, rows, 1, 1], &mut rng).0);
+    let w = g.input(&random_tensor(GgmlType::F32, [n, 1, 1, 1], &mut rng).0);
+    let res = g.input(&random_tensor(GgmlType::F32, [n, rows, 1, 1], &mut rng).0);
+    let nrm = g.node(f32([n, rows, 1, 1]), op, params_f32(&[1e-6]), &[x]);
+    let (m, s) = if in_place {
+        let m = g.node_into(nrm, Op::Mul, [0; 16], &[nrm, w]);
+        (m, g.node_into(res, Op::Add, [0; 16], &[res, m]))
+    } else {
+        let m = g.node(f32([n, rows, 1, 1]), Op::Mul, [0; 16], &[nrm, w]);
+        (m, g.node(f32([n, rows, 1, 1]), Op::Add, [0; 16], &[m, res]))
+    };
+    // The CPU device's results first: in place, the run overwrites the inputs.
+    let want: Vec<Vec<f32>> = [nrm, m, s].iter().map(|&t| g.on_cpu(t)).collect();
+    dev.compute(&g.graph, &g.buffers).unwrap();
+    let what = format!("{} {rows}x{n} in place {in_place}", op.name());
+    for (k, (t, name)) in [(nrm, "norm"), (m, "mul"), (s, "add")]
+        .into_iter()
+        .enumerate()
+    {
+        same_bits(&g.read_f32(t), &want[k], &format!("{what}: {name}"));
+    }
+    Some(dev.counters().last_graph.dispatches)
+}
+
+#[test]
+fn norm_with_its_weight_and_residual_is_one_dispatch() {
+    for (rows, n, in_place, op) in [
+        (3, 640, false, Op::RmsNorm),
+        (4, 256, true, Op::RmsNorm),
+        (2, 100, false, Op::Norm),
+    ] {
+        let Some(d) = norm_mul_add(rows, n, in_place, op) else {
+            return;
+        };
+        assert_eq!(d, 1, "{} {rows}x{n} in place {in_place}", op.name());
+    }
+}
+
+#[test]
+fn a_partly_overlapping_output_is_not_fused() {
+    let Some(dev) = device_or_skip("a_partly_overlapping_output_is_not_fused") else {
+        return;
+    };
+    let mut rng = Rng::new(91);
+    let (n, rows) = (64, 4);
+    let mut g = Builder::new(&dev);
+    let x = g.input(&random_tensor(GgmlType::F32, [n, rows + 1, 1, 1], &mut rng).0);
+    let w = g.input(&random_tensor(GgmlType::F32, [n, 1, 1, 1], &mut rng).0);
+    let xin = g.view(x, [n, rows, 1, 1], None, 0);
+    let nrm = g.node(
+        Tensor::new(GgmlType::F32, [n, rows, 1, 1]),
+        Op::RmsNorm,
+        params_f32(&[1e-6]),
+        &[xin],
+    );
+    // The product's memory starts one row into the norm input's: rows computed first would
+    // overwrite inputs other workgroups have yet to read.
+    let at = g.view(x, [n, rows, 1, 1], None, 4 * n);
+    let prod = g.node_into(at, Op::Mul, [0; 16], &[nrm, w]);
+    (
+        g.graph.tensors[prod].view_src,
+        g.graph.tensors[prod].view_offs,
+    ) = (None, 0);
+    let want = g.on_cpu(prod);
+    dev.compute(&g.graph, &g.buffers).unwrap();
+    assert_eq!(dev.counters().last_graph.dispatches, 2, "not fused");
+    same_bits(&g.read_f32(prod), &want, "mul");
+}
