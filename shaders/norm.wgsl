@@ -2,6 +2,8 @@
 // `chain` fuses the nodes that follow in the graph: 1 adds MUL by a weight row `w` (broadcast over
 // rows) into `m`, 2 also ADDs the residual `r` into `o`. Every node's output is still written, each
 // value rounded as the separate kernels round it (`hide` keeps the compiler from fusing the steps).
+// With `aq_mode`, the chain's last output is also converted for the MUL_MATs that read it, as the
+// act_quant pass would (act_quant_block.wgsl), into `q`: one dispatch fewer per such input.
 // Both follow ggml-cpu's packed-row path: sums (of x, of the f32 squares) are f64 there; here
 // float-float (a pair hi + lo, error-free additions), which rounds to the same f32 in practice.
 
@@ -18,6 +20,7 @@ struct P {
     m_base: u32, m_nb0: u32, m_nb1: u32, m_nb2: u32, m_nb3: u32,
     r_base: u32, r_nb0: u32, r_nb1: u32, r_nb2: u32, r_nb3: u32,
     o_base: u32, o_nb0: u32, o_nb1: u32, o_nb2: u32, o_nb3: u32,
+    aq_mode: u32, q_base: u32,
     zero: u32,
 }
 
@@ -28,6 +31,22 @@ struct P {
 @group(0) @binding(4) var<storage, read_write> m: array<u32>;
 @group(0) @binding(5) var<storage, read_write> r: array<u32>;
 @group(0) @binding(6) var<storage, read_write> o: array<u32>;
+@group(0) @binding(7) var<storage, read_write> q: array<u32>;
+
+// Element i of row `col` of the chain's last output, for the activation conversion.
+fn aq_ld(col: u32, i: u32) -> f32 {
+    let i1 = col % p.ne1;
+    let i2 = (col / p.ne1) % p.ne2;
+    let i3 = col / (p.ne1 * p.ne2);
+    if (p.chain == 2u) {
+        return bitcast<f32>(o[(p.o_base + i * p.o_nb0 + i1 * p.o_nb1 + i2 * p.o_nb2 + i3 * p.o_nb3) >> 2u]);
+    }
+    return bitcast<f32>(m[(p.m_base + i * p.m_nb0 + i1 * p.m_nb1 + i2 * p.m_nb2 + i3 * p.m_nb3) >> 2u]);
+}
+
+fn aq_st(w: u32, v: u32) {
+    q[(p.q_base >> 2u) + w] = v;
+}
 
 @compute @workgroup_size(256)
 fn norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -71,6 +90,14 @@ fn norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 let s = hide(z) + bitcast<f32>(r[(rr + i * p.r_nb0) >> 2u]);
                 o[(ro + i * p.o_nb0) >> 2u] = bitcast<u32>(s);
             }
+        }
+    }
+    if (p.aq_mode != 0u) {
+        // This row's outputs, written by the whole workgroup, are its activation column.
+        storageBarrier();
+        let units = p.ne0 / block_len(p.aq_mode);
+        for (var b = li; b < units; b += 256u) {
+            aq_unit(p.aq_mode, p.ne0, row * units + b);
         }
     }
 }

@@ -139,7 +139,7 @@ pub fn scratch_bytes(graph: &Graph, node: usize) -> u64 {
 }
 
 /// Bytes of `n` activations converted by act_quant.wgsl in `mode` (see its layouts).
-fn act_bytes(mode: u32, n: usize) -> u64 {
+pub fn act_bytes(mode: u32, n: usize) -> u64 {
     match mode {
         3 => 36 * (n / 32) as u64,
         4 => 324 * (n / 256) as u64,

@@ -36,6 +36,8 @@ const COMMON: &str = include_str!("../../../../shaders/common.wgsl");
 /// Weight-element access into `src0` (needs a `src0` binding), for the sources that dequantize.
 const EXACT: &str = include_str!("../../../../shaders/exact.wgsl");
 const QUANT: &str = include_str!("../../../../shaders/quant.wgsl");
+/// MUL_MAT's activation conversion, for the act_quant pass and the kernels that fuse it.
+const ACT_QUANT_BLOCK: &str = include_str!("../../../../shaders/act_quant_block.wgsl");
 
 /// One WGSL program per op family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -94,7 +96,7 @@ impl Source {
         match self {
             Source::Fill => 1,
             Source::ActQuant | Source::Probe => 2,
-            Source::Norm => 6,
+            Source::Norm => 7,
             Source::GetRows | Source::Copy | Source::Unary | Source::Rope => 4,
             Source::Attention => 6,
             _ => 3,
@@ -105,6 +107,7 @@ impl Source {
     pub fn code(self) -> String {
         let quant = match self {
             Source::MatMul | Source::GetRows => QUANT,
+            Source::ActQuant | Source::Norm => ACT_QUANT_BLOCK,
             _ => "",
         };
         format!("{COMMON}\n{EXACT}\n{}\n{quant}", self.body())

@@ -1,7 +1,7 @@
 //! NORM and RMS_NORM over f32 rows, one workgroup per row, with the MUL by a weight row and the
 //! residual ADD that follow a norm in transformer graphs fused into the same dispatch (`chain`).
 
-use super::{Ctx, Dispatch, Source, View, addr, elementwise, f, groups, small, u};
+use super::{Ctx, Dispatch, Source, View, addr, elementwise, f, groups, matmul, small, u};
 use crate::device::DeviceError;
 use crate::ggml::{GgmlType, Graph, Op, Tensor};
 
@@ -25,6 +25,7 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
             norm: node,
             mul: None,
             add: None,
+            act: None,
         },
     )
 }
@@ -35,6 +36,8 @@ pub struct Chain {
     pub norm: usize,
     pub mul: Option<usize>,
     pub add: Option<(usize, usize)>,
+    /// The activation mode (act_quant.wgsl) of the MUL_MATs reading the chain's last output.
+    pub act: Option<u32>,
 }
 
 /// The longest chain starting at `nodes[0]` (a norm this kernel supports): how many nodes it takes.
@@ -72,10 +75,21 @@ pub fn chain_at(graph: &Graph, nodes: &[usize]) -> Option<Chain> {
             && separate(r, &[n, m]);
         ok.then_some((add, other))
     });
+    let out = add.map_or(mul, |(a, _)| a);
+    let used = 2 + usize::from(add.is_some());
+    // The first product reading the output natively with converted activations sets the mode.
+    let act = nodes.iter().skip(used).find_map(|&n| {
+        let t = &graph.tensors[n];
+        let w = graph.src(n, 0)?;
+        let mode = matmul::act_mode(w.typ);
+        (t.op == Op::MulMat && t.src[1] == Some(out) && mode != 0 && super::supports(graph, n))
+            .then_some(mode)
+    });
     Some(Chain {
         norm,
         mul: Some(mul),
         add,
+        act,
     })
 }
 
@@ -172,10 +186,24 @@ pub fn plan_chain(
     }
     // Pad the m, r and o slots the chain does not use.
     params.resize(6 + 10 + 1 + 8 + 15, 0);
+    let out = chain.add.map(|(a, _)| a).or(chain.mul);
+    // The converted activations, when no earlier kernel of the graph has claimed them.
+    let act = match (chain.act, out) {
+        (Some(mode), Some(out)) => {
+            let n = graph.tensors[out].nelements();
+            match ctx.scratch.region((out, mode), matmul::act_bytes(mode, n)) {
+                Some((w, true)) => Some((mode, w)),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    params.extend([act.as_ref().map_or(0, |(m, _)| *m), 0]);
     bindings.extend(views.into_iter().map(|(v, _)| v.window));
     while bindings.len() < 6 {
         bindings.push(bindings[bindings.len() % 2].clone());
     }
+    bindings.push(act.map_or_else(|| bindings[0].clone(), |(_, w)| w));
     Ok(Some(vec![Dispatch {
         pipeline: ctx.pipeline(Source::Norm, "norm"),
         params,

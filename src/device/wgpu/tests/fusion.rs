@@ -83,3 +83,43 @@ fn a_partly_overlapping_output_is_not_fused() {
     assert_eq!(dev.counters().last_graph.dispatches, 2, "not fused");
     same_bits(&g.read_f32(prod), &want, "mul");
 }
+
+/// A norm chain converts its output for the products reading it (the first product's mode; others
+/// keep their own conversion pass): the products stay bit-identical to the CPU device's.
+#[test]
+fn norm_chain_converts_activations_for_its_products() {
+    let Some(dev) = device_or_skip("norm_chain_converts_activations_for_its_products") else {
+        return;
+    };
+    let (n, rows, m) = (512, 3, 40);
+    // (weight types of the products, dispatches: chain + products + remaining conversion passes)
+    for (types, want) in [
+        (vec![GgmlType::Q5_0, GgmlType::Q8_0, GgmlType::Q4_0], 4),
+        (vec![GgmlType::Q4K, GgmlType::Q6K], 3),
+        (vec![GgmlType::Q4_1], 2),
+        (vec![GgmlType::F16], 2),
+        (vec![GgmlType::Q6K, GgmlType::Q8_0], 4),
+    ] {
+        let mut rng = Rng::new(92);
+        let mut g = Builder::new(&dev);
+        let f32 = |ne| Tensor::new(GgmlType::F32, ne);
+        let x = g.input(&random_tensor(GgmlType::F32, [n, rows, 1, 1], &mut rng).0);
+        let w = g.input(&random_tensor(GgmlType::F32, [n, 1, 1, 1], &mut rng).0);
+        let nrm = g.node(f32([n, rows, 1, 1]), Op::RmsNorm, params_f32(&[1e-6]), &[x]);
+        let h = g.node(f32([n, rows, 1, 1]), Op::Mul, [0; 16], &[nrm, w]);
+        let prods: Vec<usize> = types
+            .iter()
+            .map(|&t| {
+                let wt = g.input(&random_tensor(t, [n, m, 1, 1], &mut rng).0);
+                g.node(f32([m, rows, 1, 1]), Op::MulMat, [0; 16], &[wt, h])
+            })
+            .collect();
+        dev.compute(&g.graph, &g.buffers).unwrap();
+        let names: Vec<&str> = types.iter().map(|t| t.name()).collect();
+        for (&p, name) in prods.iter().zip(&names) {
+            same_bits(&g.read_f32(p), &g.on_cpu(p), &format!("{names:?}: {name}"));
+        }
+        let counts = dev.counters().last_graph;
+        assert_eq!(counts.dispatches, want, "{names:?}: {counts:?}");
+    }
+}

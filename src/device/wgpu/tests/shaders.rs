@@ -49,6 +49,7 @@ fn every_shader_file_is_used_and_parses() {
         );
         n += 1;
     }
-    // One file per source, plus the shared common.wgsl, exact.wgsl and quant.wgsl.
-    assert_eq!(n, Source::ALL.len() + 3, "shader files");
+    // One file per source, plus the shared common.wgsl, exact.wgsl, quant.wgsl and
+    // act_quant_block.wgsl.
+    assert_eq!(n, Source::ALL.len() + 4, "shader files");
 }
