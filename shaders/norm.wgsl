@@ -1,6 +1,8 @@
 // NORM (op 0) and RMS_NORM (op 1) over dim 0, one workgroup per row, f32 in and out.
 // `chain` fuses the nodes that follow in the graph: 1 adds MUL by a weight row `w` (broadcast over
-// rows) into `m`, 2 also ADDs the residual `r` into `o`. Every node's output is still written, each
+// rows) into `m`, 2 also ADDs the residual `r` into `o`, 3 ROPEs the product into `o` instead (table
+// path of rope.wgsl: the host's cos/sin cache in `r`, `clen` floats per i2; a row is a head, so the
+// pairs it rotates are all the workgroup's own). Every node's output is still written, each
 // value rounded as the separate kernels round it (`hide` keeps the compiler from fusing the steps).
 // With `aq_mode`, the chain's last output is also converted for the MUL_MATs that read it, as the
 // act_quant pass would (act_quant_block.wgsl), into `q`: one dispatch fewer per such input.
@@ -21,6 +23,7 @@ struct P {
     r_base: u32, r_nb0: u32, r_nb1: u32, r_nb2: u32, r_nb3: u32,
     o_base: u32, o_nb0: u32, o_nb1: u32, o_nb2: u32, o_nb3: u32,
     aq_mode: u32, q_base: u32,
+    neox: u32, n_dims: u32, clen: u32,
     zero: u32,
 }
 
@@ -90,6 +93,29 @@ fn norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 let s = hide(z) + bitcast<f32>(r[(rr + i * p.r_nb0) >> 2u]);
                 o[(ro + i * p.o_nb0) >> 2u] = bitcast<u32>(s);
             }
+        }
+    }
+    if (p.chain == 3u) {
+        storageBarrier();
+        for (var ip = li; ip < p.ne0 / 2u; ip += 256u) {
+            let i0 = 2u * ip;
+            if (i0 >= p.n_dims) {
+                o[(ro + i0 * p.o_nb0) >> 2u] = m[(rm + i0 * p.m_nb0) >> 2u];
+                o[(ro + (i0 + 1u) * p.o_nb0) >> 2u] = m[(rm + (i0 + 1u) * p.m_nb0) >> 2u];
+                continue;
+            }
+            var j0 = i0;
+            var j1 = i0 + 1u;
+            if (p.neox != 0u) {
+                j0 = ip;
+                j1 = ip + p.n_dims / 2u;
+            }
+            let x0 = bitcast<f32>(m[(rm + j0 * p.m_nb0) >> 2u]);
+            let x1 = bitcast<f32>(m[(rm + j1 * p.m_nb0) >> 2u]);
+            let c = bitcast<f32>(r[i2 * p.clen + i0]);
+            let sn = bitcast<f32>(r[i2 * p.clen + i0 + 1u]);
+            o[(ro + j0 * p.o_nb0) >> 2u] = bitcast<u32>(fmaf(x0, c, -(x1 * sn)));
+            o[(ro + j1 * p.o_nb0) >> 2u] = bitcast<u32>(fmaf(x0, sn, x1 * c));
         }
     }
     if (p.aq_mode != 0u) {

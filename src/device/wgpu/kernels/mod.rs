@@ -384,11 +384,19 @@ pub fn plan_fused(
     if !matches!(graph.tensors[first].op, Op::Norm | Op::RmsNorm) || !supports(graph, first) {
         return Ok(None);
     }
-    let Some(chain) = norm::chain_at(graph, nodes) else {
+    let Some(mut chain) = norm::chain_at(graph, nodes) else {
         return Ok(None);
     };
-    let n = 2 + usize::from(chain.add.is_some());
-    Ok(norm::plan_chain(ctx, graph, &chain)?.map(|d| (d, n)))
+    let n = 2 + usize::from(chain.add.is_some() || chain.rope.is_some());
+    if let Some(d) = norm::plan_chain(ctx, graph, &chain)? {
+        return Ok(Some((d, n)));
+    }
+    if chain.rope.is_none() {
+        return Ok(None);
+    }
+    // Positions the host does not know: the ROPE runs on its own.
+    chain.rope = None;
+    Ok(norm::plan_chain(ctx, graph, &chain)?.map(|d| (d, 2)))
 }
 
 /// The dispatches that compute the node, or `None` when it must run on the CPU after all (a tensor

@@ -1,7 +1,7 @@
 //! NORM and RMS_NORM over f32 rows, one workgroup per row, with the MUL by a weight row and the
 //! residual ADD that follow a norm in transformer graphs fused into the same dispatch (`chain`).
 
-use super::{Ctx, Dispatch, Source, View, addr, elementwise, f, groups, matmul, small, u};
+use super::{Ctx, Dispatch, Source, Window, addr, elementwise, f, groups, matmul, rope, small, u};
 use crate::device::DeviceError;
 use crate::ggml::{GgmlType, Graph, Op, Tensor};
 
@@ -26,6 +26,7 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
             mul: None,
             add: None,
             act: None,
+            rope: None,
         },
     )
 }
@@ -38,6 +39,8 @@ pub struct Chain {
     pub add: Option<(usize, usize)>,
     /// The activation mode (act_quant.wgsl) of the MUL_MATs reading the chain's last output.
     pub act: Option<u32>,
+    /// A ROPE of the product (instead of `add`), through the host's cos/sin table.
+    pub rope: Option<usize>,
 }
 
 /// The longest chain starting at `nodes[0]` (a norm this kernel supports): how many nodes it takes.
@@ -75,6 +78,27 @@ pub fn chain_at(graph: &Graph, nodes: &[usize]) -> Option<Chain> {
             && separate(r, &[n, m]);
         ok.then_some((add, other))
     });
+    let rope = nodes.get(2).copied().filter(|&rn| {
+        let e = &graph.tensors[rn];
+        add.is_none()
+            && e.op == Op::Rope
+            && e.src[0] == Some(mul)
+            && rope::supports(graph, rn)
+            && e.ne == m.ne
+            && e.ne[0] <= 512
+            && graph
+                .src(norm, 0)
+                .is_some_and(|a| separate(e, &[n, a, w, m]))
+    });
+    if rope.is_some() {
+        return Some(Chain {
+            norm,
+            mul: Some(mul),
+            add: None,
+            act: None,
+            rope,
+        });
+    }
     let out = add.map_or(mul, |(a, _)| a);
     let used = 2 + usize::from(add.is_some());
     // The first product reading the output natively with converted activations sets the mode.
@@ -90,6 +114,7 @@ pub fn chain_at(graph: &Graph, nodes: &[usize]) -> Option<Chain> {
         mul: Some(mul),
         add,
         act,
+        rope: None,
     })
 }
 
@@ -140,11 +165,11 @@ pub fn plan_chain(
     let mut params = vec![op, f(t.param_f32(0)), ne0, ne1, ne2, rows];
     params.extend(aa);
     params.extend(ad);
-    // Unused bindings repeat the norm's own windows.
-    let mut bindings = vec![va.window.clone(), vd.window.clone()];
-    let mut tail = Vec::new();
-    let mut views: Vec<(View, &Tensor)> = Vec::new();
+    // Bindings 3-6 (w, m, r, o) with their addresses; unused ones repeat the norm's own windows.
+    let mut slots: Vec<(Window, [u32; 5])> = Vec::new();
+    let mut w_ne = [1u32; 3];
     let mut level = 0;
+    let mut rope_params = [0u32; 3];
     if let Some(mul) = chain.mul {
         let (m, Some(w)) = (&graph.tensors[mul], graph.src(mul, 1)) else {
             return Ok(None);
@@ -152,40 +177,56 @@ pub fn plan_chain(
         let (Some(vw), Some(vm)) = (ctx.view(w)?, ctx.view(m)?) else {
             return Ok(None);
         };
-        let (Some(nw1), Some(nw2), Some(nw3)) = (u(w.ne[1]), u(w.ne[2]), u(w.ne[3])) else {
-            return Ok(None);
-        };
-        let Some(aw) = addr(&vw, w) else {
+        let (Some(nw1), Some(nw2), Some(nw3), Some(aw), Some(am)) = (
+            u(w.ne[1]),
+            u(w.ne[2]),
+            u(w.ne[3]),
+            addr(&vw, w),
+            addr(&vm, m),
+        ) else {
             return Ok(None);
         };
         level = 1;
-        tail.extend(aw);
-        tail.extend([nw1, nw2, nw3]);
-        views.push((vw, w));
-        views.push((vm, m));
+        w_ne = [nw1, nw2, nw3];
+        slots.push((vw.window, aw));
+        slots.push((vm.window, am));
         if let Some((add, res)) = chain.add {
             let (s, r) = (&graph.tensors[add], &graph.tensors[res]);
             let (Some(vr), Some(vs)) = (ctx.view(r)?, ctx.view(s)?) else {
                 return Ok(None);
             };
+            let (Some(ar), Some(as_)) = (addr(&vr, r), addr(&vs, s)) else {
+                return Ok(None);
+            };
             level = 2;
-            views.push((vr, r));
-            views.push((vs, s));
+            slots.push((vr.window, ar));
+            slots.push((vs.window, as_));
+        } else if let Some(rn) = chain.rope {
+            let e = &graph.tensors[rn];
+            let (Some(table), Some(ve)) = (rope::cos_sin_table(ctx, graph, rn)?, ctx.view(e)?)
+            else {
+                return Ok(None);
+            };
+            let Some(ae) = addr(&ve, e) else {
+                return Ok(None);
+            };
+            level = 3;
+            let n_dims = e.param_i32(1) as u32;
+            rope_params = [u32::from(e.param_i32(2) == 2), n_dims, n_dims];
+            slots.push((table, [0; 5]));
+            slots.push((ve.window, ae));
         }
     }
     params.push(level);
-    if level == 0 {
-        tail.extend([0, 0, 0, 0, 0, 1, 1, 1]);
+    let own = [(va.window.clone(), [0; 5]), (vd.window.clone(), [0; 5])];
+    while slots.len() < 4 {
+        slots.push(own[slots.len() % 2].clone());
     }
-    params.extend(tail);
-    for (v, x) in views.iter().skip(1) {
-        let Some(ax) = addr(v, x) else {
-            return Ok(None);
-        };
+    params.extend(slots[0].1);
+    params.extend(w_ne);
+    for (_, ax) in &slots[1..] {
         params.extend(ax);
     }
-    // Pad the m, r and o slots the chain does not use.
-    params.resize(6 + 10 + 1 + 8 + 15, 0);
     let out = chain.add.map(|(a, _)| a).or(chain.mul);
     // The converted activations, when no earlier kernel of the graph has claimed them.
     let act = match (chain.act, out) {
@@ -199,10 +240,9 @@ pub fn plan_chain(
         _ => None,
     };
     params.extend([act.as_ref().map_or(0, |(m, _)| *m), 0]);
-    bindings.extend(views.into_iter().map(|(v, _)| v.window));
-    while bindings.len() < 6 {
-        bindings.push(bindings[bindings.len() % 2].clone());
-    }
+    params.extend(rope_params);
+    let mut bindings = vec![va.window.clone(), vd.window.clone()];
+    bindings.extend(slots.into_iter().map(|(w, _)| w));
     bindings.push(act.map_or_else(|| bindings[0].clone(), |(_, w)| w));
     Ok(Some(vec![Dispatch {
         pipeline: ctx.pipeline(Source::Norm, "norm"),

@@ -104,7 +104,7 @@ pub fn table_bytes(graph: &Graph, node: usize) -> u64 {
 /// written to a scratch region, which the run records for `refresh_table`; ROPE nodes with the same
 /// positions, parameters and shape share it. `None` when a source is computed by the graph or scratch
 /// is short.
-fn cos_sin_table(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Window>, DeviceError> {
+pub fn cos_sin_table(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Window>, DeviceError> {
     let t = &graph.tensors[node];
     let leaves = [t.src[1], t.src[2]];
     if leaves

@@ -2,10 +2,10 @@
 //! node's output bit-identical to the CPU device's, including when ggml-alloc placed an output over
 //! an input (in place); a partial overlap, which one kernel could not order, keeps the nodes apart.
 
-use super::refs::{random_tensor, same_bits};
-use super::{Builder, device_or_skip};
+use super::refs::{close, random_tensor, same_bits};
+use super::{Builder, device_or_skip, rope_params};
 use crate::device::Device;
-use crate::device::cpu::ops::testutil::{Rng, params_f32};
+use crate::device::cpu::ops::testutil::{HostTensor, Rng, params_f32};
 use crate::ggml::{GgmlType, Op, Tensor};
 
 /// RMS_NORM → MUL by a weight row → ADD of a residual over `rows` rows of `n`; with `in_place` the
@@ -121,5 +121,61 @@ fn norm_chain_converts_activations_for_its_products() {
         }
         let counts = dev.counters().last_graph;
         assert_eq!(counts.dispatches, want, "{names:?}: {counts:?}");
+    }
+}
+
+/// A per-head norm, its weight and the ROPE after them (Gemma 3's Q and K) are one dispatch when
+/// the host knows the positions, bit-identical in both modes, with part of each head rotated and in
+/// place; positions the graph computes itself leave the ROPE on its own (angles from the GPU's
+/// sin/cos, as before fusion).
+#[test]
+fn head_norm_weight_and_rope_are_one_dispatch() {
+    let Some(dev) = device_or_skip("head_norm_weight_and_rope_are_one_dispatch") else {
+        return;
+    };
+    let (hd, heads, toks) = (64, 3, 2);
+    // (ROPE mode, rotated dims, in place, positions computed by the graph, dispatches)
+    for (mode, n_dims, in_place, computed, want) in [
+        (2, 64, false, false, 1),
+        (0, 32, true, false, 1),
+        (2, 48, true, false, 1),
+        (2, 64, false, true, 2),
+    ] {
+        let mut rng = Rng::new(93);
+        let mut g = Builder::new(&dev);
+        let ne = [hd, heads, toks, 1];
+        let x = g.input(&random_tensor(GgmlType::F32, ne, &mut rng).0);
+        let w = g.input(&random_tensor(GgmlType::F32, [hd, 1, 1, 1], &mut rng).0);
+        let mut pos = g.input(&HostTensor::from_i32([toks, 1, 1, 1], &[5, 9]));
+        if computed {
+            // A CONT (on the host): the graph writes the positions (as a device-side copy would).
+            let t = Tensor::new(GgmlType::I32, [toks, 1, 1, 1]);
+            pos = g.node(t, Op::Cont, [0; 16], &[pos]);
+        }
+        let nrm = g.node(
+            Tensor::new(GgmlType::F32, ne),
+            Op::RmsNorm,
+            params_f32(&[1e-6]),
+            &[x],
+        );
+        let m = g.node(Tensor::new(GgmlType::F32, ne), Op::Mul, [0; 16], &[nrm, w]);
+        let p = rope_params(n_dims, mode);
+        let r = if in_place {
+            g.node_into(m, Op::Rope, p, &[m, pos])
+        } else {
+            g.node(Tensor::new(GgmlType::F32, ne), Op::Rope, p, &[m, pos])
+        };
+        let what = format!("mode {mode} dims {n_dims} in place {in_place} computed {computed}");
+        let want_r = g.on_cpu(r);
+        dev.compute(&g.graph, &g.buffers).unwrap();
+        if computed {
+            // The GPU's own sin/cos (no host table): close, not the same bits.
+            let want: Vec<f64> = want_r.iter().map(|&x| x as f64).collect();
+            close(&g.read_f32(r), &want, 1e-4, &what);
+        } else {
+            same_bits(&g.read_f32(r), &want_r, &what);
+        }
+        let c = dev.counters().last_graph;
+        assert_eq!(c.dispatches, want, "{what}: {c:?}");
     }
 }

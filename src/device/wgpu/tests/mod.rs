@@ -49,6 +49,16 @@ pub fn device_with(test: &str, binding: Option<u64>) -> Option<WgpuDevice> {
     Some(dev)
 }
 
+/// ROPE parameters: `n_dims` rotated dims, `mode` (0 normal, 2 NeoX), base 10000, no YaRN scaling.
+pub fn rope_params(n_dims: i32, mode: i32) -> [i32; 16] {
+    let mut p = [0i32; 16];
+    (p[1], p[2], p[4]) = (n_dims, mode, 4096);
+    for (k, v) in [10000.0f32, 1.0, 0.0, 1.0, 32.0, 1.0].iter().enumerate() {
+        p[5 + k] = v.to_bits() as i32;
+    }
+    p
+}
+
 /// Builds a graph whose tensors live in device buffers, one buffer per tensor at a small offset so
 /// that kernels see tensors that do not start at the buffer base.
 pub struct Builder<'d> {
