@@ -235,35 +235,60 @@ impl Run<'_> {
     }
 }
 
+/// The server to drive: started here (`--server`) or given (`--addr`), and its metrics address.
+fn start(args: &Args) -> Result<(Option<Server>, String, Option<String>), String> {
+    let Some(path) = &args.server else {
+        let addr = args
+            .addr
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:50052".into());
+        return Ok((None, addr, args.metrics.clone()));
+    };
+    let port = free_port().map_err(e("free port"))?;
+    let mport = free_port().map_err(e("free port"))?;
+    let metrics = format!("127.0.0.1:{mport}");
+    let child = Command::new(path)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-d", &args.device, "--metrics", &metrics])
+        .spawn()
+        .map_err(e("starting the server"))?;
+    Ok((
+        Some(Server(child)),
+        format!("127.0.0.1:{port}"),
+        Some(metrics),
+    ))
+}
+
+fn print_table(phases: &[Phase], title: &str) {
+    println!("\n{title}\n");
+    println!(
+        "| phase | tokens/graph | n_kv | median ms | p10–p90 ms | tokens/s | fallback nodes |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for p in phases {
+        let s = &p.samples;
+        let fallback = p.fallback();
+        println!(
+            "| {} | {} | {} | {:.2} | {:.2}–{:.2} | {:.2} | {} |",
+            p.name,
+            p.tokens_per_graph,
+            p.n_kv,
+            s.median() * 1e3,
+            s.quantile(0.1) * 1e3,
+            s.quantile(0.9) * 1e3,
+            p.tokens_per_s(),
+            if fallback.is_nan() {
+                "?".to_string()
+            } else {
+                fallback.to_string()
+            }
+        );
+    }
+}
+
 fn main() -> Result<(), String> {
     let args = Args::parse();
-    let (mut server, addr, metrics) = match &args.server {
-        Some(path) => {
-            let port = free_port().map_err(e("free port"))?;
-            let mport = free_port().map_err(e("free port"))?;
-            let child = Command::new(path)
-                .args([
-                    "-H",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "-d",
-                    &args.device,
-                ])
-                .args(["--metrics", &format!("127.0.0.1:{mport}")])
-                .spawn()
-                .map_err(e("starting the server"))?;
-            let metrics = Some(format!("127.0.0.1:{mport}"));
-            (Some(Server(child)), format!("127.0.0.1:{port}"), metrics)
-        }
-        None => {
-            let addr = args
-                .addr
-                .clone()
-                .unwrap_or_else(|| "127.0.0.1:50052".into());
-            (None, addr, args.metrics.clone())
-        }
-    };
+    let (mut server, addr, metrics) = start(&args)?;
     let mut c = connect(&addr, &mut server)?;
     let dev = args.dev_index;
     let align = c.alignment(dev).map_err(e("GET_ALIGNMENT"))?;
@@ -332,7 +357,7 @@ fn main() -> Result<(), String> {
         run.step(&b, &ids, 0, None).map_err(e("prompt batch"))?;
         let before = scrape_now();
         let mut err = None;
-        let s = Samples::take(0, args.pp_reps, Duration::ZERO, || {
+        let s = Samples::take(0, args.pp_reps, Duration::from_secs(120), || {
             if let Err(x) = run.step(&b, &ids, 0, None) {
                 err.get_or_insert(x);
             }
@@ -399,32 +424,13 @@ fn main() -> Result<(), String> {
     }
     let finite = run.finite;
 
-    println!(
-        "\nSynthetic Gemma 3 270M ({} layers) on {device} at {addr}\n",
-        args.layers
+    print_table(
+        &phases,
+        &format!(
+            "Synthetic Gemma 3 270M ({} layers) on {device} at {addr}",
+            args.layers
+        ),
     );
-    println!(
-        "| phase | tokens/graph | n_kv | median ms | p10–p90 ms | tokens/s | fallback nodes |"
-    );
-    println!("|---|---|---|---|---|---|---|");
-    for p in &phases {
-        let s = &p.samples;
-        println!(
-            "| {} | {} | {} | {:.2} | {:.2}–{:.2} | {:.2} | {} |",
-            p.name,
-            p.tokens_per_graph,
-            p.n_kv,
-            s.median() * 1e3,
-            s.quantile(0.1) * 1e3,
-            s.quantile(0.9) * 1e3,
-            p.tokens_per_s(),
-            if p.fallback().is_nan() {
-                "?".to_string()
-            } else {
-                p.fallback().to_string()
-            }
-        );
-    }
     if !finite {
         eprintln!("warning: some logits were not finite");
     }

@@ -27,7 +27,7 @@ fn more_bits(i: usize, n: usize) -> bool {
 }
 
 fn is_global(layer: usize) -> bool {
-    (layer + 1) % SWA_PATTERN == 0
+    (layer + 1).is_multiple_of(SWA_PATTERN)
 }
 
 /// One layer's weights and KV cache.
