@@ -211,7 +211,7 @@ fn main() -> Result<(), String> {
     } else {
         (
             args.reps,
-            Duration::from_secs(10),
+            Duration::from_secs(8),
             MATVEC_BYTES,
             args.prompt_cols,
         )

@@ -12,8 +12,8 @@
 #                               neither the CPU nor a software rasterizer, runs the micro-benches and the
 #                               synthetic decode on it, writes one JSON ($OUT/gpu-bench.json when $OUT is
 #                               set, else target/gpu-bench/result.json, logs beside it) and prints the
-#                               tables in markdown. Each step has its own timeout; the whole run stays
-#                               under 8 minutes.
+#                               tables in markdown. Each step has its own timeout (listings 30 s, micro-
+#                               benches 150 s, decode 200 s): the whole run stays under 8 minutes.
 #
 # Environment:
 #   GPU_BENCH_QUICK=1     few tokens and repetitions (to check the script on lavapipe: about 5 minutes)
@@ -125,7 +125,7 @@ run() {
     echo "nvidia-smi: $smi"
   fi
 
-  list() { timeout 60 "$dir/rpc-server" --list-devices 2>&1; }
+  list() { timeout 30 "$dir/rpc-server" --list-devices 2>&1; }
   local listing
   listing="$(list)"
   # A GPU is present (nvidia-smi works) but Vulkan sees none: write an ICD manifest if none exists.
@@ -161,7 +161,7 @@ run() {
   printf '%s\n' "$listing" | tee "$logs/list-devices.txt"
   if ! adapters <<<"$listing" | grep -q ' gpu$'; then
     # The Vulkan loader's own account of which drivers it tried, for the log.
-    VK_LOADER_DEBUG=error,warn,driver timeout 60 "$dir/rpc-server" --list-devices >"$logs/vulkan-loader.txt" 2>&1
+    VK_LOADER_DEBUG=error,warn,driver timeout 30 "$dir/rpc-server" --list-devices >"$logs/vulkan-loader.txt" 2>&1
   fi
 
   local dev="${GPU_BENCH_DEVICE:-}" kind=""
@@ -184,22 +184,22 @@ run() {
     echo "gpu-bench: ${errors[-1]}" >&2
   else
     echo "== micro-benches on $dev ($kind)"
-    timeout 200 "$dir/gpu_bench" --device "$dev" "${micro_args[@]}" --json "$logs/micro.json" \
+    timeout 150 "$dir/gpu_bench" --device "$dev" "${micro_args[@]}" --json "$logs/micro.json" \
       >"$logs/micro.md" 2>"$logs/micro.log"
     local rc=$?
-    ((rc == 0)) || errors+=("gpu_bench exited $rc (124: timed out after 200 s); see gpu-bench-logs/micro.log")
+    ((rc == 0)) || errors+=("gpu_bench exited $rc (124: timed out after 150 s); see gpu-bench-logs/micro.log")
     tail -n 3 "$logs/micro.log"
 
     echo "== synthetic Gemma 3 270M decode on $dev"
     local port=$((40000 + RANDOM % 20000)) mport
     mport=$((port + 1))
-    timeout 260 "$dir/rpc-server" -H 127.0.0.1 -p "$port" -d "$dev" --metrics "127.0.0.1:$mport" \
+    timeout 220 "$dir/rpc-server" -H 127.0.0.1 -p "$port" -d "$dev" --metrics "127.0.0.1:$mport" \
       >"$logs/server.log" 2>&1 &
     local server=$!
-    timeout 240 "$dir/synthetic_decode" --addr "127.0.0.1:$port" --metrics "127.0.0.1:$mport" \
+    timeout 200 "$dir/synthetic_decode" --addr "127.0.0.1:$port" --metrics "127.0.0.1:$mport" \
       --device "$dev" "${decode_args[@]}" --json "$logs/decode.json" >"$logs/decode.md" 2>"$logs/decode.log"
     rc=$?
-    ((rc == 0)) || errors+=("synthetic_decode exited $rc (124: timed out after 240 s); see gpu-bench-logs/decode.log")
+    ((rc == 0)) || errors+=("synthetic_decode exited $rc (124: timed out after 200 s); see gpu-bench-logs/decode.log")
     kill "$server" 2>/dev/null
     wait "$server" 2>/dev/null
     tail -n 4 "$logs/decode.log"
