@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::{Bench, gemma_decode_layer};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ggrpc::device::cpu::CpuDevice;
@@ -12,7 +14,7 @@ fn cpu(size: usize) -> Bench {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    Bench::new(Box::new(CpuDevice::new(threads, None).expect("cpu")), size)
+    Bench::new(Arc::new(CpuDevice::new(threads, None).expect("cpu")), size)
 }
 
 fn mul_mat(c: &mut Criterion) {

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Bench, gemma_decode_layer};
@@ -25,7 +26,7 @@ fn gpu(size: usize) -> Option<Bench> {
     };
     let dev = WgpuDevice::open(&found.name, &found.adapter, &opts).expect("open adapter");
     eprintln!("wgpu benches on {} ({})", found.name, dev.description());
-    Some(Bench::new(Box::new(dev), size))
+    Some(Bench::new(Arc::new(dev), size))
 }
 
 /// The kernels Gemma 3 270M's weights use, mat-vec and prompt batch (64 columns, the tiled kernel).

@@ -363,7 +363,9 @@ pub fn wire_nbytes(t: &WireTensor) -> Option<u64> {
     nbytes(typ, t.ne.map(|v| v as usize), t.nb.map(|v| v as usize)).map(|n| n as u64)
 }
 
-/// Builds graphs of tensors placed in one remote buffer: a bump allocator plus ids and sources.
+/// Builds graphs of tensors placed in remote buffers: a bump allocator plus ids and sources. A clone
+/// shares the tensors built so far (weights, caches) and builds its own graph on top of them.
+#[derive(Clone)]
 pub struct GraphBuilder {
     buf: RemoteBuffer,
     align: u64,
@@ -383,6 +385,20 @@ impl GraphBuilder {
             next: 0,
             tensors: Vec::new(),
         }
+    }
+
+    /// Places the tensors built from now on in `buf`, from its start; those built so far stay where
+    /// they are (weights, KV cache and activations in buffers of their own, as a llama.cpp client
+    /// keeps them).
+    pub fn use_buffer(&mut self, buf: RemoteBuffer) {
+        self.buf = buf;
+        self.next = 0;
+    }
+
+    /// Bytes taken in the current buffer so far, alignment included: the size a buffer needs to hold
+    /// what was placed in it.
+    pub fn bytes_placed(&self) -> u64 {
+        self.next
     }
 
     fn place(&mut self, typ: GgmlType, ne: [usize; 4]) -> WireTensor {

@@ -1,12 +1,17 @@
-//! Shared by the benchmarks: graphs built by hand in one buffer of any `Device`.
+//! Shared by the benchmarks (and `examples/gpu_bench.rs`): graphs built by hand in one buffer of any
+//! `Device`.
 #![allow(dead_code)]
 
-use ggrpc::device::{BufferSet, Device};
+pub mod stats;
+
+use std::sync::Arc;
+
+use ggrpc::device::{BufferSet, Device, GraphCache};
 use ggrpc::ggml::{DataRef, GgmlType, Graph, Op, Tensor, TensorFlags};
 
 /// Builds graphs whose tensors all live in one buffer of the device under test.
 pub struct Bench {
-    pub dev: Box<dyn Device>,
+    pub dev: Arc<dyn Device>,
     pub buffers: BufferSet,
     next: usize,
     pub graph: Graph,
@@ -15,7 +20,7 @@ pub struct Bench {
 const HANDLE: u64 = 1;
 
 impl Bench {
-    pub fn new(dev: Box<dyn Device>, size: usize) -> Self {
+    pub fn new(dev: Arc<dyn Device>, size: usize) -> Self {
         let buf = dev.alloc(size).expect("alloc");
         let mut buffers = BufferSet::new();
         buffers.insert(HANDLE, buf);
@@ -92,6 +97,13 @@ impl Bench {
     pub fn run(&self) {
         self.dev
             .compute(&self.graph, &self.buffers)
+            .expect("compute");
+    }
+
+    /// `run` as a stored graph runs again (GRAPH_RECOMPUTE): a GPU device replays its planned work.
+    pub fn run_cached(&self, cache: &GraphCache) {
+        self.dev
+            .compute_cached(&self.graph, &self.buffers, cache)
             .expect("compute");
     }
 }

@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# GPU benchmark for a lent machine that has a GPU driver and nothing else (no network, cargo or Python).
+# Two halves:
+#
+#   scripts/gpu-bench.sh pack   HERE: release-builds rpc-server, examples/gpu_bench.rs (kernel
+#                               micro-benches) and examples/synthetic_decode (Gemma 3 270M-shaped decode
+#                               over loopback), strips them and copies this machine's Vulkan loader
+#                               (libvulkan.so.1) next to them, into target/gpu-bench/ (under 64 MiB).
+#   scripts/gpu-bench.sh run    THERE, in a copy of the repository with target/gpu-bench carried along
+#                               (device tool: command "bash scripts/gpu-bench.sh run", carry
+#                               ["target/gpu-bench"]): lists the adapters, picks the first one that is
+#                               neither the CPU nor a software rasterizer, runs the micro-benches and the
+#                               synthetic decode on it, writes one JSON ($OUT/gpu-bench.json when $OUT is
+#                               set, else target/gpu-bench/result.json, logs beside it) and prints the
+#                               tables in markdown. Each step has its own timeout (listings 30 s, micro-
+#                               benches 150 s, decode 200 s): the whole run stays under 8 minutes.
+#
+# Environment:
+#   GPU_BENCH_QUICK=1     few tokens and repetitions (to check the script on lavapipe: about 5 minutes)
+#   GPU_BENCH_DEVICE=DEV  the device to measure (a --list-devices name), instead of the first GPU
+#   GPU_BENCH_DIR=PATH    the packed folder (default target/gpu-bench under the repository)
+#
+# Vulkan on a driver-only NVIDIA machine: when no NVIDIA ICD manifest is installed (no nvidia*.json in
+# /etc/vulkan/icd.d, /usr/share/vulkan/icd.d or /usr/local/share/vulkan/icd.d, and VK_ICD_FILENAMES is
+# unset), `run` writes one in a temporary folder pointing at libGLX_nvidia.so.0 (then, if that lists no
+# GPU, libEGL_nvidia.so.0) and sets VK_ICD_FILENAMES to it; the JSON records what was tried. A driver
+# installed without its graphics libraries (a container without the `graphics` capability) has neither,
+# and then no adapter is found: the JSON says so and the script exits 2.
+set -uo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+dir="${GPU_BENCH_DIR:-$repo/target/gpu-bench}"
+quick="${GPU_BENCH_QUICK:-0}"
+
+die() {
+  echo "gpu-bench: $*" >&2
+  exit 1
+}
+
+pack() {
+  set -e
+  local target="${CARGO_TARGET_DIR:-$repo/target}"
+  command -v cargo >/dev/null || die "pack needs cargo (run it on the build machine)"
+  (cd "$repo" && cargo build --release --bin rpc-server --example gpu_bench --example synthetic_decode)
+  rm -rf "$dir"
+  mkdir -p "$dir/lib"
+  cp "$target/release/rpc-server" "$dir/"
+  cp "$target/release/examples/gpu_bench" "$target/release/examples/synthetic_decode" "$dir/"
+  if command -v strip >/dev/null; then
+    strip "$dir/rpc-server" "$dir/gpu_bench" "$dir/synthetic_decode"
+  else
+    echo "gpu-bench: no strip here: the binaries keep their debug info (check the size below)" >&2
+  fi
+  local loader
+  loader="$(ldconfig -p 2>/dev/null | awk '/libvulkan\.so\.1 .*x86-64/ {print $NF; exit}')"
+  if [[ -n "$loader" && -e "$loader" ]]; then
+    cp -L "$loader" "$dir/lib/libvulkan.so.1"
+  else
+    echo "gpu-bench: this machine has no libvulkan.so.1 (apt-get install libvulkan1): the run will" \
+      "rely on the GPU machine's own loader" >&2
+  fi
+  local glibc
+  glibc="$(objdump -T "$dir/rpc-server" "$dir/gpu_bench" 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -n 1)"
+  {
+    echo "packed: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "git: $(git -C "$repo" rev-parse --short HEAD 2>/dev/null)$(git -C "$repo" diff --quiet 2>/dev/null || echo '+dirty')"
+    echo "host: $(uname -srm)"
+    echo "loader: ${loader:-none}"
+    echo "needs: ${glibc:-unknown} or newer"
+  } >"$dir/manifest.txt"
+  local bytes
+  bytes="$(du -sb "$dir" | cut -f1)"
+  ls -l "$dir" "$dir/lib"
+  cat "$dir/manifest.txt"
+  echo "total: $((bytes / 1048576)) MiB in $dir"
+  ((bytes < 64 * 1048576)) || die "the packed folder is over the 64 MiB a device call carries"
+  echo "next, on the GPU machine: bash scripts/gpu-bench.sh run   (carry target/gpu-bench)"
+}
+
+# A JSON string literal of $1 (newlines kept as \n, other control characters dropped).
+json_str() {
+  printf '"'
+  printf '%s' "$1" | tr -d '\000-\010\013-\037' | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/\t/\\t/g' |
+    awk 'BEGIN { ORS = "" } NR > 1 { print "\\n" } { print }'
+  printf '"'
+}
+
+# The contents of JSON file $1, or null.
+json_file() {
+  if [[ -s "$1" ]]; then cat "$1"; else printf 'null'; fi
+}
+
+# `NAME kind` for each adapter of a --list-devices listing on stdin (kind: gpu, software or cpu).
+adapters() {
+  awk '/^  [^ ].*: / { if (name != "") print name, kind; name = $1; sub(/:$/, "", name);
+                        kind = (name == "CPU") ? "cpu" : "gpu"; next }
+       /^      / && /software/ { kind = "software" }
+       END { if (name != "") print name, kind }'
+}
+
+run() {
+  [[ -x "$dir/rpc-server" && -x "$dir/gpu_bench" && -x "$dir/synthetic_decode" ]] ||
+    die "$dir lacks the packed binaries: run 'scripts/gpu-bench.sh pack' on the build machine first"
+  local started=$SECONDS res json logs
+  if [[ -n "${OUT:-}" ]]; then
+    res="$OUT"
+    json="$OUT/gpu-bench.json"
+  else
+    res="$dir"
+    json="$dir/result.json"
+  fi
+  logs="$res/gpu-bench-logs"
+  mkdir -p "$logs"
+  rm -f "$logs"/* "$json"
+  local tmp
+  tmp="$(mktemp -d)"
+  # shellcheck disable=SC2064 # the folder's name, fixed now
+  trap "rm -rf '$tmp'" EXIT
+  export NODEVICE_SELECT=1
+  [[ -e "$dir/lib/libvulkan.so.1" ]] && export LD_LIBRARY_PATH="$dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  local errors=() smi="" icd_note=""
+  echo "== gpu-bench run (quick=$quick) on $(uname -n), $(nproc) cores"
+  cat "$dir/manifest.txt" 2>/dev/null
+  if command -v nvidia-smi >/dev/null; then
+    smi="$(timeout 30 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)"
+    echo "nvidia-smi: $smi"
+  fi
+
+  list() { timeout 30 "$dir/rpc-server" --list-devices 2>&1; }
+  local listing
+  listing="$(list)"
+  # A GPU is present (nvidia-smi works) but Vulkan sees none: write an ICD manifest if none exists.
+  if ! adapters <<<"$listing" | grep -q ' gpu$' && [[ -n "$smi" && -z "${VK_ICD_FILENAMES:-}${VK_DRIVER_FILES:-}" ]] &&
+    ! ls /etc/vulkan/icd.d/nvidia*.json /usr/share/vulkan/icd.d/nvidia*.json \
+      /usr/local/share/vulkan/icd.d/nvidia*.json >/dev/null 2>&1; then
+    icd_note="no NVIDIA Vulkan ICD manifest installed;"
+    local lib found
+    for lib in libGLX_nvidia.so.0 libEGL_nvidia.so.0; do
+      found="$(ldconfig -p 2>/dev/null | awk -v l="$lib" '$1 == l {print $NF; exit}')"
+      [[ -z "$found" ]] && found="$(ls /usr/lib/x86_64-linux-gnu/$lib /usr/lib64/$lib \
+        /usr/local/nvidia/lib64/$lib 2>/dev/null | head -n 1)"
+      if [[ -z "$found" ]]; then
+        icd_note+=" $lib not found;"
+        continue
+      fi
+      printf '{"file_format_version":"1.0.0","ICD":{"library_path":"%s","api_version":"1.3.0"}}\n' \
+        "$found" >"$tmp/nvidia_icd.json"
+      export VK_ICD_FILENAMES="$tmp/nvidia_icd.json" VK_DRIVER_FILES="$tmp/nvidia_icd.json"
+      listing="$(list)"
+      if adapters <<<"$listing" | grep -q ' gpu$'; then
+        icd_note+=" wrote an ICD manifest for $found: an adapter was found"
+        break
+      fi
+      icd_note+=" an ICD manifest for $found listed no GPU;"
+      unset VK_ICD_FILENAMES VK_DRIVER_FILES
+      listing="$(list)"
+    done
+    echo "vulkan icd: $icd_note"
+  elif ! adapters <<<"$listing" | grep -q ' gpu$' && [[ -n "$smi" ]]; then
+    icd_note="an NVIDIA GPU and an ICD manifest (or VK_ICD_FILENAMES), but Vulkan lists no GPU adapter"
+  fi
+  printf '%s\n' "$listing" | tee "$logs/list-devices.txt"
+  if ! adapters <<<"$listing" | grep -q ' gpu$'; then
+    # The Vulkan loader's own account of which drivers it tried, for the log.
+    VK_LOADER_DEBUG=error,warn,driver timeout 30 "$dir/rpc-server" --list-devices >"$logs/vulkan-loader.txt" 2>&1
+  fi
+
+  local dev="${GPU_BENCH_DEVICE:-}" kind=""
+  if [[ -z "$dev" ]]; then
+    read -r dev kind < <(adapters <<<"$listing" | awk '$2 == "gpu"' | head -n 1)
+  fi
+  if [[ -z "$dev" ]]; then
+    read -r dev kind < <(adapters <<<"$listing" | awk '$2 == "software"' | head -n 1)
+    [[ -n "$dev" ]] && echo "gpu-bench: no hardware GPU adapter; measuring the software adapter $dev"
+  fi
+  [[ -z "$kind" && -n "$dev" ]] && kind="$(adapters <<<"$listing" | awk -v d="$dev" '$1 == d {print $2}')"
+
+  local micro_args=() decode_args=(--tokens 128 --warmup 8 --pp 64,512 --pp-reps 5)
+  if [[ "$quick" == 1 ]]; then
+    micro_args=(--quick)
+    decode_args=(--tokens 4 --warmup 1 --pp 16 --pp-reps 1)
+  fi
+  if [[ -z "$dev" ]]; then
+    errors+=("no GPU adapter found (rpc-server --list-devices lists only the CPU)${icd_note:+: $icd_note}")
+    echo "gpu-bench: ${errors[-1]}" >&2
+  else
+    echo "== micro-benches on $dev ($kind)"
+    timeout 150 "$dir/gpu_bench" --device "$dev" "${micro_args[@]}" --json "$logs/micro.json" \
+      >"$logs/micro.md" 2>"$logs/micro.log"
+    local rc=$?
+    ((rc == 0)) || errors+=("gpu_bench exited $rc (124: timed out after 150 s); see gpu-bench-logs/micro.log")
+    tail -n 3 "$logs/micro.log"
+
+    echo "== synthetic Gemma 3 270M decode on $dev"
+    local port=$((40000 + RANDOM % 20000)) mport
+    mport=$((port + 1))
+    timeout 220 "$dir/rpc-server" -H 127.0.0.1 -p "$port" -d "$dev" --metrics "127.0.0.1:$mport" \
+      >"$logs/server.log" 2>&1 &
+    local server=$!
+    timeout 200 "$dir/synthetic_decode" --addr "127.0.0.1:$port" --metrics "127.0.0.1:$mport" \
+      --device "$dev" "${decode_args[@]}" --json "$logs/decode.json" >"$logs/decode.md" 2>"$logs/decode.log"
+    rc=$?
+    ((rc == 0)) || errors+=("synthetic_decode exited $rc (124: timed out after 200 s); see gpu-bench-logs/decode.log")
+    kill "$server" 2>/dev/null
+    wait "$server" 2>/dev/null
+    tail -n 4 "$logs/decode.log"
+  fi
+
+  local errs="" e
+  for e in "${errors[@]}"; do errs+="${errs:+,}$(json_str "$e")"; done
+  {
+    printf '{"schema":"ggrpc-gpu-bench/1","date":"%s","quick":%s,' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+      "$([[ "$quick" == 1 ]] && echo true || echo false)"
+    printf '"host":%s,"cores":%s,"manifest":%s,' "$(json_str "$(uname -nsrm)")" "$(nproc)" \
+      "$(json_str "$(cat "$dir/manifest.txt" 2>/dev/null)")"
+    printf '"nvidia_smi":%s,"vulkan_icd":%s,"list_devices":%s,' "$(json_str "$smi")" \
+      "$(json_str "${icd_note:-${VK_ICD_FILENAMES:-system manifests}}")" "$(json_str "$listing")"
+    printf '"device":%s,"device_kind":%s,' "$(json_str "$dev")" "$(json_str "$kind")"
+    printf '"micro":%s,"decode":%s,' "$(json_file "$logs/micro.json")" "$(json_file "$logs/decode.json")"
+    printf '"errors":[%s],"seconds":%s}\n' "$errs" "$((SECONDS - started))"
+  } >"$json"
+
+  echo
+  echo "## gpu-bench: ${dev:-no adapter}${kind:+ ($kind)} on $(uname -n)"
+  [[ -n "$smi" ]] && echo "nvidia-smi: $smi"
+  cat "$logs/micro.md" "$logs/decode.md" 2>/dev/null
+  echo
+  echo "JSON: $json ($((SECONDS - started)) s)"
+  if [[ -z "$dev" ]]; then exit 2; fi
+  ((${#errors[@]} == 0)) || exit 1
+}
+
+case "${1:-}" in
+  pack) pack ;;
+  run) run ;;
+  *)
+    sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    exit 64
+    ;;
+esac
