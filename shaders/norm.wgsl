@@ -2,7 +2,8 @@
 // `chain` fuses the nodes that follow in the graph: 1 adds MUL by a weight row `w` (broadcast over
 // rows) into `m`, 2 also ADDs the residual `r` into `o`, 3 ROPEs the product into `o` instead (table
 // path of rope.wgsl: the host's cos/sin cache in `r`, `clen` floats per i2; a row is a head, so the
-// pairs it rotates are all the workgroup's own). Every node's output is still written, each
+// pairs it rotates are all the workgroup's own); `sc` then SCALEs the rotation by `sc_val` into `q`
+// (free in a ROPE chain: it converts no activations). Every node's output is still written, each
 // value rounded as the separate kernels round it (`hide` keeps the compiler from fusing the steps).
 // With `aq_mode`, the chain's last output is also converted for the MUL_MATs that read it, as the
 // act_quant pass would (act_quant_block.wgsl), into `q`: one dispatch fewer per such input.
@@ -24,6 +25,8 @@ struct P {
     o_base: u32, o_nb0: u32, o_nb1: u32, o_nb2: u32, o_nb3: u32,
     aq_mode: u32, q_base: u32,
     neox: u32, n_dims: u32, clen: u32,
+    sc: u32, sc_val: f32,
+    s_base: u32, s_nb0: u32, s_nb1: u32, s_nb2: u32, s_nb3: u32,
     zero: u32,
 }
 
@@ -97,11 +100,18 @@ fn norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     if (p.chain == 3u) {
         storageBarrier();
+        let rs = p.s_base + i1 * p.s_nb1 + i2 * p.s_nb2 + i3 * p.s_nb3;
         for (var ip = li; ip < p.ne0 / 2u; ip += 256u) {
             let i0 = 2u * ip;
             if (i0 >= p.n_dims) {
-                o[(ro + i0 * p.o_nb0) >> 2u] = m[(rm + i0 * p.m_nb0) >> 2u];
-                o[(ro + (i0 + 1u) * p.o_nb0) >> 2u] = m[(rm + (i0 + 1u) * p.m_nb0) >> 2u];
+                let y0 = m[(rm + i0 * p.m_nb0) >> 2u];
+                let y1 = m[(rm + (i0 + 1u) * p.m_nb0) >> 2u];
+                o[(ro + i0 * p.o_nb0) >> 2u] = y0;
+                o[(ro + (i0 + 1u) * p.o_nb0) >> 2u] = y1;
+                if (p.sc != 0u) {
+                    q[(rs + i0 * p.s_nb0) >> 2u] = bitcast<u32>(hide(bitcast<f32>(y0)) * p.sc_val);
+                    q[(rs + (i0 + 1u) * p.s_nb0) >> 2u] = bitcast<u32>(hide(bitcast<f32>(y1)) * p.sc_val);
+                }
                 continue;
             }
             var j0 = i0;
@@ -114,8 +124,14 @@ fn norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             let x1 = bitcast<f32>(m[(rm + j1 * p.m_nb0) >> 2u]);
             let c = bitcast<f32>(r[i2 * p.clen + i0]);
             let sn = bitcast<f32>(r[i2 * p.clen + i0 + 1u]);
-            o[(ro + j0 * p.o_nb0) >> 2u] = bitcast<u32>(fmaf(x0, c, -(x1 * sn)));
-            o[(ro + j1 * p.o_nb0) >> 2u] = bitcast<u32>(fmaf(x0, sn, x1 * c));
+            let v0 = fmaf(x0, c, -(x1 * sn));
+            let v1 = fmaf(x0, sn, x1 * c);
+            o[(ro + j0 * p.o_nb0) >> 2u] = bitcast<u32>(v0);
+            o[(ro + j1 * p.o_nb0) >> 2u] = bitcast<u32>(v1);
+            if (p.sc != 0u) {
+                q[(rs + j0 * p.s_nb0) >> 2u] = bitcast<u32>(hide(v0) * p.sc_val);
+                q[(rs + j1 * p.s_nb0) >> 2u] = bitcast<u32>(hide(v1) * p.sc_val);
+            }
         }
     }
     if (p.aq_mode != 0u) {

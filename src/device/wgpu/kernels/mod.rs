@@ -387,15 +387,17 @@ pub fn plan_fused(
     let Some(mut chain) = norm::chain_at(graph, nodes) else {
         return Ok(None);
     };
-    let n = 2 + usize::from(chain.add.is_some() || chain.rope.is_some());
+    let n = 2
+        + usize::from(chain.add.is_some() || chain.rope.is_some())
+        + usize::from(chain.rope.is_some() && chain.scale.is_some());
     if let Some(d) = norm::plan_chain(ctx, graph, &chain)? {
         return Ok(Some((d, n)));
     }
     if chain.rope.is_none() {
         return Ok(None);
     }
-    // Positions the host does not know: the ROPE runs on its own.
-    chain.rope = None;
+    // Positions the host does not know: the ROPE (and SCALE) run on their own.
+    (chain.rope, chain.scale) = (None, None);
     Ok(norm::plan_chain(ctx, graph, &chain)?.map(|d| (d, 2)))
 }
 

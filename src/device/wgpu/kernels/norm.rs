@@ -27,6 +27,7 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
             add: None,
             act: None,
             rope: None,
+            scale: None,
         },
     )
 }
@@ -41,6 +42,8 @@ pub struct Chain {
     pub act: Option<u32>,
     /// A ROPE of the product (instead of `add`), through the host's cos/sin table.
     pub rope: Option<usize>,
+    /// A SCALE (without bias) of the ROPE's output.
+    pub scale: Option<usize>,
 }
 
 /// The longest chain starting at `nodes[0]` (a norm this kernel supports): how many nodes it takes.
@@ -90,13 +93,26 @@ pub fn chain_at(graph: &Graph, nodes: &[usize]) -> Option<Chain> {
                 .src(norm, 0)
                 .is_some_and(|a| separate(e, &[n, a, w, m]))
     });
-    if rope.is_some() {
+    if let Some(rn) = rope {
+        let e = &graph.tensors[rn];
+        let scale = nodes.get(3).copied().filter(|&sn| {
+            let t = &graph.tensors[sn];
+            t.op == Op::Scale
+                && t.src[0] == Some(rn)
+                && t.param_f32(1) == 0.0
+                && elementwise::supports(graph, sn)
+                && t.ne == e.ne
+                && graph
+                    .src(norm, 0)
+                    .is_some_and(|a| separate(t, &[n, a, w, m, e]))
+        });
         return Some(Chain {
             norm,
             mul: Some(mul),
             add: None,
             act: None,
             rope,
+            scale,
         });
     }
     let out = add.map_or(mul, |(a, _)| a);
@@ -115,6 +131,7 @@ pub fn chain_at(graph: &Graph, nodes: &[usize]) -> Option<Chain> {
         add,
         act,
         rope: None,
+        scale: None,
     })
 }
 
@@ -241,9 +258,29 @@ pub fn plan_chain(
     };
     params.extend([act.as_ref().map_or(0, |(m, _)| *m), 0]);
     params.extend(rope_params);
+    // A ROPE chain's SCALE writes through the activation binding (a ROPE chain converts none).
+    let scaled = match (chain.rope, chain.scale) {
+        (Some(_), Some(sn)) => {
+            let t = &graph.tensors[sn];
+            let Some(vs) = ctx.view(t)? else {
+                return Ok(None);
+            };
+            let Some(a_s) = addr(&vs, t) else {
+                return Ok(None);
+            };
+            params.extend([1, f(t.param_f32(0))]);
+            params.extend(a_s);
+            Some(vs.window)
+        }
+        _ => {
+            params.extend([0; 7]);
+            None
+        }
+    };
     let mut bindings = vec![va.window.clone(), vd.window.clone()];
     bindings.extend(slots.into_iter().map(|(w, _)| w));
-    bindings.push(act.map_or_else(|| bindings[0].clone(), |(_, w)| w));
+    let seventh = act.map(|(_, w)| w).or(scaled);
+    bindings.push(seventh.unwrap_or_else(|| bindings[0].clone()));
     Ok(Some(vec![Dispatch {
         pipeline: ctx.pipeline(Source::Norm, "norm"),
         params,

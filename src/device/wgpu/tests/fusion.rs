@@ -124,7 +124,8 @@ fn norm_chain_converts_activations_for_its_products() {
     }
 }
 
-/// A per-head norm, its weight and the ROPE after them (Gemma 3's Q and K) are one dispatch when
+/// A per-head norm, its weight, the ROPE after them (Gemma 3's Q and K) and a SCALE of the rotated
+/// heads (Gemma 3's Q) are one dispatch when
 /// the host knows the positions, bit-identical in both modes, with part of each head rotated and in
 /// place; positions the graph computes itself leave the ROPE on its own (angles from the GPU's
 /// sin/cos, as before fusion).
@@ -134,12 +135,12 @@ fn head_norm_weight_and_rope_are_one_dispatch() {
         return;
     };
     let (hd, heads, toks) = (64, 3, 2);
-    // (ROPE mode, rotated dims, in place, positions computed by the graph, dispatches)
-    for (mode, n_dims, in_place, computed, want) in [
-        (2, 64, false, false, 1),
-        (0, 32, true, false, 1),
-        (2, 48, true, false, 1),
-        (2, 64, false, true, 2),
+    // (ROPE mode, rotated dims, in place, positions computed by the graph, a SCALE after, dispatches)
+    for (mode, n_dims, in_place, computed, scaled, want) in [
+        (2, 64, false, false, true, 1),
+        (0, 32, true, false, false, 1),
+        (2, 48, true, false, true, 1),
+        (2, 64, false, true, true, 3),
     ] {
         let mut rng = Rng::new(93);
         let mut g = Builder::new(&dev);
@@ -165,9 +166,22 @@ fn head_norm_weight_and_rope_are_one_dispatch() {
         } else {
             g.node(Tensor::new(GgmlType::F32, ne), Op::Rope, p, &[m, pos])
         };
+        let sc = scaled.then(|| {
+            let t = Tensor::new(GgmlType::F32, ne);
+            g.node(t, Op::Scale, params_f32(&[0.0625, 0.0]), &[r])
+        });
         let what = format!("mode {mode} dims {n_dims} in place {in_place} computed {computed}");
         let want_r = g.on_cpu(r);
+        let want_s = sc.map(|t| g.on_cpu(t));
         dev.compute(&g.graph, &g.buffers).unwrap();
+        if let (Some(t), Some(want)) = (sc, &want_s) {
+            if computed {
+                let want: Vec<f64> = want.iter().map(|&x| x as f64).collect();
+                close(&g.read_f32(t), &want, 1e-4, &format!("{what}: scale"));
+            } else {
+                same_bits(&g.read_f32(t), want, &format!("{what}: scale"));
+            }
+        }
         if computed {
             // The GPU's own sin/cos (no host table): close, not the same bits.
             let want: Vec<f64> = want_r.iter().map(|&x| x as f64).collect();
