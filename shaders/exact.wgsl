@@ -209,3 +209,13 @@ fn v_expf(x: f32) -> f32 {
     }
     return fmaf(s2, j, s2) * s1;
 }
+
+// ROPE's element pair for pair `ip` of a row: adjacent (normal mode) or n_dims/2 apart (NeoX).
+fn rope_pair(ip: u32, n_dims: u32, neox: bool) -> vec2<u32> {
+    return select(vec2<u32>(2u * ip, 2u * ip + 1u), vec2<u32>(ip, ip + n_dims / 2u), neox);
+}
+
+// A pair rotated by a (cos, sin) of the host's table, rounded like ggml-cpu (FMA).
+fn rope_rotate(x0: f32, x1: f32, c: f32, s: f32) -> vec2<f32> {
+    return vec2<f32>(fmaf(x0, c, -(x1 * s)), fmaf(x0, s, x1 * c));
+}

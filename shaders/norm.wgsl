@@ -54,6 +54,14 @@ fn aq_st(w: u32, v: u32) {
     q[(p.q_base >> 2u) + w] = v;
 }
 
+// Element j of a ROPE chain's rotation at `ro`, and its SCALE at `rs` when there is one.
+fn rope_out(ro: u32, rs: u32, j: u32, v: f32) {
+    o[(ro + j * p.o_nb0) >> 2u] = bitcast<u32>(v);
+    if (p.sc != 0u) {
+        q[(rs + j * p.s_nb0) >> 2u] = bitcast<u32>(hide(v) * p.sc_val);
+    }
+}
+
 @compute @workgroup_size(256)
 fn norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     OPAQUE = p.zero;
@@ -104,34 +112,16 @@ fn norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         for (var ip = li; ip < p.ne0 / 2u; ip += 256u) {
             let i0 = 2u * ip;
             if (i0 >= p.n_dims) {
-                let y0 = m[(rm + i0 * p.m_nb0) >> 2u];
-                let y1 = m[(rm + (i0 + 1u) * p.m_nb0) >> 2u];
-                o[(ro + i0 * p.o_nb0) >> 2u] = y0;
-                o[(ro + (i0 + 1u) * p.o_nb0) >> 2u] = y1;
-                if (p.sc != 0u) {
-                    q[(rs + i0 * p.s_nb0) >> 2u] = bitcast<u32>(hide(bitcast<f32>(y0)) * p.sc_val);
-                    q[(rs + (i0 + 1u) * p.s_nb0) >> 2u] = bitcast<u32>(hide(bitcast<f32>(y1)) * p.sc_val);
-                }
+                rope_out(ro, rs, i0, bitcast<f32>(m[(rm + i0 * p.m_nb0) >> 2u]));
+                rope_out(ro, rs, i0 + 1u, bitcast<f32>(m[(rm + (i0 + 1u) * p.m_nb0) >> 2u]));
                 continue;
             }
-            var j0 = i0;
-            var j1 = i0 + 1u;
-            if (p.neox != 0u) {
-                j0 = ip;
-                j1 = ip + p.n_dims / 2u;
-            }
-            let x0 = bitcast<f32>(m[(rm + j0 * p.m_nb0) >> 2u]);
-            let x1 = bitcast<f32>(m[(rm + j1 * p.m_nb0) >> 2u]);
-            let c = bitcast<f32>(r[i2 * p.clen + i0]);
-            let sn = bitcast<f32>(r[i2 * p.clen + i0 + 1u]);
-            let v0 = fmaf(x0, c, -(x1 * sn));
-            let v1 = fmaf(x0, sn, x1 * c);
-            o[(ro + j0 * p.o_nb0) >> 2u] = bitcast<u32>(v0);
-            o[(ro + j1 * p.o_nb0) >> 2u] = bitcast<u32>(v1);
-            if (p.sc != 0u) {
-                q[(rs + j0 * p.s_nb0) >> 2u] = bitcast<u32>(hide(v0) * p.sc_val);
-                q[(rs + j1 * p.s_nb0) >> 2u] = bitcast<u32>(hide(v1) * p.sc_val);
-            }
+            let j = rope_pair(ip, p.n_dims, p.neox != 0u);
+            let x0 = bitcast<f32>(m[(rm + j.x * p.m_nb0) >> 2u]);
+            let x1 = bitcast<f32>(m[(rm + j.y * p.m_nb0) >> 2u]);
+            let v = rope_rotate(x0, x1, bitcast<f32>(r[i2 * p.clen + i0]), bitcast<f32>(r[i2 * p.clen + i0 + 1u]));
+            rope_out(ro, rs, j.x, v.x);
+            rope_out(ro, rs, j.y, v.y);
         }
     }
     if (p.aq_mode != 0u) {

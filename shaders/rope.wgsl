@@ -57,19 +57,15 @@ fn rope(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         st(rd, i0 + 1u, ld(ra, i0 + 1u));
         return;
     }
-    var j0 = i0;
-    var j1 = i0 + 1u;
-    if (p.neox != 0u) {
-        j0 = ip;
-        j1 = ip + p.n_dims / 2u;
-    }
+    let j = rope_pair(ip, p.n_dims, p.neox != 0u);
+    let j0 = j.x;
+    let j1 = j.y;
     let x0 = ld(ra, j0);
     let x1 = ld(ra, j1);
     if (p.table != 0u) {
-        let c = cs[i2 * p.clen + i0];
-        let s = cs[i2 * p.clen + i0 + 1u];
-        st(rd, j0, fmaf(x0, c, -(x1 * s)));
-        st(rd, j1, fmaf(x0, s, x1 * c));
+        let v = rope_rotate(x0, x1, cs[i2 * p.clen + i0], cs[i2 * p.clen + i0 + 1u]);
+        st(rd, j0, v.x);
+        st(rd, j1, v.y);
         return;
     }
     let position = f32(bitcast<i32>(pos[(p.pos_base >> 2u) + i2]));
