@@ -95,6 +95,7 @@ impl Plan {
             if let Some((d, used)) =
                 gpu.scoped("plan", || kernels::plan_fused(&ctx, graph, &order[i - 1..]))??
             {
+                trace_step(graph, &order[i - 1..i - 1 + used], d.len());
                 batch.extend(d);
                 nodes += used as u64;
                 report.native += used;
@@ -103,6 +104,7 @@ impl Plan {
             }
             match gpu.scoped("plan", || kernels::plan(&ctx, graph, node))?? {
                 Some(d) => {
+                    trace_step(graph, &order[i - 1..i], d.len());
                     batch.extend(d);
                     nodes += 1;
                     report.native += 1;
@@ -202,6 +204,14 @@ impl Plan {
             }),
             f => Err(super::index_error(f)),
         }
+    }
+}
+
+/// One trace line per planned step: the ops it covers and its dispatches (for finding what to fuse).
+fn trace_step(graph: &Graph, nodes: &[usize], dispatches: usize) {
+    if tracing::enabled!(tracing::Level::TRACE) {
+        let ops: Vec<&str> = nodes.iter().map(|&n| graph.tensors[n].op.name()).collect();
+        tracing::trace!(?ops, dispatches, "wgpu plan step");
     }
 }
 
