@@ -19,6 +19,11 @@ struct P {
     tiny: u32,
     // Past the parameters the host writes: always 0 (see exact.wgsl's OPAQUE).
     zero: u32,
+    // mul_mat_exact only: more products on the same activations in this dispatch (Q/K/V, gate/up).
+    // Product j + 1 is `(typ, nr, a_base, a_nb1)` in jobs[2j] and `(d_base, d_nb1, first unit, 0)`
+    // in jobs[2j + 1]; its weights and outputs lie in the same windows as the first product's.
+    njobs: u32,
+    jobs: array<vec4<u32>, 6>,
 }
 
 @group(0) @binding(0) var<uniform> p: P;
@@ -230,6 +235,9 @@ fn mul_mat_cols(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
 
 const NCE: u32 = 4u;
 
+// The weight type of the product this invocation computes (one of the dispatch's jobs).
+var<private> wtyp: u32;
+
 // The 32 quants of a q4_0 / q5_0 / q8_0 block at byte `bb`, as signed integers.
 fn w_block_q0(typ: u32, bb: u32, out: ptr<function, array<i32, 32>>) {
     switch typ {
@@ -297,14 +305,14 @@ fn exact_q0(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) {
     var acc: array<f32, 32>;
     var summ: array<f32, 4>;
     var wq: array<i32, 32>;
-    let bs = block_bytes(p.typ);
+    let bs = block_bytes(wtyp);
     // q4_1/q5_1 take Q8_1 activations (10 words a block: d, s, quants) and add min·s per block.
-    let q1 = p.typ == 3u || p.typ == 7u;
+    let q1 = wtyp == 3u || wtyp == 7u;
     let words = select(9u, 10u, q1);
     let qo = select(1u, 2u, q1);
     for (var i = 0u; i < p.k / 32u; i++) {
         let bb = row + i * bs;
-        w_block_q0(p.typ, bb, &wq);
+        w_block_q0(wtyp, bb, &wq);
         let dw = rdh(bb);
         for (var jj = 0u; jj < NCE; jj++) {
             if (jj < nc) {
@@ -433,15 +441,15 @@ fn kq_scales(typ: u32, bb: u32, c: u32) -> vec4<i32> {
 fn exact_k(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) {
     var acc: array<f32, 4>;
     var wq: array<i32, 32>;
-    let bs = block_bytes(p.typ);
-    let dmin_at = kq_dmin(p.typ);
+    let bs = block_bytes(wtyp);
+    let dmin_at = kq_dmin(wtyp);
     for (var i = 0u; i < p.k / 256u; i++) {
         let bb = row + i * bs;
         var s1: array<i32, 4>;
         var s2: array<i32, 4>;
         for (var c = 0u; c < 8u; c++) {
-            w_sub_k(p.typ, bb, c, &wq);
-            let sc = kq_scales(p.typ, bb, c);
+            w_sub_k(wtyp, bb, c, &wq);
+            let sc = kq_scales(wtyp, bb, c);
             for (var jj = 0u; jj < NCE; jj++) {
                 if (jj < nc) {
                     let aw = ((col0 + jj * p.b_nb1) >> 2u) + 81u * i;
@@ -459,7 +467,7 @@ fn exact_k(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) {
         for (var jj = 0u; jj < NCE; jj++) {
             if (jj < nc) {
                 let d8 = bitcast<f32>(b[((col0 + jj * p.b_nb1) >> 2u) + 81u * i]);
-                var res = rdh(bb + kq_d(p.typ)) * f32(s1[jj]);
+                var res = rdh(bb + kq_d(wtyp)) * f32(s1[jj]);
                 if (dmin_at != 0u) {
                     res = fmaf(-rdh(bb + dmin_at), f32(s2[jj]), res);
                 }
@@ -478,7 +486,7 @@ fn exact_k_vec(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) 
     var acc: array<f32, 32>;
     var accm: array<f32, 16>;
     var wq: array<i32, 32>;
-    let typ = p.typ;
+    let typ = wtyp;
     let k4 = typ == 12u || typ == 13u;
     let bs = block_bytes(typ);
     for (var i = 0u; i < p.k / 256u; i++) {
@@ -555,23 +563,44 @@ fn exact_k_vec(row: u32, col0: u32, nc: u32, out: ptr<function, array<f32, 4>>) 
 @compute @workgroup_size(64)
 fn mul_mat_exact(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     OPAQUE = p.zero;
-    let id = wg_linear(wg, nwg) * 64u + li;
+    var id = wg_linear(wg, nwg) * 64u + li;
+    wtyp = p.typ;
+    var nr = p.nr;
+    var a_base = p.a_base;
+    var a_nb1 = p.a_nb1;
+    var d_base = p.d_base;
+    var d_nb1 = p.d_nb1;
+    var first = 0u;
+    for (var j = 0u; j < p.njobs; j++) {
+        let w = p.jobs[2u * j];
+        let o = p.jobs[2u * j + 1u];
+        if (id >= o.z) {
+            wtyp = w.x;
+            nr = w.y;
+            a_base = w.z;
+            a_nb1 = w.w;
+            d_base = o.x;
+            d_nb1 = o.y;
+            first = o.z;
+        }
+    }
+    id -= first;
     let ng = (p.ne11 + NCE - 1u) / NCE;
-    if (id >= p.nr * ng * (p.ncols / p.ne11)) {
+    if (id >= nr * ng * (p.ncols / p.ne11)) {
         return;
     }
-    let r = id % p.nr;
-    let g = id / p.nr;
+    let r = id % nr;
+    let g = id / nr;
     let j0 = (g % ng) * NCE;
     let slice = g / ng;
     let i2 = slice % p.ne12;
     let i3 = slice / p.ne12;
     let nc = min(NCE, p.ne11 - j0);
-    let row = p.a_base + r * p.a_nb1 + (i2 / p.r2) * p.a_nb2 + (i3 / p.r3) * p.a_nb3;
+    let row = a_base + r * a_nb1 + (i2 / p.r2) * p.a_nb2 + (i3 / p.r3) * p.a_nb3;
     let col0 = p.b_base + j0 * p.b_nb1 + i2 * p.b_nb2 + i3 * p.b_nb3;
     var s: array<f32, 4>;
     // From 8 columns ggml takes its tiled path, below them its AVX2 vec_dot.
-    let kq = p.typ >= 10u && p.typ <= 14u;
+    let kq = wtyp >= 10u && wtyp <= 14u;
     if (kq && p.ne11 >= 8u) {
         exact_k(row, col0, nc, &s);
     } else if (kq) {
@@ -581,7 +610,7 @@ fn mul_mat_exact(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     }
     for (var jj = 0u; jj < NCE; jj++) {
         if (jj < nc) {
-            let o = p.d_base + (p.r0 + r) * p.d_nb0 + (j0 + jj) * p.d_nb1 + i2 * p.d_nb2 + i3 * p.d_nb3;
+            let o = d_base + (p.r0 + r) * p.d_nb0 + (j0 + jj) * d_nb1 + i2 * p.d_nb2 + i3 * p.d_nb3;
             d[o >> 2u] = bitcast<u32>(s[jj]);
         }
     }

@@ -211,7 +211,16 @@ impl Plan {
 fn trace_step(graph: &Graph, nodes: &[usize], dispatches: usize) {
     if tracing::enabled!(tracing::Level::TRACE) {
         let ops: Vec<&str> = nodes.iter().map(|&n| graph.tensors[n].op.name()).collect();
-        tracing::trace!(?ops, dispatches, "wgpu plan step");
+        // Where each output lies (buffer, offset, bytes): what a reordering must not clobber.
+        let at: Vec<_> = nodes
+            .iter()
+            .map(|&n| {
+                let t = &graph.tensors[n];
+                t.data
+                    .map(|d| (d.buffer, d.offset, t.nbytes().unwrap_or(0)))
+            })
+            .collect();
+        tracing::trace!(?ops, ?at, dispatches, "wgpu plan step");
     }
 }
 

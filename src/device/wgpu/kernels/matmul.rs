@@ -149,7 +149,7 @@ pub fn act_bytes(mode: u32, n: usize) -> u64 {
 }
 
 /// Whether the packed-activation kernel (`mul_mat_exact`, llama.cpp's arithmetic) serves `typ`.
-fn exact(typ: GgmlType) -> bool {
+pub fn exact(typ: GgmlType) -> bool {
     matches!(
         typ,
         GgmlType::Q4_0
@@ -167,7 +167,7 @@ fn exact(typ: GgmlType) -> bool {
 
 /// The activations as the product kernel reads them: `b` itself, or its rounded copy in scratch
 /// (written by an `act_quant` dispatch pushed to `out` the first time the graph needs it).
-fn activations(
+pub fn activations(
     ctx: &Ctx,
     graph: &Graph,
     node: usize,

@@ -15,6 +15,7 @@ pub mod fill;
 pub mod get_rows;
 pub mod host;
 pub mod matmul;
+pub mod matmul_jobs;
 pub mod norm;
 pub mod rope;
 pub mod scratch;
@@ -372,7 +373,8 @@ pub fn supports(graph: &Graph, node: usize) -> bool {
 }
 
 /// The dispatches computing `nodes[0]` together with the nodes right after it, when a fused kernel
-/// covers them (a norm with its weight MUL and residual ADD), and how many nodes they take.
+/// covers them (a norm with its weight MUL and residual ADD; products of one activation), and how
+/// many nodes they take.
 pub fn plan_fused(
     ctx: &Ctx,
     graph: &Graph,
@@ -381,6 +383,10 @@ pub fn plan_fused(
     let Some(&first) = nodes.first() else {
         return Ok(None);
     };
+    let jobs = matmul_jobs::run_len(graph, nodes);
+    if jobs >= 2 {
+        return Ok(matmul_jobs::plan(ctx, graph, &nodes[..jobs])?.map(|d| (d, jobs)));
+    }
     if !matches!(graph.tensors[first].op, Op::Norm | Op::RmsNorm) || !supports(graph, first) {
         return Ok(None);
     }

@@ -11,6 +11,7 @@ mod decode;
 mod exact;
 mod fusion;
 mod graphs;
+mod jobs;
 mod kernels;
 mod matmul;
 mod refs;
@@ -65,6 +66,8 @@ pub struct Builder<'d> {
     pub dev: &'d WgpuDevice,
     pub graph: Graph,
     pub buffers: BufferSet,
+    /// The shared buffer tensors go into (`share`): handle, next free offset, size.
+    shared: Option<(u64, usize, usize)>,
 }
 
 /// Offset of every tensor inside its buffer (a multiple of 4 and of the storage offset alignment's
@@ -77,11 +80,37 @@ impl<'d> Builder<'d> {
             dev,
             graph: Graph::default(),
             buffers: BufferSet::new(),
+            shared: None,
         }
+    }
+
+    /// From now on tensors go into one buffer of `bytes` (as a model's weights or a graph's compute
+    /// buffer share one), each 32-byte aligned past PAD; `None` goes back to a buffer per tensor.
+    pub fn share(&mut self, bytes: Option<usize>) {
+        self.shared = bytes.map(|n| {
+            let handle = self.buffers.len() as u64 + 1;
+            let buf: Arc<dyn Buffer> = self.dev.alloc(n).unwrap();
+            buf.fill(0, n, 0x5a).unwrap();
+            self.buffers.insert(handle, buf);
+            (handle, PAD, n)
+        });
     }
 
     fn place(&mut self, mut t: Tensor, bytes: Option<&[u8]>) -> usize {
         let len = t.nbytes().unwrap();
+        if let Some((handle, next, size)) = self.shared {
+            assert!(next + len <= size, "the shared buffer is full");
+            if let Some(b) = bytes {
+                self.buffers[&handle].write(next, b).unwrap();
+            }
+            self.shared = Some((handle, (next + len).next_multiple_of(32), size));
+            t.data = Some(DataRef {
+                buffer: handle,
+                offset: next,
+            });
+            self.graph.tensors.push(t);
+            return self.graph.tensors.len() - 1;
+        }
         let handle = self.buffers.len() as u64 + 1;
         let buf: Arc<dyn Buffer> = self.dev.alloc(PAD + len + 8).unwrap();
         buf.fill(0, PAD + len + 8, 0x5a).unwrap();
