@@ -62,8 +62,11 @@ fn disjoint(graph: &Graph, m: usize, n: usize) -> bool {
         && ins(m).iter().all(|s| s.is_some_and(|s| apart(tn, s)))
 }
 
+/// A window and the addresses of the tensors bound through it.
+type Span = (View, Vec<[u32; 5]>);
+
 /// One window spanning `ts` (all in one buffer), and each tensor's address inside it.
-fn span(ctx: &Ctx, ts: &[&Tensor]) -> Result<Option<(View, Vec<[u32; 5]>)>, DeviceError> {
+fn span(ctx: &Ctx, ts: &[&Tensor]) -> Result<Option<Span>, DeviceError> {
     let mut places = Vec::new();
     for t in ts {
         places.push(ctx.place(t)?);

@@ -41,7 +41,8 @@ fn products(weights: &[(GgmlType, usize)], k: usize, cols: usize, shared_out: bo
 #[test]
 fn products_of_one_activation_are_one_dispatch() {
     use GgmlType::*;
-    let cases: [(&[(GgmlType, usize)], usize, usize); 6] = [
+    type Case<'a> = (&'a [(GgmlType, usize)], usize, usize);
+    let cases: [Case; 6] = [
         // Gemma 3 270M's gate/up: Q5_0, 640 wide.
         (&[(Q5_0, 96), (Q5_0, 96)], 640, 1),
         (&[(Q5_0, 64), (Q8_0, 32), (Q4_0, 40)], 64, 5),
