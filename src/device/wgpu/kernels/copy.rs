@@ -3,6 +3,7 @@
 //! An f16 destination is written one 32-bit word (two elements) per invocation, which needs an even
 //! ne0, contiguous elements and 4-byte aligned rows; other f16 layouts run on the CPU.
 
+use super::span::{disjoint, span};
 use super::{Ctx, Dispatch, Source, addr, groups, ne, small, u};
 use crate::device::DeviceError;
 use crate::ggml::{GgmlType, Graph, Op, Tensor};
@@ -48,6 +49,41 @@ pub fn supports(graph: &Graph, node: usize) -> bool {
         && s.ne[3] % i.ne[2] == 0
 }
 
+/// One job's parameters (`J` in copy.wgsl, 28 words) for node `t` copying `s` (with indices `i` for
+/// SET_ROWS) at the given addresses in their windows; `None` when a size does not fit u32.
+fn job(
+    t: &Tensor,
+    s: &Tensor,
+    i: Option<(&Tensor, [u32; 5])>,
+    as_: [u32; 5],
+    ad: [u32; 5],
+) -> Option<Vec<u32>> {
+    let (sn, dn) = (ne(s)?, ne(t)?);
+    let (ai, ine, wide) = match i {
+        Some((i, ai)) => (ai, ne(i)?, u32::from(i.typ == GgmlType::I64)),
+        None => ([0; 5], [1; 4], 0),
+    };
+    let dst_f16 = t.typ == GgmlType::F16;
+    let units = u(if dst_f16 {
+        s.nelements() / 2
+    } else {
+        s.nelements()
+    })?;
+    let mut params = vec![
+        u32::from(t.op == Op::SetRows),
+        u32::from(s.typ == GgmlType::F16),
+        u32::from(dst_f16),
+        units,
+    ];
+    params.extend(&sn[..3]);
+    params.extend(as_);
+    params.extend(&dn[..3]);
+    params.extend(ad);
+    params.extend(&ai[..4]);
+    params.extend([ine[1], ine[2], wide, 0]);
+    Some(params)
+}
+
 pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch>>, DeviceError> {
     let t = &graph.tensors[node];
     let Some(s) = graph.src(node, 0) else {
@@ -65,50 +101,85 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
         },
         None => None,
     };
-    let (Some(as_), Some(ad), Some(sn), Some(dn)) = (addr(&vs, s), addr(&vd, t), ne(s), ne(t))
-    else {
+    let (Some(as_), Some(ad)) = (addr(&vs, s), addr(&vd, t)) else {
         return Ok(None);
     };
-    let (ai, ine, wide) = match (idx, &vi) {
-        (Some(i), Some(v)) => {
-            let (Some(ai), Some(ine)) = (addr(v, i), ne(i)) else {
-                return Ok(None);
-            };
-            (ai, ine, u32::from(i.typ == GgmlType::I64))
-        }
-        _ => ([0; 5], [1; 4], 0),
+    let ai = match (idx, &vi) {
+        (Some(i), Some(v)) => match addr(v, i) {
+            Some(ai) => Some((i, ai)),
+            None => return Ok(None),
+        },
+        _ => None,
     };
-    let dst_f16 = t.typ == GgmlType::F16;
-    let Some(units) = u(if dst_f16 {
-        s.nelements() / 2
-    } else {
-        s.nelements()
-    }) else {
+    let Some(params) = job(t, s, ai, as_, ad) else {
         return Ok(None);
     };
-    let mut params = vec![
-        u32::from(set_rows),
-        u32::from(s.typ == GgmlType::F16),
-        u32::from(dst_f16),
-        units,
-    ];
-    params.extend(&sn[..3]);
-    params.extend(as_);
-    params.extend(&dn[..3]);
-    params.extend(ad);
-    params.extend(&ai[..4]);
-    params.extend([ine[1], ine[2], wide]);
     // SET_ROWS needs the run's index flag; plain copies bind any window there.
     let flags = match (set_rows, ctx.scratch.flags()) {
         (true, None) => return Ok(None),
         (_, Some(w)) => w,
         (false, None) => vd.window.clone(),
     };
+    let units = params[3];
     let iw = vi.map_or_else(|| vs.window.clone(), |v| v.window);
     Ok(Some(vec![Dispatch {
         pipeline: ctx.pipeline(Source::Copy, "copy"),
         params,
         bindings: vec![vs.window, iw, vd.window, flags],
         groups: groups(ctx.gpu, u64::from(units).div_ceil(256))?,
+    }]))
+}
+
+/// Whether `nodes` starts with two SET_ROWS one dispatch can run (a layer's K and V cache writes):
+/// neither writes what the other reads or writes.
+pub fn pair_at(graph: &Graph, nodes: &[usize]) -> bool {
+    let [m, n, ..] = nodes else {
+        return false;
+    };
+    [*m, *n]
+        .iter()
+        .all(|&k| graph.tensors[k].op == Op::SetRows && supports(graph, k))
+        && disjoint(graph, *m, *n, 2)
+}
+
+/// The one dispatch running the SET_ROWS pair `nodes` (`pair_at`): sources, indices and
+/// destinations each bound through one window spanning both (`None` when they are not in one
+/// buffer each, or too far apart for one binding).
+pub fn plan_pair(
+    ctx: &Ctx,
+    graph: &Graph,
+    nodes: [usize; 2],
+) -> Result<Option<Vec<Dispatch>>, DeviceError> {
+    let [m, n] = nodes;
+    let (Some(sm), Some(sn), Some(im), Some(in_)) = (
+        graph.src(m, 0),
+        graph.src(n, 0),
+        graph.src(m, 1),
+        graph.src(n, 1),
+    ) else {
+        return Ok(None);
+    };
+    let (tm, tn) = (&graph.tensors[m], &graph.tensors[n]);
+    let (Some((vs, a_s)), Some((vi, a_i)), Some((vd, a_d)), Some(flags)) = (
+        span(ctx, &[sm, sn])?,
+        span(ctx, &[im, in_])?,
+        span(ctx, &[tm, tn])?,
+        ctx.scratch.flags(),
+    ) else {
+        return Ok(None);
+    };
+    let (Some(mut params), Some(second)) = (
+        job(tm, sm, Some((im, a_i[0])), a_s[0], a_d[0]),
+        job(tn, sn, Some((in_, a_i[1])), a_s[1], a_d[1]),
+    ) else {
+        return Ok(None);
+    };
+    let units = u64::from(params[3]) + u64::from(second[3]);
+    params.extend(second);
+    Ok(Some(vec![Dispatch {
+        pipeline: ctx.pipeline(Source::Copy, "copy"),
+        params,
+        bindings: vec![vs.window, vi.window, vd.window, flags],
+        groups: groups(ctx.gpu, units.div_ceil(256))?,
     }]))
 }

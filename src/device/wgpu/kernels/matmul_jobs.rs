@@ -3,9 +3,10 @@
 //! activation conversion, and their weights and outputs are bound through one window each, spanning
 //! the tensors (they lie in one buffer: the model's weights, the graph's compute buffer).
 
-use super::{Ctx, Dispatch, Source, View, addr, groups, matmul, u};
+use super::span::{disjoint, span};
+use super::{Ctx, Dispatch, Source, groups, matmul, u};
 use crate::device::DeviceError;
-use crate::ggml::{Graph, Op, Tensor};
+use crate::ggml::{Graph, Op};
 
 /// Most products one dispatch takes (the uniform block has room for three more jobs).
 pub const MAX_JOBS: usize = 4;
@@ -35,68 +36,12 @@ pub fn run_len(graph: &Graph, nodes: &[usize]) -> usize {
     };
     let mut taken: Vec<usize> = Vec::new();
     for &n in nodes.iter().take(MAX_JOBS) {
-        if key(graph, n) != Some(k) || !taken.iter().all(|&m| disjoint(graph, m, n)) {
+        if key(graph, n) != Some(k) || !taken.iter().all(|&m| disjoint(graph, m, n, 2)) {
             break;
         }
         taken.push(n);
     }
     taken.len()
-}
-
-/// Byte range of a tensor in its buffer.
-fn range(t: &Tensor) -> Option<(u64, usize, usize)> {
-    let d = t.data?;
-    Some((d.buffer, d.offset, d.offset + t.nbytes()?))
-}
-
-/// Neither product's output overlaps the other's output or inputs.
-fn disjoint(graph: &Graph, m: usize, n: usize) -> bool {
-    let apart = |x: &Tensor, y: &Tensor| match (range(x), range(y)) {
-        (Some((bx, x0, x1)), Some((by, y0, y1))) => bx != by || x1 <= y0 || y1 <= x0,
-        _ => false,
-    };
-    let (tm, tn) = (&graph.tensors[m], &graph.tensors[n]);
-    let ins = |i: usize| [graph.src(i, 0), graph.src(i, 1)];
-    apart(tm, tn)
-        && ins(n).iter().all(|s| s.is_some_and(|s| apart(tm, s)))
-        && ins(m).iter().all(|s| s.is_some_and(|s| apart(tn, s)))
-}
-
-/// A window and the addresses of the tensors bound through it.
-type Span = (View, Vec<[u32; 5]>);
-
-/// One window spanning `ts` (all in one buffer), and each tensor's address inside it.
-fn span(ctx: &Ctx, ts: &[&Tensor]) -> Result<Option<Span>, DeviceError> {
-    let mut places = Vec::new();
-    for t in ts {
-        places.push(ctx.place(t)?);
-    }
-    let Some(&(wb, _, _)) = places.first() else {
-        return Ok(None);
-    };
-    if places.iter().any(|(b, _, _)| !std::ptr::eq(*b, wb)) {
-        return Ok(None);
-    }
-    let start = places.iter().map(|p| p.1).min().unwrap_or(0);
-    let end = places.iter().map(|p| p.1 + p.2).max().unwrap_or(0);
-    let Some(view) = View::new(ctx.gpu, &wb.buf, start, end - start) else {
-        return Ok(None);
-    };
-    let mut addrs = Vec::new();
-    for (t, p) in ts.iter().zip(&places) {
-        let Some(mut a) = addr(&view, t) else {
-            return Ok(None);
-        };
-        let Some(base) = u32::try_from(p.1 - start)
-            .ok()
-            .and_then(|o| o.checked_add(view.base))
-        else {
-            return Ok(None);
-        };
-        a[0] = base;
-        addrs.push(a);
-    }
-    Ok(Some((view, addrs)))
 }
 
 /// The dispatches computing the products `nodes` (a `run_len` run of two or more) as jobs of one

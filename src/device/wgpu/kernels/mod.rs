@@ -20,6 +20,7 @@ pub mod norm;
 pub mod rope;
 pub mod scratch;
 pub mod softmax;
+pub mod span;
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -383,6 +384,11 @@ pub fn plan_fused(
     let Some(&first) = nodes.first() else {
         return Ok(None);
     };
+    if copy::pair_at(graph, nodes) {
+        if let Some(d) = copy::plan_pair(ctx, graph, [first, nodes[1]])? {
+            return Ok(Some((d, 2)));
+        }
+    }
     let jobs = matmul_jobs::run_len(graph, nodes);
     if jobs >= 2 {
         return Ok(matmul_jobs::plan(ctx, graph, &nodes[..jobs])?.map(|d| (d, jobs)));

@@ -4,7 +4,7 @@
 use super::refs::{random_tensor, same_bits};
 use super::{Builder, device_or_skip};
 use crate::device::Device;
-use crate::device::cpu::ops::testutil::Rng;
+use crate::device::cpu::ops::testutil::{HostTensor, Rng};
 use crate::ggml::{GgmlType, Op, Tensor};
 
 /// MUL_MATs of one `[k, cols]` activation by weights of `rows` rows each; weights in one buffer,
@@ -72,4 +72,47 @@ fn products_with_outputs_in_separate_buffers_run_apart() {
         return;
     };
     assert_eq!(d, 1 + weights.len() as u64);
+}
+
+/// A layer's K and V cache writes: two SET_ROWS into one buffer; `bad` puts V's slot past the cache.
+fn cache_writes(dst: GgmlType, bad: bool) -> Option<(u64, bool)> {
+    let dev = device_or_skip("cache_writes")?;
+    let mut rng = Rng::new(130);
+    let (d, slots, n) = (32, 12, 3);
+    let mut g = Builder::new(&dev);
+    g.share(Some(1 << 16));
+    let k = g.input(&random_tensor(GgmlType::F32, [d, n, 1, 1], &mut rng).0);
+    let v = g.input(&random_tensor(GgmlType::F32, [d, n, 1, 1], &mut rng).0);
+    let ki = g.input(&HostTensor::from_i64([n, 1, 1, 1], &[4, 0, 11]));
+    let vrows = if bad { [4, 12, 11] } else { [4, 0, 11] };
+    let vi = g.input(&HostTensor::from_i64([n, 1, 1, 1], &vrows));
+    g.share(Some(1 << 16));
+    let kc = g.input(&random_tensor(dst, [d, slots, 1, 1], &mut rng).0);
+    let vc = g.input(&random_tensor(dst, [d, slots, 1, 1], &mut rng).0);
+    let ks = g.node_into(kc, Op::SetRows, [0; 16], &[k, ki]);
+    let vs = g.node_into(vc, Op::SetRows, [0; 16], &[v, vi]);
+    if bad {
+        let failed = dev.compute(&g.graph, &g.buffers).is_err();
+        return Some((dev.counters().last_graph.dispatches, failed));
+    }
+    let want = [g.on_cpu(ks), g.on_cpu(vs)];
+    dev.compute(&g.graph, &g.buffers).unwrap();
+    same_bits(&g.read_f32(ks), &want[0], &format!("K cache {dst:?}"));
+    same_bits(&g.read_f32(vs), &want[1], &format!("V cache {dst:?}"));
+    Some((dev.counters().last_graph.dispatches, false))
+}
+
+#[test]
+fn k_and_v_cache_writes_are_one_dispatch() {
+    for dst in [GgmlType::F16, GgmlType::F32] {
+        let Some((d, _)) = cache_writes(dst, false) else {
+            return;
+        };
+        assert_eq!(d, 1, "{dst:?}");
+    }
+    // The second job's index is checked like the first's: the run fails.
+    let Some((_, failed)) = cache_writes(GgmlType::F16, true) else {
+        return;
+    };
+    assert!(failed, "a V slot past the cache must fail the run");
 }
