@@ -384,10 +384,10 @@ pub fn plan_fused(
     let Some(&first) = nodes.first() else {
         return Ok(None);
     };
-    if copy::pair_at(graph, nodes) {
-        if let Some(d) = copy::plan_pair(ctx, graph, [first, nodes[1]])? {
-            return Ok(Some((d, 2)));
-        }
+    if copy::pair_at(graph, nodes)
+        && let Some(d) = copy::plan_pair(ctx, graph, [first, nodes[1]])?
+    {
+        return Ok(Some((d, 2)));
     }
     let jobs = matmul_jobs::run_len(graph, nodes);
     if jobs >= 2 {
