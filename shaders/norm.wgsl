@@ -28,6 +28,12 @@ struct P {
     sc: u32, sc_val: f32,
     s_base: u32, s_nb0: u32, s_nb1: u32, s_nb2: u32, s_nb3: u32,
     zero: u32,
+    // norm_pair only: the next norm (op2, eps2) of the chain's output `o` and its weight MUL, into
+    // d2 and m2 (elements contiguous; row strides as the first norm's).
+    op2: u32, eps2: f32,
+    w2_base: u32, w2_nb1: u32, w2_nb2: u32, w2_nb3: u32, w2_ne1: u32, w2_ne2: u32, w2_ne3: u32,
+    d2_base: u32, d2_nb1: u32, d2_nb2: u32, d2_nb3: u32,
+    m2_base: u32, m2_nb1: u32, m2_nb2: u32, m2_nb3: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: P;
@@ -38,17 +44,6 @@ struct P {
 @group(0) @binding(5) var<storage, read_write> r: array<u32>;
 @group(0) @binding(6) var<storage, read_write> o: array<u32>;
 @group(0) @binding(7) var<storage, read_write> q: array<u32>;
-
-// Element i of row `col` of the chain's last output, for the activation conversion.
-fn aq_ld(col: u32, i: u32) -> f32 {
-    let i1 = col % p.ne1;
-    let i2 = (col / p.ne1) % p.ne2;
-    let i3 = col / (p.ne1 * p.ne2);
-    if (p.chain == 2u) {
-        return bitcast<f32>(o[(p.o_base + i * p.o_nb0 + i1 * p.o_nb1 + i2 * p.o_nb2 + i3 * p.o_nb3) >> 2u]);
-    }
-    return bitcast<f32>(m[(p.m_base + i * p.m_nb0 + i1 * p.m_nb1 + i2 * p.m_nb2 + i3 * p.m_nb3) >> 2u]);
-}
 
 fn aq_st(w: u32, v: u32) {
     q[(p.q_base >> 2u) + w] = v;
@@ -62,13 +57,8 @@ fn rope_out(ro: u32, rs: u32, j: u32, v: f32) {
     }
 }
 
-@compute @workgroup_size(256)
-fn norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    OPAQUE = p.zero;
-    let row = wg_linear(wg, nwg);
-    if (row >= p.nrows) {
-        return;
-    }
+// The chain of `row` (every node's output), by the whole workgroup.
+fn chain_row(row: u32, li: u32) {
     let i1 = row % p.ne1;
     let i2 = (row / p.ne1) % p.ne2;
     let i3 = row / (p.ne1 * p.ne2);
@@ -124,12 +114,27 @@ fn norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             rope_out(ro, rs, j.y, v.y);
         }
     }
+}
+
+// Converts `row`'s last output for the products reading it (the row is their activation column).
+fn convert_row(row: u32, li: u32) {
     if (p.aq_mode != 0u) {
-        // This row's outputs, written by the whole workgroup, are its activation column.
+        // Written by the whole workgroup: wait for every invocation's part.
         storageBarrier();
         let units = p.ne0 / block_len(p.aq_mode);
         for (var b = li; b < units; b += 256u) {
             aq_unit(p.aq_mode, p.ne0, row * units + b);
         }
     }
+}
+
+@compute @workgroup_size(256)
+fn norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    OPAQUE = p.zero;
+    let row = wg_linear(wg, nwg);
+    if (row >= p.nrows) {
+        return;
+    }
+    chain_row(row, li);
+    convert_row(row, li);
 }

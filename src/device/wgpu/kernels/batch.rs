@@ -17,7 +17,7 @@ pub struct Dispatch {
 
 /// Largest parameter block (bytes); one slot per dispatch in the batch's uniform buffer. The slot's
 /// words past a dispatch's `params` are zero: kernels read their `zero` member (exact.wgsl) there.
-const PARAM_SLOT: u64 = 256;
+const PARAM_SLOT: u64 = 512;
 
 /// Encodes `batch` into one command buffer (one compute pass) and submits it. Does not wait.
 pub fn submit(gpu: &Gpu, batch: &[Dispatch]) -> Result<(), DeviceError> {

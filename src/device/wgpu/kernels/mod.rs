@@ -48,6 +48,7 @@ pub enum Source {
     Binary,
     Unary,
     Norm,
+    NormPair,
     MatMul,
     GetRows,
     SoftMax,
@@ -59,11 +60,12 @@ pub enum Source {
 }
 
 impl Source {
-    pub const ALL: [Source; 12] = [
+    pub const ALL: [Source; 13] = [
         Source::Fill,
         Source::Binary,
         Source::Unary,
         Source::Norm,
+        Source::NormPair,
         Source::MatMul,
         Source::GetRows,
         Source::SoftMax,
@@ -75,12 +77,24 @@ impl Source {
     ];
 
     /// The op family's own file.
-    fn body(self) -> &'static str {
-        match self {
+    fn body(self) -> String {
+        const NORM: &str = include_str!("../../../../shaders/norm.wgsl");
+        let file = match self {
+            Source::Norm => {
+                return format!(
+                    "{NORM}\n{}",
+                    include_str!("../../../../shaders/norm_single.wgsl")
+                );
+            }
+            Source::NormPair => {
+                return format!(
+                    "{NORM}\n{}",
+                    include_str!("../../../../shaders/norm_pair.wgsl")
+                );
+            }
             Source::Fill => include_str!("../../../../shaders/fill.wgsl"),
             Source::Binary => include_str!("../../../../shaders/binary.wgsl"),
             Source::Unary => include_str!("../../../../shaders/unary.wgsl"),
-            Source::Norm => include_str!("../../../../shaders/norm.wgsl"),
             Source::MatMul => include_str!("../../../../shaders/matmul.wgsl"),
             Source::GetRows => include_str!("../../../../shaders/get_rows.wgsl"),
             Source::SoftMax => include_str!("../../../../shaders/softmax.wgsl"),
@@ -89,13 +103,15 @@ impl Source {
             Source::Attention => include_str!("../../../../shaders/attention.wgsl"),
             Source::ActQuant => include_str!("../../../../shaders/act_quant.wgsl"),
             Source::Probe => include_str!("../../../../shaders/probe.wgsl"),
-        }
+        };
+        file.to_string()
     }
 
     /// Storage bindings (1..=n) of every entry point in the source; the layout is explicit, so an
     /// entry point may leave some unused.
-    fn storage_bindings(self) -> u32 {
+    pub fn storage_bindings(self) -> u32 {
         match self {
+            Source::NormPair => 10,
             Source::Fill => 1,
             Source::ActQuant | Source::Probe => 2,
             Source::Norm => 7,
@@ -109,7 +125,7 @@ impl Source {
     pub fn code(self) -> String {
         let quant = match self {
             Source::MatMul | Source::GetRows => QUANT,
-            Source::ActQuant | Source::Norm => ACT_QUANT_BLOCK,
+            Source::ActQuant | Source::Norm | Source::NormPair => ACT_QUANT_BLOCK,
             _ => "",
         };
         format!("{COMMON}\n{EXACT}\n{}\n{quant}", self.body())
@@ -396,21 +412,24 @@ pub fn plan_fused(
     if !matches!(graph.tensors[first].op, Op::Norm | Op::RmsNorm) || !supports(graph, first) {
         return Ok(None);
     }
-    let Some(mut chain) = norm::chain_at(graph, nodes) else {
+    let pairs = ctx.gpu.limits.max_storage_buffers_per_shader_stage >= 10;
+    let Some(mut chain) = norm::chain_at(graph, nodes, pairs) else {
         return Ok(None);
     };
-    let n = 2
-        + usize::from(chain.add.is_some() || chain.rope.is_some())
-        + usize::from(chain.rope.is_some() && chain.scale.is_some());
     if let Some(d) = norm::plan_chain(ctx, graph, &chain)? {
-        return Ok(Some((d, n)));
+        return Ok(Some((d, chain.nodes())));
+    }
+    if chain.then.is_some() {
+        // Windows norm_pair could not bind: the chain alone (its consumers convert for themselves).
+        (chain.then, chain.act) = (None, None);
+        return Ok(norm::plan_chain(ctx, graph, &chain)?.map(|d| (d, chain.nodes())));
     }
     if chain.rope.is_none() {
         return Ok(None);
     }
     // Positions the host does not know: the ROPE (and SCALE) run on their own.
     (chain.rope, chain.scale) = (None, None);
-    Ok(norm::plan_chain(ctx, graph, &chain)?.map(|d| (d, 2)))
+    Ok(norm::plan_chain(ctx, graph, &chain)?.map(|d| (d, chain.nodes())))
 }
 
 /// The dispatches that compute the node, or `None` when it must run on the CPU after all (a tensor

@@ -28,6 +28,7 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
             act: None,
             rope: None,
             scale: None,
+            then: None,
         },
     )
 }
@@ -44,10 +45,23 @@ pub struct Chain {
     pub rope: Option<usize>,
     /// A SCALE (without bias) of the ROPE's output.
     pub scale: Option<usize>,
+    /// After `add`: the next norm of the sum and its weight MUL (norm, mul).
+    pub then: Option<(usize, usize)>,
 }
 
-/// The longest chain starting at `nodes[0]` (a norm this kernel supports): how many nodes it takes.
-pub fn chain_at(graph: &Graph, nodes: &[usize]) -> Option<Chain> {
+impl Chain {
+    /// How many graph nodes the chain computes.
+    pub fn nodes(&self) -> usize {
+        1 + usize::from(self.mul.is_some())
+            + usize::from(self.add.is_some() || self.rope.is_some())
+            + usize::from(self.scale.is_some())
+            + 2 * usize::from(self.then.is_some())
+    }
+}
+
+/// The longest chain starting at `nodes[0]` (a norm this kernel supports); with `pairs`, a second
+/// norm after a residual ADD joins it (the device has the bindings `norm_pair` needs).
+pub fn chain_at(graph: &Graph, nodes: &[usize], pairs: bool) -> Option<Chain> {
     let norm = *nodes.first()?;
     let mul = *nodes.get(1)?;
     let (n, m) = (&graph.tensors[norm], &graph.tensors[mul]);
@@ -113,10 +127,15 @@ pub fn chain_at(graph: &Graph, nodes: &[usize]) -> Option<Chain> {
             act: None,
             rope,
             scale,
+            then: None,
         });
     }
-    let out = add.map_or(mul, |(a, _)| a);
-    let used = 2 + usize::from(add.is_some());
+    let then = match add {
+        Some((s, r)) if pairs => next_norm(graph, nodes, [norm, mul, s, r]),
+        _ => None,
+    };
+    let out = then.map_or(add.map_or(mul, |(a, _)| a), |(_, m2)| m2);
+    let used = 2 + usize::from(add.is_some()) + 2 * usize::from(then.is_some());
     // The first product reading the output natively with converted activations sets the mode.
     let act = nodes.iter().skip(used).find_map(|&n| {
         let t = &graph.tensors[n];
@@ -132,7 +151,80 @@ pub fn chain_at(graph: &Graph, nodes: &[usize]) -> Option<Chain> {
         act,
         rope: None,
         scale: None,
+        then,
     })
+}
+
+/// norm_pair's windows (d2, w2, m2) and its parameters past `zero`.
+type PairBinding = ([Window; 3], Vec<u32>);
+
+/// norm_pair's windows (d2, w2, m2) and parameters past `zero` for the second norm `n2` and its
+/// weight MUL `m2`.
+fn pair_params(
+    ctx: &Ctx,
+    graph: &Graph,
+    n2: usize,
+    m2: usize,
+) -> Result<Option<PairBinding>, DeviceError> {
+    let (t2, p2) = (&graph.tensors[n2], &graph.tensors[m2]);
+    let Some(w2) = graph.src(m2, 1) else {
+        return Ok(None);
+    };
+    let (Some(vd), Some(vw), Some(vm)) = (ctx.view(t2)?, ctx.view(w2)?, ctx.view(p2)?) else {
+        return Ok(None);
+    };
+    let (Some(ad), Some(aw), Some(am), Some(w1), Some(w2n), Some(w3)) = (
+        addr(&vd, t2),
+        addr(&vw, w2),
+        addr(&vm, p2),
+        u(w2.ne[1]),
+        u(w2.ne[2]),
+        u(w2.ne[3]),
+    ) else {
+        return Ok(None);
+    };
+    let mut params = vec![u32::from(t2.op == Op::RmsNorm), f(t2.param_f32(0))];
+    params.extend([aw[0], aw[2], aw[3], aw[4], w1, w2n, w3]);
+    params.extend([ad[0], ad[2], ad[3], ad[4]]);
+    params.extend([am[0], am[2], am[3], am[4]]);
+    Ok(Some(([vd.window, vw.window, vm.window], params)))
+}
+
+/// The norm of the chain's sum `first[2]` and its weight MUL at `nodes[3..5]`, when `norm_pair` can
+/// compute them after the chain: their outputs (elements contiguous) overlap nothing the chain
+/// reads or writes except in place.
+fn next_norm(graph: &Graph, nodes: &[usize], first: [usize; 4]) -> Option<(usize, usize)> {
+    let (&n2, &m2) = (nodes.get(3)?, nodes.get(4)?);
+    let [norm, mul, sum, res] = first;
+    let (t2, p2) = (&graph.tensors[n2], &graph.tensors[m2]);
+    let (s, w2) = (&graph.tensors[sum], graph.src(m2, 1)?);
+    let (a, w) = (graph.src(norm, 0)?, graph.src(mul, 1)?);
+    let chain = [
+        a,
+        w,
+        &graph.tensors[norm],
+        &graph.tensors[mul],
+        &graph.tensors[res],
+        s,
+    ];
+    let ok = matches!(t2.op, Op::Norm | Op::RmsNorm)
+        && t2.src[0] == Some(sum)
+        && supports(graph, n2)
+        && t2.ne == s.ne
+        && p2.op == Op::Mul
+        && p2.src[0] == Some(n2)
+        && elementwise::supports(graph, m2)
+        && p2.ne == t2.ne
+        && w2.typ == GgmlType::F32
+        && w2.ne[0] == t2.ne[0]
+        && small(w2)
+        && [t2, p2, w2]
+            .iter()
+            .all(|x| x.nb[0] == 4 && x.nb.iter().all(|b| b % 4 == 0))
+        && separate(t2, &chain)
+        && separate(p2, &chain)
+        && separate(p2, &[t2, w2]);
+    ok.then_some((n2, m2))
 }
 
 /// Whether `t`'s memory is either disjoint from each of `others` or exactly one of them (the same
@@ -244,7 +336,10 @@ pub fn plan_chain(
     for (_, ax) in &slots[1..] {
         params.extend(ax);
     }
-    let out = chain.add.map(|(a, _)| a).or(chain.mul);
+    let out = match chain.then {
+        Some((_, m2)) => Some(m2),
+        None => chain.add.map(|(a, _)| a).or(chain.mul),
+    };
     // The converted activations, when no earlier kernel of the graph has claimed them.
     let act = match (chain.act, out) {
         (Some(mode), Some(out)) => {
@@ -281,8 +376,18 @@ pub fn plan_chain(
     bindings.extend(slots.into_iter().map(|(w, _)| w));
     let seventh = act.map(|(_, w)| w).or(scaled);
     bindings.push(seventh.unwrap_or_else(|| bindings[0].clone()));
+    let mut source = (Source::Norm, "norm");
+    if let Some((n2, m2)) = chain.then {
+        let Some((windows, more)) = pair_params(ctx, graph, n2, m2)? else {
+            return Ok(None);
+        };
+        params.push(0);
+        params.extend(more);
+        bindings.extend(windows);
+        source = (Source::NormPair, "norm_pair");
+    }
     Ok(Some(vec![Dispatch {
-        pipeline: ctx.pipeline(Source::Norm, "norm"),
+        pipeline: ctx.pipeline(source.0, source.1),
         params,
         bindings,
         groups: groups(ctx.gpu, u64::from(rows))?,

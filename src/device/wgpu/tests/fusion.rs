@@ -193,3 +193,59 @@ fn head_norm_weight_and_rope_are_one_dispatch() {
         assert_eq!(c.dispatches, want, "{what}: {c:?}");
     }
 }
+
+/// A layer's post-attention norm, its weight, the residual ADD, then the FFN norm of the sum and its
+/// weight (and the conversion for the products reading it) are one dispatch; every node's output
+/// bit-identical, in place as ggml-alloc places them or not.
+#[test]
+fn norm_residual_and_the_next_norm_are_one_dispatch() {
+    let Some(dev) = device_or_skip("norm_residual_and_the_next_norm_are_one_dispatch") else {
+        return;
+    };
+    // (rows, width, second op, in place, product weight, dispatches)
+    for (rows, n, op2, in_place, wt, dispatches) in [
+        (1, 640, Op::RmsNorm, true, GgmlType::Q5_0, 2),
+        (3, 640, Op::RmsNorm, false, GgmlType::Q8_0, 2),
+        (2, 512, Op::Norm, true, GgmlType::Q4K, 2),
+        (2, 96, Op::RmsNorm, false, GgmlType::F32, 2),
+    ] {
+        let mut rng = Rng::new(94);
+        let mut g = Builder::new(&dev);
+        let ne = [n, rows, 1, 1];
+        let f32 = || Tensor::new(GgmlType::F32, ne);
+        let eps = params_f32(&[1e-6]);
+        let x = g.input(&random_tensor(GgmlType::F32, ne, &mut rng).0);
+        let res = g.input(&random_tensor(GgmlType::F32, ne, &mut rng).0);
+        let w1 = g.input(&random_tensor(GgmlType::F32, [n, 1, 1, 1], &mut rng).0);
+        let w2 = g.input(&random_tensor(GgmlType::F32, [n, 1, 1, 1], &mut rng).0);
+        let wp = g.input(&random_tensor(wt, [n, 24, 1, 1], &mut rng).0);
+        let n1 = g.node(f32(), Op::RmsNorm, eps, &[x]);
+        let (m1, s, n2, m2) = if in_place {
+            let m1 = g.node_into(n1, Op::Mul, [0; 16], &[n1, w1]);
+            let s = g.node(f32(), Op::Add, [0; 16], &[m1, res]);
+            let n2 = g.node(f32(), op2, eps, &[s]);
+            (m1, s, n2, g.node_into(n2, Op::Mul, [0; 16], &[n2, w2]))
+        } else {
+            let m1 = g.node(f32(), Op::Mul, [0; 16], &[n1, w1]);
+            let s = g.node(f32(), Op::Add, [0; 16], &[res, m1]);
+            let n2 = g.node(f32(), op2, eps, &[s]);
+            (m1, s, n2, g.node(f32(), Op::Mul, [0; 16], &[n2, w2]))
+        };
+        let prod = g.node(
+            Tensor::new(GgmlType::F32, [24, rows, 1, 1]),
+            Op::MulMat,
+            [0; 16],
+            &[wp, m2],
+        );
+        let outs = [(n1, "norm"), (m1, "mul"), (s, "add"), (n2, "norm 2")];
+        let outs = [&outs[..], &[(m2, "mul 2"), (prod, "product")]].concat();
+        let want: Vec<Vec<f32>> = outs.iter().map(|&(t, _)| g.on_cpu(t)).collect();
+        dev.compute(&g.graph, &g.buffers).unwrap();
+        let what = format!("{rows}x{n} {} in place {in_place} {wt:?}", op2.name());
+        for (&(t, name), want) in outs.iter().zip(&want) {
+            same_bits(&g.read_f32(t), want, &format!("{what}: {name}"));
+        }
+        let c = dev.counters().last_graph;
+        assert_eq!(c.dispatches, dispatches, "{what}: {c:?}");
+    }
+}
