@@ -37,7 +37,7 @@ const COMMON: &str = include_str!("../../../../shaders/common.wgsl");
 const EXACT: &str = include_str!("../../../../shaders/exact.wgsl");
 const QUANT: &str = include_str!("../../../../shaders/quant.wgsl");
 /// MUL_MAT's activation conversion, for the act_quant pass and the kernels that fuse it (norm chains,
-/// GLU).
+/// GLU, FLASH_ATTN_EXT).
 const ACT_QUANT_BLOCK: &str = include_str!("../../../../shaders/act_quant_block.wgsl");
 
 /// One WGSL program per op family.
@@ -100,7 +100,7 @@ impl Source {
             Source::Norm => 7,
             Source::GetRows | Source::Copy | Source::Rope => 4,
             Source::Unary => 5,
-            Source::Attention => 6,
+            Source::Attention => 7,
             _ => 3,
         }
     }
@@ -109,7 +109,7 @@ impl Source {
     pub fn code(self) -> String {
         let quant = match self {
             Source::MatMul | Source::GetRows => QUANT,
-            Source::ActQuant | Source::Norm | Source::Unary => ACT_QUANT_BLOCK,
+            Source::ActQuant | Source::Norm | Source::Unary | Source::Attention => ACT_QUANT_BLOCK,
             _ => "",
         };
         format!("{COMMON}\n{EXACT}\n{}\n{quant}", self.body())
