@@ -1,7 +1,7 @@
 //! FLASH_ATTN_EXT with f32 q, f16/f32 k and v, optional f16/f32 mask, GQA and logit softcap (no
 //! ALiBi, no sinks, Dv <= 512): `flash_attn`, and for caches longer than one chunk
-//! `flash_attn_reduce` over the chunks' partial results (see attention.wgsl). A single-chunk run also
-//! converts its output for the product reading it (`matmul::act_consumer`).
+//! `flash_attn_reduce` over the chunks' partial results (see attention.wgsl). The kernel writing
+//! the output also converts it for the product reading it (`matmul::act_consumer`).
 
 use super::scratch::Scratch;
 use super::{Ctx, Dispatch, Source, addr, f, groups, matmul, small, u};
@@ -144,11 +144,10 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
     } else {
         vd.window.clone()
     };
-    // A single chunk's workgroups each hold a finished output row: when the product reading the
-    // result (Wo, through a reshape) converts blocks that rows divide into, they convert them too.
-    let act = (n_chunk == 1)
-        .then(|| matmul::act_consumer(graph, node))
-        .flatten()
+    // The workgroups writing the output (the single chunk's, or the reduce's) each hold a finished
+    // row: when the product reading the result (Wo, through a reshape) converts blocks that rows
+    // divide into, they convert them too. A split run's chunks return before that point.
+    let act = matmul::act_consumer(graph, node)
         .filter(|&(_, mode)| v.ne[0].is_multiple_of(matmul::act_block(mode)))
         .and_then(|c| {
             let k = u(graph.tensors[c.0].ne[0])?;

@@ -1,8 +1,8 @@
 //! Producers that convert their own output for the MUL_MAT reading it (GLU → FFN down projection,
-//! FLASH_ATTN_EXT → reshape → Wo): the product's act_quant dispatch disappears, and the product and
-//! the producer's own output stay bit-identical to the CPU device's. Where the conversion cannot be
-//! fused (blocks wider than a head, a split KV cache, the output overwritten in between), the pass
-//! comes back and the results are still exact.
+//! FLASH_ATTN_EXT → reshape → Wo, also when a long cache splits the attention into chunks): the
+//! product's act_quant dispatch disappears, and the products stay bit-identical to the CPU device's
+//! on the same activations. Where the conversion cannot be fused (blocks wider than a head, the
+//! output overwritten in between), the pass comes back and the results are still exact.
 
 use super::refs::{close, random_tensor, same_bits};
 use super::{Builder, device_or_skip};
@@ -173,8 +173,9 @@ fn attention_converts_activations_for_the_output_projection() {
         (GgmlType::Q5_0, 32, 4, 1, 40, 2),
         // Blocks of 32 span two heads of 16 (two workgroups): the conversion pass stays.
         (GgmlType::Q8_0, 16, 4, 1, 40, 3),
-        // A cache of two chunks: attention and its reduce, the conversion pass, the product.
-        (GgmlType::Q8_0, 64, 2, 1, chunk + 8, 4),
+        // A cache of two chunks: the reduce converts. Attention, its reduce and the product.
+        (GgmlType::Q8_0, 64, 2, 1, chunk + 8, 3),
+        (GgmlType::Q4K, 256, 2, 2, chunk + 8, 3),
     ] {
         let Some(d) = attn_wo(typ, hd, nh, nq, nkv) else {
             return;
