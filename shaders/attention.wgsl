@@ -8,6 +8,9 @@
 //   updated key by key with libm's expf, an f16 V accumulator for f16 V;
 // - tiled: K·Q as one FMA chain, the maximum updated once per block of 64 keys, the block's weights
 //   through ggml's vector exp and summed in f64 (float-float here), V accumulated by FMA in key order.
+// With `aq_mode` (blocks dividing Dv, contiguous dst), the workgroup writing an output row (the single
+// chunk's, or the reduce's) also converts it for the MUL_MAT reading the (reshaped) result, as the
+// act_quant pass would (act_quant_block.wgsl, `aq_k` elements per column), into `aq`.
 
 struct P {
     dk: u32, dv: u32, n_kv: u32, nq: u32, nh: u32,
@@ -20,6 +23,7 @@ struct P {
     m_base: u32, m_nb0: u32, m_nb1: u32, m_nb2: u32, m_nb3: u32,
     d_base: u32, d_nb0: u32, d_nb1: u32, d_nb2: u32, d_nb3: u32,
     kv_chunk: u32, n_chunk: u32, rows: u32,
+    aq_mode: u32, aq_k: u32,
     zero: u32,
 }
 
@@ -31,6 +35,7 @@ struct P {
 @group(0) @binding(5) var<storage, read_write> d: array<u32>;
 // Per (row, head, i3, chunk): maximum, sum, then the DV accumulators.
 @group(0) @binding(6) var<storage, read_write> part: array<f32>;
+@group(0) @binding(7) var<storage, read_write> aq: array<u32>;
 
 // A block's scores, then its weights.
 var<workgroup> scores: array<f32, 64>;
@@ -58,6 +63,28 @@ fn ldq(a: u32) -> f32 {
 // The V accumulator after a step (f16 storage on the vector path with f16 V).
 fn vacc(x: f32) -> f32 {
     return select(x, f16r(x), p.vec == 1u && p.vt == 1u);
+}
+
+// Element i of activation column `col` of the contiguous output, as written.
+fn aq_ld(col: u32, i: u32) -> f32 {
+    return bitcast<f32>(d[(p.d_base >> 2u) + col * p.aq_k + i]);
+}
+
+fn aq_st(w: u32, v: u32) {
+    aq[w] = v;
+}
+
+// With `aq_mode`, converts the output row at byte `oa` once the workgroup has written it: the row
+// is whole units of the product's activations. Call in uniform control flow.
+fn aq_row(oa: u32, li: u32) {
+    if (p.aq_mode != 0u) {
+        storageBarrier();
+        let bs = block_len(p.aq_mode);
+        let u0 = ((oa - p.d_base) >> 2u) / bs;
+        for (var b = li; b < p.dv / bs; b += 64u) {
+            aq_unit(p.aq_mode, p.aq_k, u0 + b);
+        }
+    }
 }
 
 fn ldm(a: u32) -> f32 {
@@ -257,6 +284,7 @@ fn flash_attn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
             d[(oa + dd * p.d_nb0) >> 2u] = bitcast<u32>(acc[e] * inv);
         }
     }
+    aq_row(oa, li);
 }
 
 // ggml_flash_attn_ext_reduce_partials: the chunks in order, each rescaled to the running maximum
@@ -302,4 +330,5 @@ fn flash_attn_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
             d[(oa + dd * p.d_nb0) >> 2u] = bitcast<u32>(acc[e] * inv);
         }
     }
+    aq_row(oa, li);
 }

@@ -1,9 +1,10 @@
 //! FLASH_ATTN_EXT with f32 q, f16/f32 k and v, optional f16/f32 mask, GQA and logit softcap (no
 //! ALiBi, no sinks, Dv <= 512): `flash_attn`, and for caches longer than one chunk
-//! `flash_attn_reduce` over the chunks' partial results (see attention.wgsl).
+//! `flash_attn_reduce` over the chunks' partial results (see attention.wgsl). The kernel writing
+//! the output also converts it for the product reading it (`matmul::act_consumer`).
 
 use super::scratch::Scratch;
-use super::{Ctx, Dispatch, Source, addr, f, groups, small, u};
+use super::{Ctx, Dispatch, Source, addr, f, groups, matmul, small, u};
 use crate::device::DeviceError;
 use crate::ggml::{GgmlType, Graph, Tensor};
 
@@ -143,7 +144,26 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
     } else {
         vd.window.clone()
     };
-    let bindings = vec![vq.window, vk.window, vv.window, mw, vd.window, part];
+    // The workgroups writing the output (the single chunk's, or the reduce's) each hold a finished
+    // row: when the product reading the result (Wo, through a reshape) converts blocks that rows
+    // divide into, they convert them too. A split run's chunks return before that point.
+    let act = matmul::act_consumer(graph, node)
+        .filter(|&(_, mode)| v.ne[0].is_multiple_of(matmul::act_block(mode)))
+        .and_then(|c| {
+            let k = u(graph.tensors[c.0].ne[0])?;
+            Some((c.1, k, matmul::claim_act(ctx, graph, node, c)?))
+        });
+    let aq = match act {
+        Some((mode, k, w)) => {
+            params.extend([mode, k]);
+            w
+        }
+        None => {
+            params.extend([0, 0]);
+            vd.window.clone()
+        }
+    };
+    let bindings = vec![vq.window, vk.window, vv.window, mw, vd.window, part, aq];
     let main = Dispatch {
         pipeline: ctx.pipeline(Source::Attention, "flash_attn"),
         params: params.clone(),

@@ -1,7 +1,7 @@
 //! ADD/SUB/MUL/DIV (broadcast src1), SCALE, UNARY, SQR/SQRT/LOG/SIN/COS and GLU: `call_binary`,
 //! `call_unary`, `call_glu` over strided f32 (binary sources also f16) tensors.
 
-use super::{Ctx, Dispatch, Source, addr, f, groups, ne, small, u};
+use super::{Ctx, Dispatch, Source, addr, f, groups, matmul, ne, small, u};
 use crate::device::DeviceError;
 use crate::ggml::{GgmlType, GluOp, Graph, Op, Tensor, UnaryOp};
 
@@ -172,7 +172,13 @@ pub fn call_unary(
     Ok(Some(vec![Dispatch {
         pipeline: ctx.pipeline(Source::Unary, "unary"),
         params,
-        bindings: vec![va.window.clone(), va.window, vd.window, ctx.gelu_tables()],
+        bindings: vec![
+            va.window.clone(),
+            va.window,
+            vd.window.clone(),
+            ctx.gelu_tables(),
+            vd.window,
+        ],
         groups: groups(ctx.gpu, u64::from(count).div_ceil(256))?,
     }]))
 }
@@ -214,10 +220,23 @@ pub fn call_glu(
     params.extend(aa);
     params.extend(ag);
     params.extend(ad);
+    // Gemma's FFN: the down projection reads the GLU's output; converting it here, block by block
+    // as the outputs are written, saves that product its act_quant dispatch.
+    let act = matmul::act_consumer(graph, node).and_then(|c| {
+        let k = graph.tensors[c.0].ne[0];
+        Some((c.1, u(k)?, matmul::claim_act(ctx, graph, node, c)?))
+    });
+    let (entry, q) = match act {
+        Some((mode, k, q)) => {
+            params.extend([mode, k]);
+            ("glu_act", q)
+        }
+        None => ("glu", vd.window.clone()),
+    };
     Ok(Some(vec![Dispatch {
-        pipeline: ctx.pipeline(Source::Unary, "glu"),
+        pipeline: ctx.pipeline(Source::Unary, entry),
         params,
-        bindings: vec![va.window, vg.window, vd.window, ctx.gelu_tables()],
+        bindings: vec![va.window, vg.window, vd.window, ctx.gelu_tables(), q],
         groups: groups(ctx.gpu, u64::from(count).div_ceil(256))?,
     }]))
 }

@@ -7,7 +7,7 @@
 use super::scratch::Scratch;
 use super::{Ctx, Dispatch, Source, View, Window, addr, groups, small, u};
 use crate::device::DeviceError;
-use crate::ggml::{GgmlType, Graph, Tensor};
+use crate::ggml::{GgmlType, Graph, Op, Tensor};
 
 /// The weight types `deq` in quant.wgsl decodes (ggml type ids).
 pub fn weight_type_id(t: GgmlType) -> Option<u32> {
@@ -303,4 +303,86 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
         });
     }
     Ok(Some(out))
+}
+
+/// Elements per converted unit of `mode` (a block; one element for the float modes).
+pub fn act_block(mode: u32) -> usize {
+    match mode {
+        3 | 5 => 32,
+        4 => 256,
+        _ => 1,
+    }
+}
+
+/// The product a kernel may convert its own output for (as `activations` would, saving the
+/// `act_quant` dispatch): the first natively supported MUL_MAT after `producer` with converted
+/// activations whose src1 holds exactly the producer's output (the producer itself, or a
+/// VIEW/RESHAPE of it over the same bytes, contiguous). Returns the src1 tensor (the scratch key)
+/// and the mode. `None` when there is none, or a node in between writes the producer's memory
+/// (the product would then read other values).
+pub fn act_consumer(graph: &Graph, producer: usize) -> Option<(usize, u32)> {
+    let p = &graph.tensors[producer];
+    let pd = p.data?;
+    let p_end = pd.offset.checked_add(p.nbytes()?)?;
+    if p.typ != GgmlType::F32 || !p.is_contiguous() {
+        return None;
+    }
+    // The same bytes, read the same way: no reordering view and no in-place op in between.
+    let holds_output = |mut i: usize| {
+        let b = &graph.tensors[i];
+        if b.data != Some(pd) || !b.is_contiguous() || b.nelements() != p.nelements() {
+            return false;
+        }
+        for _ in 0..graph.tensors.len() {
+            if i == producer {
+                return true;
+            }
+            let t = &graph.tensors[i];
+            match (t.op, t.view_src) {
+                (Op::View | Op::Reshape, Some(s)) if s < graph.tensors.len() => i = s,
+                _ => return false,
+            }
+        }
+        false
+    };
+    for n in graph.compute_nodes().skip_while(|&n| n != producer).skip(1) {
+        let t = &graph.tensors[n];
+        if let (Op::MulMat, Some(w), Some(src1)) = (t.op, graph.src(n, 0), t.src[1]) {
+            let mode = act_mode(w.typ);
+            if mode != 0
+                && holds_output(src1)
+                && graph.tensors[src1].ne[0].is_multiple_of(act_block(mode))
+                && super::supports(graph, n)
+            {
+                return Some((src1, mode));
+            }
+        }
+        if overlaps(t, pd.buffer, pd.offset, p_end) {
+            return None;
+        }
+    }
+    None
+}
+
+/// Whether `t`'s memory meets bytes `[start, end)` of `buffer` (or cannot be told).
+fn overlaps(t: &Tensor, buffer: u64, start: usize, end: usize) -> bool {
+    let (Some(d), Some(n)) = (t.data, t.nbytes()) else {
+        return true;
+    };
+    d.buffer == buffer && d.offset < end && start < d.offset.saturating_add(n)
+}
+
+/// The region of `consumer` (from `act_consumer`) for `producer`'s output, when no kernel has
+/// claimed it yet: the producer must then fill it.
+pub fn claim_act(
+    ctx: &Ctx,
+    graph: &Graph,
+    producer: usize,
+    consumer: (usize, u32),
+) -> Option<Window> {
+    let n = graph.tensors[producer].nelements();
+    match ctx.scratch.region(consumer, act_bytes(consumer.1, n)) {
+        Some((w, true)) => Some(w),
+        _ => None,
+    }
 }

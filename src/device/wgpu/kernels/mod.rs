@@ -38,7 +38,8 @@ const COMMON: &str = include_str!("../../../../shaders/common.wgsl");
 /// Weight-element access into `src0` (needs a `src0` binding), for the sources that dequantize.
 const EXACT: &str = include_str!("../../../../shaders/exact.wgsl");
 const QUANT: &str = include_str!("../../../../shaders/quant.wgsl");
-/// MUL_MAT's activation conversion, for the act_quant pass and the kernels that fuse it.
+/// MUL_MAT's activation conversion, for the act_quant pass and the kernels that fuse it (norm chains,
+/// GLU, FLASH_ATTN_EXT).
 const ACT_QUANT_BLOCK: &str = include_str!("../../../../shaders/act_quant_block.wgsl");
 
 /// One WGSL program per op family.
@@ -115,8 +116,9 @@ impl Source {
             Source::Fill => 1,
             Source::ActQuant | Source::Probe => 2,
             Source::Norm => 7,
-            Source::GetRows | Source::Copy | Source::Unary | Source::Rope => 4,
-            Source::Attention => 6,
+            Source::GetRows | Source::Copy | Source::Rope => 4,
+            Source::Unary => 5,
+            Source::Attention => 7,
             _ => 3,
         }
     }
@@ -125,7 +127,11 @@ impl Source {
     pub fn code(self) -> String {
         let quant = match self {
             Source::MatMul | Source::GetRows => QUANT,
-            Source::ActQuant | Source::Norm | Source::NormPair => ACT_QUANT_BLOCK,
+            Source::ActQuant
+            | Source::Norm
+            | Source::NormPair
+            | Source::Unary
+            | Source::Attention => ACT_QUANT_BLOCK,
             _ => "",
         };
         format!("{COMMON}\n{EXACT}\n{}\n{quant}", self.body())

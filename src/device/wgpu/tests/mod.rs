@@ -2,6 +2,7 @@
 //! adapter found (lavapipe on the project's machines) and is skipped with a printed reason when there
 //! is none, except under CI (`CI` set), where a missing adapter fails.
 
+mod act_fusion;
 mod attention;
 mod bench;
 mod buffers;
