@@ -27,7 +27,7 @@ echo "== fuzzing, 60 s per target (scripts/fuzz.sh; SECURITY.md has the long run
 bash scripts/fuzz.sh 60
 echo "== real-client tier, RPC 7.0.0 (llama-cpp-python 0.3.36 + Gemma 3 270M, ggrpc --protocol 7)"
 bash scripts/e2e.sh
-echo "== real-client tier on Vulkan0 (lavapipe): logits and ops; generation there takes minutes"
-GGRPC_DEVICE=Vulkan0 bash scripts/e2e.sh -k "logits or ops"
+echo "== real-client tier on Vulkan0 (lavapipe): logits, ops and the decode graph's dispatches; long generation there takes minutes"
+GGRPC_DEVICE=Vulkan0 bash scripts/e2e.sh -k "logits or ops or dispatches"
 echo "== real-client tier, RPC 8.0.0 (llama.cpp b11739 in a Debian 13 root): single, layer split, tensor parallel"
 bash scripts/e2e-v8.sh

@@ -196,10 +196,12 @@ def resolve_server(spec: str | None = None) -> str:
     return spec
 
 
-def server_argv(spec: str, port: int, device: str, threads: int) -> list[str]:
+def server_argv(spec: str, port: int, device: str, threads: int, metrics: int | None = None) -> list[str]:
     args = ["-H", "127.0.0.1", "-p", str(port), "-d", device, "-t", str(threads)]
     if spec == "reference":
         return [sys.executable, str(HERE / "ref_server.py"), *args]
+    if metrics:
+        args += ["--metrics", str(metrics)]
     # This tier's client (llama-cpp-python 0.3.36) speaks RPC 7.0.0; ggrpc defaults to 8.0.0.
     return [spec, "--protocol", "7", *args]
 
@@ -211,6 +213,8 @@ class Server:
         self.spec, self.device, self.threads, self.log = spec, device, threads, log
         self.proc: subprocess.Popen | None = None
         self.port = 0
+        # ggrpc's Prometheus endpoint (0: none, the reference server has none).
+        self.metrics_port = 0
 
     @property
     def endpoint(self) -> str:
@@ -220,7 +224,24 @@ class Server:
         return free_port()
 
     def argv(self, port: int) -> list[str]:
-        return server_argv(self.spec, port, self.device, self.threads)
+        if self.spec != "reference":
+            self.metrics_port = free_port()
+        return server_argv(self.spec, port, self.device, self.threads, self.metrics_port)
+
+    def metrics(self) -> dict[str, float]:
+        """ggrpc's metrics now, `name{labels}` -> value (empty for the reference server)."""
+        if not self.metrics_port:
+            return {}
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                out[key] = float(value)
+        return out
 
     def start(self, timeout: float = 30.0) -> "Server":
         if self.spec != "reference" and not os.access(self.spec, os.X_OK):

@@ -146,3 +146,22 @@ def test_greedy_generation(server, local_generation, workdir):
     common.METRICS[f"generation ({server.spec} -d {server.device})"] = line + f": {info['text']!r}"
     assert n == GEN_TOKENS or (info["eos"] and n < GEN_TOKENS), f"{n} tokens, eos={info['eos']}"
     assert info["text"].strip(), "empty generation"
+
+
+def test_decode_graph_dispatches(server, workdir):
+    """On a GPU device, the real client's decode graph runs in at most 250 dispatches, one submission and
+    no GPU-to-host readback (the counters ggrpc exports, read after a short generation)."""
+    if not server.metrics_port or not server.device.startswith("Vulkan"):
+        pytest.skip(f"dispatch counts are a wgpu device's ({server.spec} -d {server.device})")
+    run = common.client("generate", server.endpoint, workdir, "--n", "3")
+    check_run(run, server, "generate")
+    m = server.metrics()
+    dev = f'{{device="{server.device}"}}'
+    last = {k: m[f"ggrpc_device_last_graph_{k}{dev}"] for k in ("nodes", "fallback", "dispatches", "submits", "readbacks")}
+    line = ", ".join(f"{k} {int(v)}" for k, v in last.items())
+    print(f"\n[e2e] last decode graph on {server.device}: {line}")
+    common.METRICS[f"decode graph ({server.spec} -d {server.device})"] = line
+    assert last["nodes"] > 400, f"not a whole Gemma 3 decode graph: {line}"
+    assert last["fallback"] == 0, line
+    assert last["dispatches"] <= 250, line
+    assert last["submits"] == 1 and last["readbacks"] == 0, line
