@@ -87,6 +87,13 @@ impl Source {
                     include_str!("../../../../shaders/norm_single.wgsl")
                 );
             }
+            Source::MatMul => {
+                return format!(
+                    "{}\n{}",
+                    include_str!("../../../../shaders/matmul.wgsl"),
+                    include_str!("../../../../shaders/matmul_exact.wgsl")
+                );
+            }
             Source::NormPair => {
                 return format!(
                     "{NORM}\n{}",
@@ -96,7 +103,6 @@ impl Source {
             Source::Fill => include_str!("../../../../shaders/fill.wgsl"),
             Source::Binary => include_str!("../../../../shaders/binary.wgsl"),
             Source::Unary => include_str!("../../../../shaders/unary.wgsl"),
-            Source::MatMul => include_str!("../../../../shaders/matmul.wgsl"),
             Source::GetRows => include_str!("../../../../shaders/get_rows.wgsl"),
             Source::SoftMax => include_str!("../../../../shaders/softmax.wgsl"),
             Source::Rope => include_str!("../../../../shaders/rope.wgsl"),
