@@ -391,3 +391,76 @@ fn mul_mat_exact(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
         }
     }
 }
+
+// ---- One activation column (decode) for q4_0..q8_0 and q4_1/q5_1 weights, shaped for GPUs: MV_T
+// invocations split each weight row's blocks, so neighbouring invocations read neighbouring blocks.
+// A chunk of MV_T blocks at a time, each block's scale product and eight integer lane sums (exact in
+// any order) go to workgroup memory; per lane the float chain then runs in block order as exact_q0's
+// does, and one invocation adds the lanes as ggml does: the same bits.
+const MV_T: u32 = 16u;
+const MV_R: u32 = 4u;
+const MV_W: u32 = 10u;
+var<workgroup> mv_blk: array<u32, 640>;
+var<workgroup> mv_acc: array<f32, 36>;
+
+@compute @workgroup_size(64)
+fn mul_mat_vec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    OPAQUE = p.zero;
+    let t = li % MV_T;
+    let rr = li / MV_T;
+    let job = job_of(wg_linear(wg, nwg) * MV_R + rr);
+    wtyp = job.typ;
+    let live = job.id < job.nr;
+    let row = job.a_base + job.id * job.a_nb1;
+    let bs = block_bytes(wtyp);
+    let q1 = wtyp == 3u || wtyp == 7u;
+    let words = select(9u, 10u, q1);
+    let qo = select(1u, 2u, q1);
+    let nb = p.k / 32u;
+    let slot = (rr * MV_T + t) * MV_W;
+    var wq: array<i32, 32>;
+    var acc = 0.0;
+    for (var c0 = 0u; c0 < nb; c0 += MV_T) {
+        let i = c0 + t;
+        if (live && i < nb) {
+            let bb = row + i * bs;
+            w_block_q0(wtyp, bb, &wq);
+            let aw = (p.b_base >> 2u) + words * i;
+            mv_blk[slot] = bitcast<u32>(rdh(bb) * bitcast<f32>(b[aw]));
+            for (var l = 0u; l < 8u; l++) {
+                mv_blk[slot + 1u + l] = bitcast<u32>(dot4(&wq, 4u * l, b[aw + qo + l]));
+            }
+            if (q1) {
+                mv_blk[slot + 9u] = bitcast<u32>(rdh(bb + 2u) * bitcast<f32>(b[aw + 1u]));
+            }
+        }
+        workgroupBarrier();
+        // Lane t's chain (t < 8), or the mins' sum (t = 8, q4_1/q5_1).
+        if (live && (t < 8u || (t == 8u && q1))) {
+            for (var j = 0u; j < min(MV_T, nb - c0); j++) {
+                let s = (rr * MV_T + j) * MV_W;
+                if (t < 8u) {
+                    acc = fmaf(bitcast<f32>(mv_blk[s]), f32(bitcast<i32>(mv_blk[s + 1u + t])), acc);
+                } else {
+                    acc += bitcast<f32>(mv_blk[s + 9u]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    if (t < 9u) {
+        mv_acc[rr * 9u + t] = acc;
+    }
+    workgroupBarrier();
+    if (live && t == 0u) {
+        var lanes: array<f32, 32>;
+        for (var l = 0u; l < 8u; l++) {
+            lanes[l] = mv_acc[rr * 9u + l];
+        }
+        var r = hsum8(lanes, 0u);
+        if (q1) {
+            r += mv_acc[rr * 9u + 8u];
+        }
+        d[(job.d_base + (p.r0 + job.id) * p.d_nb0) >> 2u] = bitcast<u32>(r);
+    }
+}

@@ -6,6 +6,8 @@
 
 use super::scratch::Scratch;
 use super::{Ctx, Dispatch, Source, View, Window, addr, groups, small, u};
+use std::sync::atomic::Ordering;
+
 use crate::device::DeviceError;
 use crate::ggml::{GgmlType, Graph, Op, Tensor};
 
@@ -148,6 +150,15 @@ pub fn act_bytes(mode: u32, n: usize) -> u64 {
     }
 }
 
+/// Rows one `mul_mat_vec` workgroup computes (MV_R in matmul_exact.wgsl).
+pub const ROWS_PER_GROUP: u64 = 4;
+
+/// Whether a single-column product of `typ` weights takes `mul_mat_vec` (rows split over
+/// invocations) on this device.
+pub fn split_rows(ctx: &Ctx, typ: GgmlType) -> bool {
+    exact(typ) && typ.block_size() == 32 && ctx.gpu.split_rows.load(Ordering::Relaxed)
+}
+
 /// Whether the packed-activation kernel (`mul_mat_exact`, llama.cpp's arithmetic) serves `typ`.
 pub fn exact(typ: GgmlType) -> bool {
     matches!(
@@ -246,7 +257,9 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
     // dst element, unless it is a long reduction over few outputs, where a workgroup per element
     // spreads K over 64 invocations.
     let float = matches!(a.typ, GgmlType::F32 | GgmlType::F16 | GgmlType::Bf16);
-    let (entry, units_per_group) = if exact(a.typ) {
+    let (entry, units_per_group) = if ncols == 1 && split_rows(ctx, a.typ) {
+        ("mul_mat_vec", ROWS_PER_GROUP)
+    } else if exact(a.typ) {
         ("mul_mat_exact", 64)
     } else if float {
         ("mul_mat_float", 64)

@@ -105,11 +105,18 @@ pub fn plan(
         params.extend([typ, nr, aa[j][0], aa[j][2], d[0], d[2], first_unit, 0]);
         units += a.ne[1] * cols;
     }
+    // One column of weights all in 32-blocks: rows split over invocations where the device wants it.
+    let vec = b.ne[1] == 1 && weights.iter().all(|a| matmul::split_rows(ctx, a.typ));
+    let (entry, per_group) = if vec {
+        ("mul_mat_vec", matmul::ROWS_PER_GROUP)
+    } else {
+        ("mul_mat_exact", 64)
+    };
     out.push(Dispatch {
-        pipeline: ctx.pipeline(Source::MatMul, "mul_mat_exact"),
+        pipeline: ctx.pipeline(Source::MatMul, entry),
         params,
         bindings: vec![va.window, b_win, vd.window],
-        groups: groups(ctx.gpu, (units as u64).div_ceil(64))?,
+        groups: groups(ctx.gpu, (units as u64).div_ceil(per_group))?,
     });
     Ok(Some(out))
 }

@@ -2,17 +2,28 @@
 //! the CPU device's; products whose weights or outputs are not in one buffer run one dispatch each.
 
 use super::refs::{random_tensor, same_bits};
-use super::{Builder, device_or_skip};
+use super::{Builder, device_or_skip, device_with};
 use crate::device::Device;
 use crate::device::cpu::ops::testutil::{HostTensor, Rng};
+use crate::device::wgpu::WgpuDevice;
 use crate::ggml::{GgmlType, Op, Tensor};
 
 /// MUL_MATs of one `[k, cols]` activation by weights of `rows` rows each; weights in one buffer,
 /// outputs in one buffer when `shared_out`. Checks every output, returns the graph's dispatches.
 fn products(weights: &[(GgmlType, usize)], k: usize, cols: usize, shared_out: bool) -> Option<u64> {
     let dev = device_or_skip("products")?;
+    Some(products_on(&dev, weights, k, cols, shared_out))
+}
+
+fn products_on(
+    dev: &WgpuDevice,
+    weights: &[(GgmlType, usize)],
+    k: usize,
+    cols: usize,
+    shared_out: bool,
+) -> u64 {
     let mut rng = Rng::new(120 + cols as u64);
-    let mut g = Builder::new(&dev);
+    let mut g = Builder::new(dev);
     g.share(Some(1 << 20));
     let ws: Vec<usize> = weights
         .iter()
@@ -35,7 +46,7 @@ fn products(weights: &[(GgmlType, usize)], k: usize, cols: usize, shared_out: bo
         let what = format!("{weights:?} k={k} cols={cols}: product {j}");
         same_bits(&g.read_f32(o), want, &what);
     }
-    Some(dev.counters().last_graph.dispatches)
+    dev.counters().last_graph.dispatches
 }
 
 #[test]
@@ -115,4 +126,43 @@ fn k_and_v_cache_writes_are_one_dispatch() {
         return;
     };
     assert!(failed, "a V slot past the cache must fail the run");
+}
+
+/// The row-splitting mat-vec (the GPU kernel; lavapipe takes a row per invocation unless told):
+/// every 32-block weight type, reductions of one to several chunks, rows not a multiple of the
+/// workgroup's, alone and as jobs; bit-identical to the CPU device.
+#[test]
+fn split_row_products_keep_the_bits() {
+    use GgmlType::*;
+    let Some(dev) = device_or_skip("split_row_products_keep_the_bits") else {
+        return;
+    };
+    dev.gpu
+        .split_rows
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    type Case<'a> = (&'a [(GgmlType, usize)], usize);
+    let cases: [Case; 7] = [
+        (&[(Q8_0, 70)], 640),
+        (&[(Q5_0, 33)], 32),
+        (&[(Q4_0, 9)], 544),
+        (&[(Q4_1, 17)], 96),
+        (&[(Q5_1, 6)], 1056),
+        (&[(Q5_0, 96), (Q5_0, 96)], 640),
+        (&[(Q8_0, 13), (Q4_0, 7), (Q5_0, 5)], 512),
+    ];
+    for (weights, k) in cases {
+        // The activation conversion, then one product dispatch.
+        let d = products_on(&dev, weights, k, 1, true);
+        assert_eq!(d, 2, "{weights:?} k={k}");
+    }
+    // A weight larger than one binding: row ranges, one dispatch each (the product's `r0`).
+    let Some(small) = device_with("split_row_products_keep_the_bits", Some(16 << 10)) else {
+        return;
+    };
+    small
+        .gpu
+        .split_rows
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let d = products_on(&small, &[(Q8_0, 100)], 640, 1, true);
+    assert!(d > 2, "{d} dispatches: the weight was not split");
 }
