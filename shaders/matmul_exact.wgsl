@@ -395,8 +395,8 @@ fn mul_mat_exact(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
 // ---- One activation column (decode) for q4_0..q8_0 and q4_1/q5_1 weights, shaped for GPUs: MV_T
 // invocations split each weight row's blocks, so neighbouring invocations read neighbouring blocks.
 // A chunk of MV_T blocks at a time, each block's scale product and eight integer lane sums (exact in
-// any order) go to workgroup memory; per lane the float chain then runs in block order as exact_q0's
-// does, and one invocation adds the lanes as ggml does: the same bits.
+// any order, from dot4I8Packed) go to workgroup memory; per lane the float chain then runs in block
+// order as exact_q0's does, and one invocation adds the lanes as ggml does: the same bits.
 const MV_T: u32 = 16u;
 const MV_R: u32 = 4u;
 const MV_W: u32 = 10u;
@@ -424,11 +424,22 @@ fn mul_mat_vec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
         let i = c0 + t;
         if (live && i < nb) {
             let bb = row + i * bs;
-            w_block_q0(wtyp, bb, &wq);
+            let q8 = wtyp == 8u;
+            if (!q8) {
+                w_block_q0(wtyp, bb, &wq);
+            }
             let aw = (p.b_base >> 2u) + words * i;
             mv_blk[slot] = bitcast<u32>(rdh(bb) * bitcast<f32>(b[aw]));
             for (var l = 0u; l < 8u; l++) {
-                mv_blk[slot + 1u + l] = bitcast<u32>(dot4(&wq, 4u * l, b[aw + qo + l]));
+                // Four signed 8-bit weights against four activations: DP4a where the GPU has it.
+                var wv = 0u;
+                if (q8) {
+                    wv = u32_at(bb + 2u + 4u * l);
+                } else {
+                    let e = 4u * l;
+                    wv = pack4xI8(vec4<i32>(wq[e], wq[e + 1u], wq[e + 2u], wq[e + 3u]));
+                }
+                mv_blk[slot + 1u + l] = bitcast<u32>(dot4I8Packed(wv, b[aw + qo + l]));
             }
             if (q1) {
                 mv_blk[slot + 9u] = bitcast<u32>(rdh(bb + 2u) * bitcast<f32>(b[aw + 1u]));
