@@ -475,3 +475,127 @@ fn mul_mat_vec(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
         d[(job.d_base + (p.r0 + job.id) * p.d_nb0) >> 2u] = bitcast<u32>(r);
     }
 }
+
+// ---- One activation column for q2_K..q6_K weights, shaped for GPUs as mul_mat_vec: KV_T invocations
+// split each row's super-blocks; a super-block's integer sums (exact_k_vec's lanes, mins and q2_K/q6_K
+// corrections) and its scale products go to workgroup memory, then each float chain of exact_k_vec
+// runs in super-block order in one invocation: the same bits.
+const KV_T: u32 = 4u;
+const KV_R: u32 = 16u;
+const KV_W: u32 = 18u;
+var<workgroup> kv_blk: array<u32, 1152>;
+var<workgroup> kv_acc: array<f32, 192>;
+
+// Super-block `i` of the weight row at `row`: its payload at `o` in kv_blk: [0] d·d8, [1..9) the
+// lanes, [9] the mins' (or q2_K's) coefficient, [10..18) q2_K's lane corrections, q4_K's four mins
+// or q5_K's one.
+fn kv_block(row: u32, i: u32, o: u32) {
+    var wq: array<i32, 32>;
+    var lanes: array<i32, 8>;
+    var mins: array<i32, 4>;
+    let typ = wtyp;
+    let k4 = typ == 12u || typ == 13u;
+    let bb = row + i * block_bytes(typ);
+    let aw = (p.b_base >> 2u) + 81u * i;
+    for (var c = 0u; c < 8u; c++) {
+        w_sub_k(typ, bb, c, &wq);
+        if (typ == 14u) {
+            for (var e = 0u; e < 32u; e++) {
+                wq[e] += 32;
+            }
+        }
+        let sc = kq_scales(typ, bb, c);
+        for (var l = 0u; l < 8u; l++) {
+            lanes[l] += select(sc.x, sc.y, l >= 4u) * dot4(&wq, 4u * l, b[aw + 1u + 8u * c + l]);
+        }
+        if (k4) {
+            mins[c / 2u] += sc.z * (bitcast<i32>(b[aw + 65u + 2u * c]) + bitcast<i32>(b[aw + 66u + 2u * c]));
+        }
+    }
+    let d8 = bitcast<f32>(b[aw]);
+    kv_blk[o] = bitcast<u32>(rdh(bb + kq_d(typ)) * d8);
+    if (k4) {
+        kv_blk[o + 9u] = bitcast<u32>(-d8 * rdh(bb + 2u));
+        if (typ == 13u) {
+            kv_blk[o + 10u] = bitcast<u32>((mins[0] + mins[1]) + (mins[2] + mins[3]));
+        } else {
+            for (var m = 0u; m < 4u; m++) {
+                kv_blk[o + 10u + m] = bitcast<u32>(mins[m]);
+            }
+        }
+    } else if (typ == 10u) {
+        kv_blk[o + 9u] = bitcast<u32>(-d8 * rdh(bb + 82u));
+    }
+    for (var l = 0u; l < 8u; l++) {
+        var lane = lanes[l];
+        var corr = 0;
+        for (var g = 2u * l; g < 2u * l + 2u; g++) {
+            if (typ == 10u) {
+                corr += i32(rd8(bb + g) >> 4u) * bitcast<i32>(b[aw + 65u + g]);
+            } else if (typ == 14u) {
+                corr += sext8(rd8(bb + 192u + g)) * bitcast<i32>(b[aw + 65u + g]);
+            }
+        }
+        if (typ == 14u) {
+            lane -= 32 * corr;
+        } else if (typ == 10u) {
+            kv_blk[o + 10u + l] = bitcast<u32>(corr);
+        }
+        kv_blk[o + 1u + l] = bitcast<u32>(lane);
+    }
+}
+
+@compute @workgroup_size(64)
+fn mul_mat_vec_k(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    OPAQUE = p.zero;
+    let t = li % KV_T;
+    let rr = li / KV_T;
+    let job = job_of(wg_linear(wg, nwg) * KV_R + rr);
+    wtyp = job.typ;
+    let live = job.id < job.nr;
+    let row = job.a_base + job.id * job.a_nb1;
+    let nb = p.k / 256u;
+    // This invocation's chains: lanes t and t + 4, and mins chain t (q4_K; q5_K's one is chain 0).
+    var acc0 = 0.0;
+    var acc1 = 0.0;
+    var accm = 0.0;
+    for (var c0 = 0u; c0 < nb; c0 += KV_T) {
+        if (live && c0 + t < nb) {
+            kv_block(row, c0 + t, (rr * KV_T + t) * KV_W);
+        }
+        workgroupBarrier();
+        if (live) {
+            for (var j = 0u; j < min(KV_T, nb - c0); j++) {
+                let s = (rr * KV_T + j) * KV_W;
+                let dd = bitcast<f32>(kv_blk[s]);
+                let coef = bitcast<f32>(kv_blk[s + 9u]);
+                if (wtyp == 12u || (wtyp == 13u && t == 0u)) {
+                    accm = fmaf(coef, f32(bitcast<i32>(kv_blk[s + 10u + t])), accm);
+                }
+                if (wtyp == 10u) {
+                    acc0 = fmaf(coef, f32(bitcast<i32>(kv_blk[s + 10u + t])), acc0);
+                    acc1 = fmaf(coef, f32(bitcast<i32>(kv_blk[s + 14u + t])), acc1);
+                }
+                acc0 = fmaf(dd, f32(bitcast<i32>(kv_blk[s + 1u + t])), acc0);
+                acc1 = fmaf(dd, f32(bitcast<i32>(kv_blk[s + 5u + t])), acc1);
+            }
+        }
+        workgroupBarrier();
+    }
+    kv_acc[rr * 12u + t] = acc0;
+    kv_acc[rr * 12u + 4u + t] = acc1;
+    kv_acc[rr * 12u + 8u + t] = accm;
+    workgroupBarrier();
+    if (live && t == 0u) {
+        var lanes: array<f32, 32>;
+        for (var l = 0u; l < 8u; l++) {
+            lanes[l] = kv_acc[rr * 12u + l];
+        }
+        var r = hsum8(lanes, 0u);
+        if (wtyp == 12u || wtyp == 13u) {
+            let m = rr * 12u + 8u;
+            r += (kv_acc[m] + kv_acc[m + 2u]) + (kv_acc[m + 1u] + kv_acc[m + 3u]);
+        }
+        d[(job.d_base + (p.r0 + job.id) * p.d_nb0) >> 2u] = bitcast<u32>(r);
+    }
+}

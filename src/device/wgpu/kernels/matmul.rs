@@ -150,13 +150,18 @@ pub fn act_bytes(mode: u32, n: usize) -> u64 {
     }
 }
 
-/// Rows one `mul_mat_vec` workgroup computes (MV_R in matmul_exact.wgsl).
-pub const ROWS_PER_GROUP: u64 = 4;
-
-/// Whether a single-column product of `typ` weights takes `mul_mat_vec` (rows split over
-/// invocations) on this device.
-pub fn split_rows(ctx: &Ctx, typ: GgmlType) -> bool {
-    exact(typ) && typ.block_size() == 32 && ctx.gpu.split_rows.load(Ordering::Relaxed)
+/// The kernel for a single-column product of `typ` weights that splits rows over invocations, and
+/// the rows one workgroup computes (MV_R, KV_R in matmul_exact.wgsl); `None` where this device
+/// gives each invocation a row.
+pub fn split_rows(ctx: &Ctx, typ: GgmlType) -> Option<(&'static str, u64)> {
+    if !exact(typ) || !ctx.gpu.split_rows.load(Ordering::Relaxed) {
+        return None;
+    }
+    Some(if typ.block_size() == 32 {
+        ("mul_mat_vec", 4)
+    } else {
+        ("mul_mat_vec_k", 16)
+    })
 }
 
 /// Whether the packed-activation kernel (`mul_mat_exact`, llama.cpp's arithmetic) serves `typ`.
@@ -257,8 +262,9 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
     // dst element, unless it is a long reduction over few outputs, where a workgroup per element
     // spreads K over 64 invocations.
     let float = matches!(a.typ, GgmlType::F32 | GgmlType::F16 | GgmlType::Bf16);
-    let (entry, units_per_group) = if ncols == 1 && split_rows(ctx, a.typ) {
-        ("mul_mat_vec", ROWS_PER_GROUP)
+    let split = split_rows(ctx, a.typ).filter(|_| ncols == 1);
+    let (entry, units_per_group) = if let Some(k) = split {
+        k
     } else if exact(a.typ) {
         ("mul_mat_exact", 64)
     } else if float {

@@ -105,13 +105,10 @@ pub fn plan(
         params.extend([typ, nr, aa[j][0], aa[j][2], d[0], d[2], first_unit, 0]);
         units += a.ne[1] * cols;
     }
-    // One column of weights all in 32-blocks: rows split over invocations where the device wants it.
-    let vec = b.ne[1] == 1 && weights.iter().all(|a| matmul::split_rows(ctx, a.typ));
-    let (entry, per_group) = if vec {
-        ("mul_mat_vec", matmul::ROWS_PER_GROUP)
-    } else {
-        ("mul_mat_exact", 64)
-    };
+    // One column: rows split over invocations where the device wants it.
+    // (Jobs share the conversion mode, so their weights are all 32-blocks or all super-blocks.)
+    let split = matmul::split_rows(ctx, a0.typ).filter(|_| b.ne[1] == 1);
+    let (entry, per_group) = split.unwrap_or(("mul_mat_exact", 64));
     out.push(Dispatch {
         pipeline: ctx.pipeline(Source::MatMul, entry),
         params,

@@ -128,8 +128,8 @@ fn k_and_v_cache_writes_are_one_dispatch() {
     assert!(failed, "a V slot past the cache must fail the run");
 }
 
-/// The row-splitting mat-vec (the GPU kernel; lavapipe takes a row per invocation unless told):
-/// every 32-block weight type, reductions of one to several chunks, rows not a multiple of the
+/// The row-splitting mat-vecs (the GPU kernels; lavapipe takes a row per invocation unless told):
+/// every 32-block and super-block weight type, reductions of one to several chunks, rows not a multiple of the
 /// workgroup's, alone and as jobs; bit-identical to the CPU device.
 #[test]
 fn split_row_products_keep_the_bits() {
@@ -141,7 +141,12 @@ fn split_row_products_keep_the_bits() {
         .split_rows
         .store(true, std::sync::atomic::Ordering::Relaxed);
     type Case<'a> = (&'a [(GgmlType, usize)], usize);
-    let cases: [Case; 7] = [
+    let cases: [Case; 13] = [
+        (&[(Q4K, 33)], 1024),
+        (&[(Q6K, 17)], 2048),
+        (&[(Q5K, 5)], 256),
+        (&[(Q3K, 16)], 1280),
+        (&[(Q2K, 21)], 512),
         (&[(Q8_0, 70)], 640),
         (&[(Q5_0, 33)], 32),
         (&[(Q4_0, 9)], 544),
@@ -149,6 +154,7 @@ fn split_row_products_keep_the_bits() {
         (&[(Q5_1, 6)], 1056),
         (&[(Q5_0, 96), (Q5_0, 96)], 640),
         (&[(Q8_0, 13), (Q4_0, 7), (Q5_0, 5)], 512),
+        (&[(Q4K, 20), (Q6K, 9)], 768),
     ];
     for (weights, k) in cases {
         // The activation conversion, then one product dispatch.
