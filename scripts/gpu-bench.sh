@@ -190,6 +190,12 @@ run() {
     ((rc == 0)) || errors+=("gpu_bench exited $rc (124: timed out after 150 s); see gpu-bench-logs/micro.log")
     tail -n 3 "$logs/micro.log"
 
+    # The same mat-vecs with a row per invocation (the CPU adapters' kernel), to compare (quick).
+    echo "== micro-benches, a row per invocation (GGRPC_WGPU_SPLIT_ROWS=0)"
+    GGRPC_WGPU_SPLIT_ROWS=0 timeout 90 "$dir/gpu_bench" --device "$dev" --quick \
+      --json "$logs/micro-rows.json" >"$logs/micro-rows.md" 2>"$logs/micro-rows.log" ||
+      errors+=("gpu_bench with GGRPC_WGPU_SPLIT_ROWS=0 failed; see gpu-bench-logs/micro-rows.log")
+
     echo "== synthetic Gemma 3 270M decode on $dev"
     local port=$((40000 + RANDOM % 20000)) mport
     mport=$((port + 1))
@@ -215,14 +221,15 @@ run() {
     printf '"nvidia_smi":%s,"vulkan_icd":%s,"list_devices":%s,' "$(json_str "$smi")" \
       "$(json_str "${icd_note:-${VK_ICD_FILENAMES:-system manifests}}")" "$(json_str "$listing")"
     printf '"device":%s,"device_kind":%s,' "$(json_str "$dev")" "$(json_str "$kind")"
-    printf '"micro":%s,"decode":%s,' "$(json_file "$logs/micro.json")" "$(json_file "$logs/decode.json")"
+    printf '"micro":%s,"micro_rows":%s,"decode":%s,' "$(json_file "$logs/micro.json")" \
+      "$(json_file "$logs/micro-rows.json")" "$(json_file "$logs/decode.json")"
     printf '"errors":[%s],"seconds":%s}\n' "$errs" "$((SECONDS - started))"
   } >"$json"
 
   echo
   echo "## gpu-bench: ${dev:-no adapter}${kind:+ ($kind)} on $(uname -n)"
   [[ -n "$smi" ]] && echo "nvidia-smi: $smi"
-  cat "$logs/micro.md" "$logs/decode.md" 2>/dev/null
+  cat "$logs/micro.md" "$logs/micro-rows.md" "$logs/decode.md" 2>/dev/null
   echo
   echo "JSON: $json ($((SECONDS - started)) s)"
   if [[ -z "$dev" ]]; then exit 2; fi
