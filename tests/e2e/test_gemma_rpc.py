@@ -149,8 +149,9 @@ def test_greedy_generation(server, local_generation, workdir):
 
 
 def test_decode_graph_dispatches(server, workdir):
-    """On a GPU device, the real client's decode graph runs in at most 250 dispatches, one submission and
-    no GPU-to-host readback (the counters ggrpc exports, read after a short generation)."""
+    """On a GPU device, the real client's decode graph runs in at most 250 dispatches, 1-4 submissions (a
+    long batch goes in pieces so the GPU starts while the rest is recorded) and no GPU-to-host readback
+    (the counters ggrpc exports, read after a short generation)."""
     if not server.metrics_port or not server.device.startswith("Vulkan"):
         pytest.skip(f"dispatch counts are a wgpu device's ({server.spec} -d {server.device})")
     run = common.client("generate", server.endpoint, workdir, "--n", "3")
@@ -164,4 +165,4 @@ def test_decode_graph_dispatches(server, workdir):
     assert last["nodes"] > 400, f"not a whole Gemma 3 decode graph: {line}"
     assert last["fallback"] == 0, line
     assert last["dispatches"] <= 250, line
-    assert last["submits"] == 1 and last["readbacks"] == 0, line
+    assert 1 <= last["submits"] <= 4 and last["readbacks"] == 0, line

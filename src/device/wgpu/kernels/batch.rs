@@ -101,31 +101,59 @@ impl Encoded {
         self.submit_with(gpu, |_| false)
     }
 
-    /// `submit`, with `tail` recording more commands after the pass into the same command buffer
+    /// `submit`, with `tail` recording more commands after the pass into the last command buffer
     /// (it says whether it recorded any, so that a batch without dispatches still submits them).
+    /// A long batch goes in `PIECES` command buffers, each submitted once recorded, so the GPU starts
+    /// on the first while the host records the rest (queue order keeps their dependencies).
     pub fn submit_with(
         &self,
         gpu: &Gpu,
         tail: impl FnOnce(&mut wgpu::CommandEncoder) -> bool,
     ) -> Result<(), DeviceError> {
+        let n = self.passes.len();
+        let per = if n >= SPLIT_FROM {
+            n.div_ceil(PIECES)
+        } else {
+            n.max(1)
+        };
         gpu.scoped("dispatch", || {
-            let mut enc = gpu
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
-            if !self.passes.is_empty() {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-                for (pipeline, group, g) in &self.passes {
-                    pass.set_pipeline(pipeline);
-                    pass.set_bind_group(0, group, &[]);
-                    pass.dispatch_workgroups(g[0], g[1], g[2]);
+            let mut pieces = self.passes.chunks(per).peekable();
+            if pieces.peek().is_none() {
+                let mut enc = gpu
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+                if tail(&mut enc) {
+                    gpu.submit(enc.finish(), 0);
                 }
+                return;
             }
-            if tail(&mut enc) || !self.passes.is_empty() {
-                gpu.submit(enc.finish(), self.passes.len() as u64);
+            let mut tail = Some(tail);
+            while let Some(piece) = pieces.next() {
+                let mut enc = gpu
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+                {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                    for (pipeline, group, g) in piece {
+                        pass.set_pipeline(pipeline);
+                        pass.set_bind_group(0, group, &[]);
+                        pass.dispatch_workgroups(g[0], g[1], g[2]);
+                    }
+                }
+                if pieces.peek().is_none()
+                    && let Some(t) = tail.take()
+                {
+                    t(&mut enc);
+                }
+                gpu.submit(enc.finish(), piece.len() as u64);
             }
         })
     }
 }
+
+/// Batches of at least this many dispatches are submitted in `PIECES` command buffers.
+const SPLIT_FROM: usize = 96;
+const PIECES: usize = 3;
 
 /// Workgroup counts for `n` workgroups, folded into y when x would pass the per-dimension limit.
 /// Shaders recover the linear index as `wg.x + wg.y * num_workgroups.x`.

@@ -185,3 +185,27 @@ fn stored_graph_replay_counts_the_same_per_graph_numbers() {
     assert_eq!(totals(&delta(&before, &after)), totals_of(first, 2));
     assert_eq!(g.read_f32(out), g.on_cpu(out));
 }
+
+/// A long native batch is submitted in three command buffers (the GPU starts on the first while the
+/// rest are recorded), in order: the result is the CPU device's.
+#[test]
+fn long_batches_are_submitted_in_pieces() {
+    let Some(dev) = device_or_skip("long_batches_are_submitted_in_pieces") else {
+        return;
+    };
+    let mut rng = Rng::new(63);
+    let ne = [33, 2, 1, 1];
+    let (a, _) = random_tensor(GgmlType::F32, ne, &mut rng);
+    let mut g = Builder::new(&dev);
+    let mut x = g.input(&a);
+    // A chain: each node reads the one before, so any reordering across pieces shows.
+    for k in 0..120 {
+        let p = params_f32(&[1.0 + (k % 7) as f32 / 64.0, 0.25]);
+        x = g.node(Tensor::new(GgmlType::F32, ne), Op::Scale, p, &[x]);
+    }
+    let want = g.on_cpu(x);
+    dev.compute(&g.graph, &g.buffers).unwrap();
+    let c = dev.counters().last_graph;
+    assert_eq!((c.dispatches, c.submits, c.readbacks), (120, 3, 0), "{c:?}");
+    assert_eq!(g.read_f32(x), want);
+}
