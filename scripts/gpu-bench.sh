@@ -191,10 +191,10 @@ run() {
     tail -n 3 "$logs/micro.log"
 
     # The same mat-vecs with a row per invocation (the CPU adapters' kernel), to compare (quick).
-    echo "== micro-benches, a row per invocation (GGRPC_WGPU_SPLIT_ROWS=0)"
-    GGRPC_WGPU_SPLIT_ROWS=0 timeout 90 "$dir/gpu_bench" --device "$dev" --quick \
+    echo "== micro-benches, a row per invocation (GGRPC_WGPU_GPU_KERNELS=0)"
+    GGRPC_WGPU_GPU_KERNELS=0 timeout 90 "$dir/gpu_bench" --device "$dev" --quick \
       --json "$logs/micro-rows.json" >"$logs/micro-rows.md" 2>"$logs/micro-rows.log" ||
-      errors+=("gpu_bench with GGRPC_WGPU_SPLIT_ROWS=0 failed; see gpu-bench-logs/micro-rows.log")
+      errors+=("gpu_bench with GGRPC_WGPU_GPU_KERNELS=0 failed; see gpu-bench-logs/micro-rows.log")
 
     echo "== synthetic Gemma 3 270M decode on $dev"
     local port=$((40000 + RANDOM % 20000)) mport

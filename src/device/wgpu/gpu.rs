@@ -23,9 +23,9 @@ pub struct Gpu {
     pub scratch_pool: Mutex<Vec<wgpu::Buffer>>,
     /// Work counters; submissions and readbacks are counted here, where they happen.
     pub tally: Tally,
-    /// Whether single-column products of q4_0..q8_0 weights split each row over invocations
-    /// (`mul_mat_vec`, for GPUs) rather than give each invocation a row (for CPU adapters).
-    pub split_rows: std::sync::atomic::AtomicBool,
+    /// Whether block-type products take the kernels shaped for GPUs (rows split over invocations for
+    /// one column, workgroup tiles for more) rather than an invocation per row (for CPU adapters).
+    pub gpu_kernels: std::sync::atomic::AtomicBool,
 }
 
 /// Scratch buffers kept for reuse; more concurrent graphs than this allocate and drop their own.

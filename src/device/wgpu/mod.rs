@@ -88,7 +88,7 @@ impl WgpuDevice {
             gelu_tables,
             scratch_pool: Default::default(),
             tally: Tally::default(),
-            split_rows: split_rows(&info).into(),
+            gpu_kernels: gpu_kernels(&info).into(),
         };
         // The probe's own pipeline does not depend on the flag it decides.
         let fused = probe::fma_is_fused(&gpu);
@@ -329,11 +329,11 @@ impl Device for WgpuDevice {
     }
 }
 
-/// Whether single-column products split rows over invocations: on GPUs, not on CPU adapters (each
-/// lane of lavapipe's SIMD is better off with a row of its own); `GGRPC_WGPU_SPLIT_ROWS=0|1` overrides
-/// (to compare the two kernels on one adapter).
-fn split_rows(info: &wgpu::AdapterInfo) -> bool {
-    match std::env::var("GGRPC_WGPU_SPLIT_ROWS").as_deref() {
+/// Whether block-type products take the kernels shaped for GPUs: on GPUs, not on CPU adapters (each
+/// lane of lavapipe's SIMD is better off with a row of its own); `GGRPC_WGPU_GPU_KERNELS=0|1` overrides
+/// (to compare the two on one adapter).
+fn gpu_kernels(info: &wgpu::AdapterInfo) -> bool {
+    match std::env::var("GGRPC_WGPU_GPU_KERNELS").as_deref() {
         Ok("1") => true,
         Ok("0") => false,
         _ => info.device_type != wgpu::DeviceType::Cpu,

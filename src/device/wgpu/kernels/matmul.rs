@@ -150,17 +150,30 @@ pub fn act_bytes(mode: u32, n: usize) -> u64 {
     }
 }
 
-/// The kernel for a single-column product of `typ` weights that splits rows over invocations, and
-/// the rows one workgroup computes (MV_R, KV_R in matmul_exact.wgsl); `None` where this device
-/// gives each invocation a row.
-pub fn split_rows(ctx: &Ctx, typ: GgmlType) -> Option<(&'static str, u64)> {
-    if !exact(typ) || !ctx.gpu.split_rows.load(Ordering::Relaxed) {
+/// The kernel shaped for GPUs for `typ` weights times `cols` activation columns in each of `slices`
+/// slices, over `rows` rows, and its workgroup count; `None` where the device takes the kernels with
+/// an invocation per row (CPU adapters), or for K-quant prompts (no tiled kernel yet).
+pub fn gpu_kernel(
+    ctx: &Ctx,
+    typ: GgmlType,
+    rows: usize,
+    cols: usize,
+    slices: usize,
+) -> Option<(&'static str, u64)> {
+    if !exact(typ) || !ctx.gpu.gpu_kernels.load(Ordering::Relaxed) {
         return None;
     }
-    Some(if typ.block_size() == 32 {
-        ("mul_mat_vec", 4)
-    } else {
-        ("mul_mat_vec_k", 16)
+    let blocks32 = typ.block_size() == 32;
+    let rows = rows as u64;
+    Some(match (cols * slices == 1, blocks32) {
+        // MV_R, KV_R and TL_R x TL_C of matmul_gpu.wgsl.
+        (true, true) => ("mul_mat_vec", rows.div_ceil(4)),
+        (true, false) => ("mul_mat_vec_k", rows.div_ceil(16)),
+        (false, true) => (
+            "mul_mat_tile",
+            slices as u64 * rows.div_ceil(32) * (cols as u64).div_ceil(8),
+        ),
+        (false, false) => return None,
     })
 }
 
@@ -262,10 +275,7 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
     // dst element, unless it is a long reduction over few outputs, where a workgroup per element
     // spreads K over 64 invocations.
     let float = matches!(a.typ, GgmlType::F32 | GgmlType::F16 | GgmlType::Bf16);
-    let split = split_rows(ctx, a.typ).filter(|_| ncols == 1);
-    let (entry, units_per_group) = if let Some(k) = split {
-        k
-    } else if exact(a.typ) {
+    let (entry, units_per_group) = if exact(a.typ) {
         ("mul_mat_exact", 64)
     } else if float {
         ("mul_mat_float", 64)
@@ -276,7 +286,6 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
     } else {
         ("mul_mat", 1)
     };
-    let pipeline = ctx.pipeline(Source::MatMul, entry);
     for RowWindow {
         r0,
         nr,
@@ -314,11 +323,13 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
             "mul_mat_exact" => nr * b.ne[1].div_ceil(4) * b.ne[2] * b.ne[3],
             _ => nr * ncols,
         };
+        let (entry, workgroups) = gpu_kernel(ctx, a.typ, nr, b.ne[1], b.ne[2] * b.ne[3])
+            .unwrap_or((entry, (units as u64).div_ceil(units_per_group)));
         out.push(Dispatch {
-            pipeline: pipeline.clone(),
+            pipeline: ctx.pipeline(Source::MatMul, entry),
             params,
             bindings: vec![va.window, b_win.clone(), vd.window.clone()],
-            groups: groups(ctx.gpu, (units as u64).div_ceil(units_per_group))?,
+            groups: groups(ctx.gpu, workgroups)?,
         });
     }
     Ok(Some(out))

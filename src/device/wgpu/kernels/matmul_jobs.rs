@@ -75,7 +75,15 @@ pub fn plan(
     else {
         return Ok(None);
     };
-    let cols = b.ne[1].div_ceil(4);
+    // The GPU kernels count units in rows; mul_mat_exact in rows times column groups of four.
+    // (Jobs share the conversion mode, so their weights are all 32-blocks or all super-blocks.)
+    let rows: usize = weights.iter().map(|a| a.ne[1]).sum();
+    let shaped = matmul::gpu_kernel(ctx, a0.typ, rows, b.ne[1], 1);
+    let cols = if shaped.is_some() {
+        1
+    } else {
+        b.ne[1].div_ceil(4)
+    };
     let head = [
         matmul::weight_type_id(a0.typ),
         u(a0.ne[0]),
@@ -105,15 +113,12 @@ pub fn plan(
         params.extend([typ, nr, aa[j][0], aa[j][2], d[0], d[2], first_unit, 0]);
         units += a.ne[1] * cols;
     }
-    // One column: rows split over invocations where the device wants it.
-    // (Jobs share the conversion mode, so their weights are all 32-blocks or all super-blocks.)
-    let split = matmul::split_rows(ctx, a0.typ).filter(|_| b.ne[1] == 1);
-    let (entry, per_group) = split.unwrap_or(("mul_mat_exact", 64));
+    let (entry, workgroups) = shaped.unwrap_or(("mul_mat_exact", (units as u64).div_ceil(64)));
     out.push(Dispatch {
         pipeline: ctx.pipeline(Source::MatMul, entry),
         params,
         bindings: vec![va.window, b_win, vd.window],
-        groups: groups(ctx.gpu, (units as u64).div_ceil(per_group))?,
+        groups: groups(ctx.gpu, workgroups)?,
     });
     Ok(Some(out))
 }

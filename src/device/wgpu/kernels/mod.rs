@@ -89,9 +89,10 @@ impl Source {
             }
             Source::MatMul => {
                 return format!(
-                    "{}\n{}",
+                    "{}\n{}\n{}",
                     include_str!("../../../../shaders/matmul.wgsl"),
-                    include_str!("../../../../shaders/matmul_exact.wgsl")
+                    include_str!("../../../../shaders/matmul_exact.wgsl"),
+                    include_str!("../../../../shaders/matmul_gpu.wgsl")
                 );
             }
             Source::NormPair => {

@@ -128,17 +128,18 @@ fn k_and_v_cache_writes_are_one_dispatch() {
     assert!(failed, "a V slot past the cache must fail the run");
 }
 
-/// The row-splitting mat-vecs (the GPU kernels; lavapipe takes a row per invocation unless told):
-/// every 32-block and super-block weight type, reductions of one to several chunks, rows not a multiple of the
-/// workgroup's, alone and as jobs; bit-identical to the CPU device.
+/// The kernels shaped for GPUs (lavapipe takes a row per invocation unless told): row-splitting
+/// mat-vecs for every block type and prompt tiles for 32-blocks, reductions of one to several
+/// chunks, rows not a multiple of a workgroup's, alone and as jobs (tiles crossing products);
+/// bit-identical to the CPU device.
 #[test]
-fn split_row_products_keep_the_bits() {
+fn gpu_kernels_keep_the_bits() {
     use GgmlType::*;
-    let Some(dev) = device_or_skip("split_row_products_keep_the_bits") else {
+    let Some(dev) = device_or_skip("gpu_kernels_keep_the_bits") else {
         return;
     };
     dev.gpu
-        .split_rows
+        .gpu_kernels
         .store(true, std::sync::atomic::Ordering::Relaxed);
     type Case<'a> = (&'a [(GgmlType, usize)], usize);
     let cases: [Case; 13] = [
@@ -157,17 +158,20 @@ fn split_row_products_keep_the_bits() {
         (&[(Q4K, 20), (Q6K, 9)], 768),
     ];
     for (weights, k) in cases {
-        // The activation conversion, then one product dispatch.
-        let d = products_on(&dev, weights, k, 1, true);
-        assert_eq!(d, 2, "{weights:?} k={k}");
+        // The activation conversion, then one product dispatch (prompt tiles for 32-blocks; the
+        // K-quants' prompts keep mul_mat_exact).
+        for cols in [1, 3, 9] {
+            let d = products_on(&dev, weights, k, cols, true);
+            assert_eq!(d, 2, "{weights:?} k={k} cols={cols}");
+        }
     }
     // A weight larger than one binding: row ranges, one dispatch each (the product's `r0`).
-    let Some(small) = device_with("split_row_products_keep_the_bits", Some(16 << 10)) else {
+    let Some(small) = device_with("gpu_kernels_keep_the_bits", Some(16 << 10)) else {
         return;
     };
     small
         .gpu
-        .split_rows
+        .gpu_kernels
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let d = products_on(&small, &[(Q8_0, 100)], 640, 1, true);
     assert!(d > 2, "{d} dispatches: the weight was not split");

@@ -3,6 +3,8 @@
 
 use super::kernels::{each, li};
 use super::refs::{close, random_tensor, same_bits};
+use std::sync::atomic::Ordering;
+
 use super::{Builder, device_or_skip, device_with};
 use crate::device::DeviceError;
 use crate::device::cpu::ops::testutil::{HostTensor, Rng};
@@ -111,13 +113,20 @@ fn mul_mat_every_weight_type() {
         return;
     };
     let mut rng = Rng::new(10);
-    for typ in TYPES {
-        let k = if typ.block_size() == 256 { 512 } else { 96 };
-        mat_mul_case(&dev, typ, [k, 7, 1, 1], [k, 1, 1, 1], &mut rng);
-        mat_mul_case(&dev, typ, [k, 5, 2, 1], [k, 3, 4, 1], &mut rng);
-        // Prompt-sized batches take the column-blocked kernel (a partial block of 8 included).
-        mat_mul_case(&dev, typ, [k, 9, 1, 1], [k, 13, 2, 1], &mut rng);
+    // Both kernel families: an invocation per row (CPU adapters), and the GPU-shaped ones (rows
+    // split over invocations, prompt tiles with slices and broadcast weights).
+    for shaped in [false, true] {
+        dev.gpu.gpu_kernels.store(shaped, Ordering::Relaxed);
+        for typ in TYPES {
+            let k = if typ.block_size() == 256 { 512 } else { 96 };
+            mat_mul_case(&dev, typ, [k, 7, 1, 1], [k, 1, 1, 1], &mut rng);
+            mat_mul_case(&dev, typ, [k, 5, 2, 1], [k, 3, 4, 1], &mut rng);
+            // Prompt-sized batches take the column-blocked kernel (a partial block of 8 included).
+            mat_mul_case(&dev, typ, [k, 9, 1, 1], [k, 13, 2, 1], &mut rng);
+            mat_mul_case(&dev, typ, [k, 70, 1, 1], [k, 17, 1, 1], &mut rng);
+        }
     }
+    dev.gpu.gpu_kernels.store(false, Ordering::Relaxed);
     mat_mul_case(&dev, GgmlType::F32, [33, 9, 1, 2], [33, 4, 3, 2], &mut rng);
     // Long rows with few outputs take the workgroup-per-element kernel.
     for typ in [GgmlType::F32, GgmlType::Q8_0, GgmlType::Q4K] {
@@ -142,6 +151,13 @@ fn mul_mat_and_get_rows_split_large_weights() {
     for typ in [GgmlType::Q8_0, GgmlType::F32, GgmlType::Q6K] {
         let k = if typ.block_size() == 256 { 256 } else { 64 };
         mat_mul_case(&dev, typ, [k, 61, 1, 1], [k, 1, 1, 1], &mut rng);
+        // The GPU-shaped kernels on each window: rows split for one column, tiles for five.
+        dev.gpu.gpu_kernels.store(true, Ordering::Relaxed);
+        mat_mul_case(&dev, typ, [k, 61, 1, 1], [k, 1, 1, 1], &mut rng);
+        if typ.block_size() == 32 {
+            mat_mul_case(&dev, typ, [k, 61, 1, 1], [k, 5, 1, 1], &mut rng);
+        }
+        dev.gpu.gpu_kernels.store(false, Ordering::Relaxed);
         // Three rows of output stay within one 4 KiB binding even for 256-wide rows.
         get_rows_case(&dev, typ, [k, 61, 1, 1], &[60, 0, 33], &mut rng);
     }

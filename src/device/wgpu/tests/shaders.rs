@@ -50,6 +50,6 @@ fn every_shader_file_is_used_and_parses() {
         n += 1;
     }
     // One file per source, plus the shared common.wgsl, exact.wgsl, quant.wgsl and
-    // act_quant_block.wgsl, norm.wgsl under both norm sources, and MUL_MAT's second file.
-    assert_eq!(n, Source::ALL.len() + 6, "shader files");
+    // act_quant_block.wgsl, norm.wgsl under both norm sources, and MUL_MAT's two more files.
+    assert_eq!(n, Source::ALL.len() + 7, "shader files");
 }
