@@ -190,8 +190,8 @@ run() {
     ((rc == 0)) || errors+=("gpu_bench exited $rc (124: timed out after 150 s); see gpu-bench-logs/micro.log")
     tail -n 3 "$logs/micro.log"
 
-    # The same mat-vecs with a row per invocation (the CPU adapters' kernel), to compare (quick).
-    echo "== micro-benches, a row per invocation (GGRPC_WGPU_GPU_KERNELS=0)"
+    # The same cases with the CPU adapters' kernels (a row per invocation), to compare (quick).
+    echo "== micro-benches with the CPU adapters' kernels (GGRPC_WGPU_GPU_KERNELS=0)"
     GGRPC_WGPU_GPU_KERNELS=0 timeout 90 "$dir/gpu_bench" --device "$dev" --quick \
       --json "$logs/micro-rows.json" >"$logs/micro-rows.md" 2>"$logs/micro-rows.log" ||
       errors+=("gpu_bench with GGRPC_WGPU_GPU_KERNELS=0 failed; see gpu-bench-logs/micro-rows.log")
