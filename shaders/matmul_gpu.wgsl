@@ -313,3 +313,110 @@ fn mul_mat_tile(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
         }
     }
 }
+
+// ---- Eight columns or more of q2_K..q6_K weights (ggml's tiled K-quant path), tiled for GPUs: a
+// workgroup computes TK_R rows × TL_C columns. Per super-block step, each row's quants (packed 8-bit
+// words), sub-block scales and d/dmin, and each column's q8_K block are staged once; each invocation
+// then forms exact_k's integer sums s1, s2 for its row and two columns with dot4I8Packed and applies
+// its float steps in super-block order: the same bits.
+const TK_R: u32 = 16u;
+const TK_W: u32 = 98u;
+var<workgroup> tk_w: array<u32, 1568>;
+var<workgroup> tk_a: array<u32, 648>;
+
+@compute @workgroup_size(64)
+fn mul_mat_tile_k(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    OPAQUE = p.zero;
+    let tr = (rows_total() + TK_R - 1u) / TK_R;
+    let tc = (p.ne11 + TL_C - 1u) / TL_C;
+    let tile = wg_linear(wg, nwg);
+    let slice = tile / (tr * tc);
+    if (slice >= p.ncols / p.ne11) {
+        return;
+    }
+    let i2 = slice % p.ne12;
+    let i3 = slice / p.ne12;
+    let r0 = (tile % tr) * TK_R;
+    let j0 = ((tile / tr) % tc) * TL_C;
+    let r = li % TK_R;
+    let cg = li / TK_R;
+    let job = job_of(r0 + r);
+    let live = job.id < job.nr;
+    var acc: array<f32, 2>;
+    var wq: array<i32, 32>;
+    for (var i = 0u; i < p.k / 256u; i++) {
+        // Two (row, sub-block) units per invocation: quants as words, then the four scales.
+        for (var u = li; u < TK_R * 8u; u += 64u) {
+            let ur = u / 8u;
+            let c = u % 8u;
+            let uj = job_of(r0 + ur);
+            if (uj.id < uj.nr) {
+                let typ = uj.typ;
+                let bb = uj.a_base + uj.id * uj.a_nb1 + (i2 / p.r2) * p.a_nb2 + (i3 / p.r3) * p.a_nb3
+                    + i * block_bytes(typ);
+                w_sub_k(typ, bb, c, &wq);
+                let o = ur * TK_W;
+                for (var l = 0u; l < 8u; l++) {
+                    let e = 4u * l;
+                    tk_w[o + 8u * c + l] = pack4xI8(vec4<i32>(wq[e], wq[e + 1u], wq[e + 2u], wq[e + 3u]));
+                }
+                let sc = kq_scales(typ, bb, c);
+                tk_w[o + 64u + 4u * c] = bitcast<u32>(sc.x);
+                tk_w[o + 65u + 4u * c] = bitcast<u32>(sc.y);
+                tk_w[o + 66u + 4u * c] = bitcast<u32>(sc.z);
+                tk_w[o + 67u + 4u * c] = bitcast<u32>(sc.w);
+                if (c == 0u) {
+                    tk_w[o + 96u] = bitcast<u32>(rdh(bb + kq_d(typ)));
+                    let dm = kq_dmin(typ);
+                    tk_w[o + 97u] = bitcast<u32>(select(0.0, rdh(bb + dm), dm != 0u));
+                }
+            }
+        }
+        for (var u = li; u < TL_C * 81u; u += 64u) {
+            let c = u / 81u;
+            if (j0 + c < p.ne11) {
+                let aw = ((p.b_base + (j0 + c) * p.b_nb1 + i2 * p.b_nb2 + i3 * p.b_nb3) >> 2u) + 81u * i;
+                tk_a[u] = b[aw + u % 81u];
+            }
+        }
+        workgroupBarrier();
+        if (live) {
+            let o = r * TK_W;
+            for (var jj = 0u; jj < 2u; jj++) {
+                let c = 2u * cg + jj;
+                if (j0 + c < p.ne11) {
+                    let a = c * 81u;
+                    var s1 = 0;
+                    var s2 = 0;
+                    for (var sb = 0u; sb < 8u; sb++) {
+                        var lo = 0;
+                        var hi = 0;
+                        for (var l = 0u; l < 4u; l++) {
+                            lo += dot4I8Packed(tk_w[o + 8u * sb + l], tk_a[a + 1u + 8u * sb + l]);
+                            hi += dot4I8Packed(tk_w[o + 8u * sb + 4u + l], tk_a[a + 5u + 8u * sb + l]);
+                        }
+                        let sc = o + 64u + 4u * sb;
+                        s1 += bitcast<i32>(tk_w[sc]) * lo + bitcast<i32>(tk_w[sc + 1u]) * hi;
+                        s2 += bitcast<i32>(tk_w[sc + 2u]) * bitcast<i32>(tk_a[a + 65u + 2u * sb])
+                            + bitcast<i32>(tk_w[sc + 3u]) * bitcast<i32>(tk_a[a + 66u + 2u * sb]);
+                    }
+                    var res = bitcast<f32>(tk_w[o + 96u]) * f32(s1);
+                    if (kq_dmin(job.typ) != 0u) {
+                        res = fmaf(-bitcast<f32>(tk_w[o + 97u]), f32(s2), res);
+                    }
+                    acc[jj] = fmaf(res, bitcast<f32>(tk_a[a]), acc[jj]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    if (live) {
+        for (var jj = 0u; jj < 2u; jj++) {
+            let j = j0 + 2u * cg + jj;
+            if (j < p.ne11) {
+                let o = job.d_base + (p.r0 + job.id) * p.d_nb0 + j * job.d_nb1 + i2 * p.d_nb2 + i3 * p.d_nb3;
+                d[o >> 2u] = bitcast<u32>(acc[jj]);
+            }
+        }
+    }
+}

@@ -152,7 +152,7 @@ pub fn act_bytes(mode: u32, n: usize) -> u64 {
 
 /// The kernel shaped for GPUs for `typ` weights times `cols` activation columns in each of `slices`
 /// slices, over `rows` rows, and its workgroup count; `None` where the device takes the kernels with
-/// an invocation per row (CPU adapters), or for K-quant prompts (no tiled kernel yet).
+/// an invocation per row (CPU adapters), or for K-quant products of 2 to 7 columns.
 pub fn gpu_kernel(
     ctx: &Ctx,
     typ: GgmlType,
@@ -165,14 +165,14 @@ pub fn gpu_kernel(
     }
     let blocks32 = typ.block_size() == 32;
     let rows = rows as u64;
+    let tiles = |r: u64| slices as u64 * rows.div_ceil(r) * (cols as u64).div_ceil(8);
     Some(match (cols * slices == 1, blocks32) {
-        // MV_R, KV_R and TL_R x TL_C of matmul_gpu.wgsl.
+        // MV_R, KV_R, TL_R x TL_C and TK_R x TL_C of matmul_gpu.wgsl.
         (true, true) => ("mul_mat_vec", rows.div_ceil(4)),
         (true, false) => ("mul_mat_vec_k", rows.div_ceil(16)),
-        (false, true) => (
-            "mul_mat_tile",
-            slices as u64 * rows.div_ceil(32) * (cols as u64).div_ceil(8),
-        ),
+        (false, true) => ("mul_mat_tile", tiles(32)),
+        // ggml's tiled K-quant arithmetic starts at 8 columns; below, exact_k_vec's lanes.
+        (false, false) if cols >= 8 => ("mul_mat_tile_k", tiles(16)),
         (false, false) => return None,
     })
 }
