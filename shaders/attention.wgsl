@@ -74,11 +74,15 @@ fn aq_st(w: u32, v: u32) {
     aq[w] = v;
 }
 
-// With `aq_mode`, converts the output row at byte `oa` once the workgroup has written it: the row
-// is whole units of the product's activations. Call in uniform control flow.
-fn aq_row(oa: u32, li: u32) {
+// With `aq_mode`, converts the output row at byte `oa` once the workgroup has written it (unless
+// `live` is false): the row is whole units of the product's activations. Call in uniform control
+// flow.
+fn aq_row(oa: u32, li: u32, live: bool) {
     if (p.aq_mode != 0u) {
         storageBarrier();
+        if (!live) {
+            return;
+        }
         let bs = block_len(p.aq_mode);
         let u0 = ((oa - p.d_base) >> 2u) / bs;
         for (var b = li; b < p.dv / bs; b += 64u) {
@@ -284,7 +288,7 @@ fn flash_attn(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
             d[(oa + dd * p.d_nb0) >> 2u] = bitcast<u32>(acc[e] * inv);
         }
     }
-    aq_row(oa, li);
+    aq_row(oa, li, true);
 }
 
 // ggml_flash_attn_ext_reduce_partials: the chunks in order, each rescaled to the running maximum
@@ -330,5 +334,5 @@ fn flash_attn_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
             d[(oa + dd * p.d_nb0) >> 2u] = bitcast<u32>(acc[e] * inv);
         }
     }
-    aq_row(oa, li);
+    aq_row(oa, li, true);
 }

@@ -5,6 +5,8 @@
 
 use super::scratch::Scratch;
 use super::{Ctx, Dispatch, Source, addr, f, groups, matmul, small, u};
+use std::sync::atomic::Ordering;
+
 use crate::device::DeviceError;
 use crate::ggml::{GgmlType, Graph, Tensor};
 
@@ -13,6 +15,9 @@ use crate::ggml::{GgmlType, Graph, Tensor};
 /// its threads' chunks (`cpu::ops::attention::run_chunked` with this chunk is the exact reference).
 /// 1024 keys keep an invocation well inside lavapipe's 65535 loop iterations.
 pub const KV_CHUNK: usize = 1024;
+
+/// Query rows per workgroup on the tiled path (QT in attention_rows.wgsl).
+const ROWS: usize = 4;
 
 /// Scratch region kind of the chunks' partial results.
 const PARTIALS: u32 = 101;
@@ -164,11 +169,23 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Dispatch
         }
     };
     let bindings = vec![vq.window, vk.window, vv.window, mw, vd.window, part, aq];
+    // On GPUs the tiled path takes QT query rows of one head per workgroup (attention_rows.wgsl;
+    // not on CPU adapters, where lavapipe's limit of 65535 loop iterations per invocation would end
+    // it early for wide heads).
+    let shaped = ctx.gpu.gpu_kernels.load(Ordering::Relaxed);
+    let (entry, groups_of_rows) = if tiled && shaped {
+        (
+            "flash_attn_rows",
+            q.ne[1].div_ceil(ROWS) * q.ne[2] * q.ne[3],
+        )
+    } else {
+        ("flash_attn", rows)
+    };
     let main = Dispatch {
-        pipeline: ctx.pipeline(Source::Attention, "flash_attn"),
+        pipeline: ctx.pipeline(Source::Attention, entry),
         params: params.clone(),
         bindings: bindings.clone(),
-        groups: groups(ctx.gpu, (rows * n_chunk) as u64)?,
+        groups: groups(ctx.gpu, (groups_of_rows * n_chunk) as u64)?,
     };
     if n_chunk == 1 {
         return Ok(Some(vec![main]));

@@ -95,6 +95,13 @@ impl Source {
                     include_str!("../../../../shaders/matmul_gpu.wgsl")
                 );
             }
+            Source::Attention => {
+                return format!(
+                    "{}\n{}",
+                    include_str!("../../../../shaders/attention.wgsl"),
+                    include_str!("../../../../shaders/attention_rows.wgsl")
+                );
+            }
             Source::NormPair => {
                 return format!(
                     "{NORM}\n{}",
@@ -108,7 +115,6 @@ impl Source {
             Source::SoftMax => include_str!("../../../../shaders/softmax.wgsl"),
             Source::Rope => include_str!("../../../../shaders/rope.wgsl"),
             Source::Copy => include_str!("../../../../shaders/copy.wgsl"),
-            Source::Attention => include_str!("../../../../shaders/attention.wgsl"),
             Source::ActQuant => include_str!("../../../../shaders/act_quant.wgsl"),
             Source::Probe => include_str!("../../../../shaders/probe.wgsl"),
         };

@@ -2,6 +2,8 @@
 //! than one block; tolerance 1e-3 for f16 rounding) and bit for bit against the CPU device, whose two
 //! numeric paths (vector below 64 query rows, tiled above) the kernel follows.
 
+use std::sync::atomic::Ordering;
+
 use super::kernels::li;
 use super::refs::{close, random_tensor, same_bits};
 use super::{Builder, device_or_skip};
@@ -21,13 +23,18 @@ fn flash_attn_gqa_f16_cache_mask_softcap() {
     };
     let mut rng = Rng::new(50);
     let (dk, dv, nh, nkv, hkv) = (40, 24, 4, 70, 2);
-    for (kt, softcap, masked, nq) in [
-        (GgmlType::F16, 0.0f32, true, 3),
-        (GgmlType::F32, 0.0, false, 3),
-        (GgmlType::F16, 5.0, true, 3),
-        (GgmlType::F16, 0.0, true, 66),
-        (GgmlType::F32, 0.0, true, 66),
+    // The last three with the GPU kernels (four query rows per workgroup on the tiled path).
+    for (kt, softcap, masked, nq, shaped) in [
+        (GgmlType::F16, 0.0f32, true, 3, false),
+        (GgmlType::F32, 0.0, false, 3, false),
+        (GgmlType::F16, 5.0, true, 3, false),
+        (GgmlType::F16, 0.0, true, 66, false),
+        (GgmlType::F32, 0.0, true, 66, false),
+        (GgmlType::F16, 0.0, true, 66, true),
+        (GgmlType::F32, 0.0, true, 65, true),
+        (GgmlType::F16, 5.0, true, 64, true),
     ] {
+        dev.gpu.gpu_kernels.store(shaped, Ordering::Relaxed);
         let q_ne = [dk, nq, nh, 1];
         let (q, qv) = random_tensor(GgmlType::F32, q_ne, &mut rng);
         let (k, kv) = random_tensor(kt, [dk, nkv, hkv, 1], &mut rng);
@@ -88,7 +95,10 @@ fn flash_attn_gqa_f16_cache_mask_softcap() {
                 }
             }
         }
-        let what = format!("flash_attn k {} softcap {softcap} rows {nq}", kt.name());
+        let what = format!(
+            "flash_attn k {} softcap {softcap} rows {nq} gpu {shaped}",
+            kt.name()
+        );
         let got = g.read_f32(n);
         close(&got, &want, 1e-3, &what);
         let cpu: Vec<f64> = g.on_cpu(n).iter().map(|&x| x as f64).collect();
@@ -128,7 +138,14 @@ fn flash_attn_long_cache_in_chunks() {
         (64, 64, 1, 4, chunk, 1, chunk, false),
         (64, 64, 1, 4, chunk + 1, 3, chunk + 1, false),
         (40, 24, 2, 4, 3 * chunk + 70, 66, 2 * chunk, false),
+        (64, 64, 1, 4, 2 * chunk + 5, 67, chunk, true),
     ] {
+        // The GPU kernels too (four query rows per workgroup on the tiled path), where lavapipe's
+        // 65535 loop iterations per invocation allow them (narrow heads).
+        dev.gpu.gpu_kernels.store(false, Ordering::Relaxed);
+        if nq >= 64 && dk <= 64 {
+            dev.gpu.gpu_kernels.store(true, Ordering::Relaxed);
+        }
         let (q, _) = random_tensor(GgmlType::F32, [dk, nq, nh, 1], &mut rng);
         let (kc, _) = random_tensor(GgmlType::F16, [dk, 2 * nkv, hkv, 1], &mut rng);
         let (vc, _) = random_tensor(GgmlType::F16, [dv, 2 * nkv, hkv, 1], &mut rng);
@@ -163,7 +180,8 @@ fn flash_attn_long_cache_in_chunks() {
             &[qi, k, v, mi],
         );
         dev.compute_with(&g.graph, &g.buffers, no_fallback).unwrap();
-        let what = format!("flash_attn dk {dk} keys {nkv} rows {nq} live {live}");
+        let shaped = dev.gpu.gpu_kernels.load(Ordering::Relaxed);
+        let what = format!("flash_attn dk {dk} keys {nkv} rows {nq} live {live} gpu {shaped}");
         let got = g.read_f32(n);
         // The CPU kernel on the same chunks.
         let (kt, vt) = (&g.graph.tensors[k], &g.graph.tensors[v]);
@@ -197,4 +215,5 @@ fn flash_attn_long_cache_in_chunks() {
         let cpu: Vec<f64> = g.on_cpu(n).iter().map(|&x| x as f64).collect();
         close(&got, &cpu, 2e-3, &format!("{what} vs one chunk"));
     }
+    dev.gpu.gpu_kernels.store(false, Ordering::Relaxed);
 }

@@ -50,6 +50,7 @@ fn every_shader_file_is_used_and_parses() {
         n += 1;
     }
     // One file per source, plus the shared common.wgsl, exact.wgsl, quant.wgsl and
-    // act_quant_block.wgsl, norm.wgsl under both norm sources, and MUL_MAT's two more files.
-    assert_eq!(n, Source::ALL.len() + 7, "shader files");
+    // act_quant_block.wgsl, norm.wgsl under both norm sources, MUL_MAT's and FLASH_ATTN_EXT's
+    // further files.
+    assert_eq!(n, Source::ALL.len() + 8, "shader files");
 }
