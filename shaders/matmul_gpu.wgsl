@@ -420,3 +420,58 @@ fn mul_mat_tile_k(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         }
     }
 }
+
+// ---- One activation column of F32, F16 or BF16 weights, shaped for GPUs: ggml_vec_dot's 32 FMA
+// lanes over 32-element steps are 32 invocations (lane i reads elements i, i + 32, ...: coalesced),
+// then one invocation reduces them and adds the tail as `mul_mat_float` does: the same bits. Two rows
+// per workgroup.
+var<workgroup> vf_acc: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn mul_mat_vec_float(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    OPAQUE = p.zero;
+    let i = li % 32u;
+    let rr = li / 32u;
+    let r = wg_linear(wg, nwg) * 2u + rr;
+    let live = r < p.nr;
+    let row = p.a_base + r * p.a_nb1;
+    let vb = p.b_base;
+    let np = p.k & ~31u;
+    var acc = 0.0;
+    if (live) {
+        for (var c0 = 0u; c0 < np; c0 += 32u) {
+            let x = bitcast<f32>(b[(vb + (c0 + i) * p.b_nb0) >> 2u]);
+            acc = fmaf(deq(p.typ, row, c0 + i), x, acc);
+        }
+    }
+    vf_acc[li] = acc;
+    workgroupBarrier();
+    if (!live || i != 0u) {
+        return;
+    }
+    let a = 32u * rr;
+    var v: array<f32, 8>;
+    for (var l = 0u; l < 8u; l++) {
+        v[l] = (vf_acc[a + l] + vf_acc[a + 16u + l]) + (vf_acc[a + 8u + l] + vf_acc[a + 24u + l]);
+    }
+    var s: f32;
+    if (p.typ == 30u) {
+        s = ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+    } else {
+        s = ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+    }
+    var t = vec2<f32>(s, 0.0);
+    for (var k = np; k < p.k; k++) {
+        let w = deq(p.typ, row, k);
+        let x = bitcast<f32>(b[(vb + k * p.b_nb0) >> 2u]);
+        if (p.typ == 0u) {
+            s = fmaf(w, x, s);
+        } else {
+            t = ff_add(t, vec2<f32>(w * x, 0.0));
+        }
+    }
+    if (p.typ != 0u) {
+        s = t.x;
+    }
+    d[(p.d_base + (p.r0 + r) * p.d_nb0) >> 2u] = bitcast<u32>(s);
+}

@@ -152,7 +152,8 @@ pub fn act_bytes(mode: u32, n: usize) -> u64 {
 
 /// The kernel shaped for GPUs for `typ` weights times `cols` activation columns in each of `slices`
 /// slices, over `rows` rows, and its workgroup count; `None` where the device takes the kernels with
-/// an invocation per row (CPU adapters), or for K-quant products of 2 to 7 columns.
+/// an invocation per row (CPU adapters), for K-quant products of 2 to 7 columns and for float
+/// weights' prompts.
 pub fn gpu_kernel(
     ctx: &Ctx,
     typ: GgmlType,
@@ -160,7 +161,14 @@ pub fn gpu_kernel(
     cols: usize,
     slices: usize,
 ) -> Option<(&'static str, u64)> {
-    if !exact(typ) || !ctx.gpu.gpu_kernels.load(Ordering::Relaxed) {
+    if !ctx.gpu.gpu_kernels.load(Ordering::Relaxed) {
+        return None;
+    }
+    let float = matches!(typ, GgmlType::F32 | GgmlType::F16 | GgmlType::Bf16);
+    if float && cols * slices == 1 {
+        return Some(("mul_mat_vec_float", (rows as u64).div_ceil(2)));
+    }
+    if !exact(typ) {
         return None;
     }
     let blocks32 = typ.block_size() == 32;

@@ -125,6 +125,10 @@ fn mul_mat_every_weight_type() {
             mat_mul_case(&dev, typ, [k, 9, 1, 1], [k, 13, 2, 1], &mut rng);
             mat_mul_case(&dev, typ, [k, 70, 1, 1], [k, 17, 1, 1], &mut rng);
         }
+        // Float weights with a tail past the 32-element steps.
+        for typ in [GgmlType::F32, GgmlType::F16, GgmlType::Bf16] {
+            mat_mul_case(&dev, typ, [109, 5, 1, 1], [109, 1, 1, 1], &mut rng);
+        }
     }
     dev.gpu.gpu_kernels.store(false, Ordering::Relaxed);
     mat_mul_case(&dev, GgmlType::F32, [33, 9, 1, 2], [33, 4, 3, 2], &mut rng);
