@@ -29,5 +29,7 @@ echo "== real-client tier, RPC 7.0.0 (llama-cpp-python 0.3.36 + Gemma 3 270M, gg
 bash scripts/e2e.sh
 echo "== real-client tier on Vulkan0 (lavapipe): logits, ops and the decode graph's dispatches; long generation there takes minutes"
 GGRPC_DEVICE=Vulkan0 bash scripts/e2e.sh -k "logits or ops or dispatches"
+echo "== the same logits with the GPU-shaped kernels forced on lavapipe (what hardware adapters run)"
+GGRPC_WGPU_GPU_KERNELS=1 GGRPC_DEVICE=Vulkan0 bash scripts/e2e.sh -k "test_teacher_forced_logits"
 echo "== real-client tier, RPC 8.0.0 (llama.cpp b11739 in a Debian 13 root): single, layer split, tensor parallel"
 bash scripts/e2e-v8.sh
