@@ -1,6 +1,22 @@
-//! The host's memory, shared by every device that allocates from it (the CPU device, software GPU
-//! adapters): without `-m` such a device still refuses allocations past what the host can hold, so no
-//! sequence of valid requests gets the server killed for memory.
+//! What every device shares on the host: its memory, bounded for the devices that allocate from it
+//! (the CPU device, software GPU adapters: without `-m` such a device still refuses allocations past
+//! what the host can hold, so no sequence of valid requests gets the server killed for memory), and
+//! the guard around host kernels.
+
+use crate::device::DeviceError;
+
+/// Runs host kernel `f` for an `op` node; a panic in it (a kernel bug, never the client's input,
+/// which is validated before) becomes a `DeviceError` that closes only the client's connection.
+pub fn guarded(op: &str, f: impl FnOnce() -> Result<(), DeviceError>) -> Result<(), DeviceError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Err(DeviceError::Panic(format!("{op}: {msg}")))
+    })
+}
 
 /// Kept free for the server itself (decoded graphs, payloads, stacks) and the rest of the system.
 const MIN_MARGIN: u64 = 512 << 20;
@@ -31,6 +47,16 @@ pub fn allocation_limit(cap: Option<u64>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panicking_kernel_becomes_an_error() {
+        let e = guarded("SCALE", || panic!("boom")).unwrap_err();
+        assert!(
+            matches!(&e, DeviceError::Panic(m) if m == "SCALE: boom"),
+            "{e:?}"
+        );
+        assert!(guarded("ADD", || Ok(())).is_ok());
+    }
 
     #[test]
     fn the_margin_is_an_eighth_or_512_mib() {

@@ -5,7 +5,6 @@
 //! op updates in place (`ops::writes_src`) are passed mutably and must not overlap any other output.
 
 use std::borrow::Cow;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::buffer::CpuBuffer;
 use super::ops::{self, Dst, Src};
@@ -108,17 +107,7 @@ pub fn run_node(graph: &Graph, node: usize, buffers: &BufferSet) -> Result<(), D
             *slot = Some(unsafe { std::slice::from_raw_parts_mut(sp.ptr, sp.len) });
         }
     }
-    match catch_unwind(AssertUnwindSafe(|| ops::run(&srcs, dst))) {
-        Ok(r) => r,
-        Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            Err(DeviceError::Panic(format!("{}: {msg}", t.op.name())))
-        }
-    }
+    crate::device::host::guarded(t.op.name(), || ops::run(&srcs, dst))
 }
 
 /// One node run, for the device counters.

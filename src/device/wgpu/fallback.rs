@@ -2,8 +2,6 @@
 //! calls a CPU kernel on plain byte slices (`cpu::ops::run` in production), and writes the destination
 //! range back. Slow (two transfers per tensor) but makes every op the CPU device runs correct here.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
 use crate::device::cpu::ops::{self, Dst, Src};
 use crate::device::{Buffer, DeviceError};
 use crate::ggml::{Graph, MAX_SRC};
@@ -47,20 +45,12 @@ pub fn run_node(
             data: &owned[k],
         })
     });
-    let res = catch_unwind(AssertUnwindSafe(|| {
+    let res = crate::device::host::guarded(t.op.name(), || {
         let mut d = Dst::new(t, &mut dst);
         for (slot, w) in d.inout.iter_mut().zip(written.iter_mut()) {
             *slot = w.as_deref_mut();
         }
         kernel(&srcs, d)
-    }))
-    .unwrap_or_else(|p| {
-        let msg = p
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
-        Err(DeviceError::Panic(format!("{}: {msg}", t.op.name())))
     });
     res?;
     for (k, w) in written.iter().enumerate() {
