@@ -37,8 +37,8 @@ struct P {
 @group(0) @binding(6) var<storage, read_write> part: array<f32>;
 @group(0) @binding(7) var<storage, read_write> aq: array<u32>;
 
-// A block's scores, then its weights.
-var<workgroup> scores: array<f32, 64>;
+// A block's scores, then its weights (`flash_attn`: 64; `flash_attn_rows`: 64 per query row).
+var<workgroup> scores: array<f32, 256>;
 
 fn ldk(a: u32) -> f32 {
     if (p.kt == 1u) {

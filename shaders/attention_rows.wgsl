@@ -6,18 +6,6 @@
 
 const QT: u32 = 4u;
 
-// The block's scores, then its weights, row by row.
-var<workgroup> tscores: array<f32, 256>;
-
-// Sum of 8 weights of `tscores` from `o`, as `reduce8`.
-fn reduce8t(o: u32) -> f32 {
-    let t0 = tscores[o + 4u] + tscores[o];
-    let t1 = tscores[o + 5u] + tscores[o + 1u];
-    let t2 = tscores[o + 6u] + tscores[o + 2u];
-    let t3 = tscores[o + 7u] + tscores[o + 3u];
-    return (t0 + t2) + (t1 + t3);
-}
-
 @compute @workgroup_size(64)
 fn flash_attn_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     OPAQUE = p.zero;
@@ -79,7 +67,7 @@ fn flash_attn_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
             }
         }
         for (var t = 0u; t < QT; t++) {
-            tscores[64u * t + li] = s[t];
+            scores[64u * t + li] = s[t];
         }
         workgroupBarrier();
         var w: array<f32, 4>;
@@ -87,7 +75,7 @@ fn flash_attn_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
         for (var t = 0u; t < QT; t++) {
             var bm = ninf;
             for (var x = 0u; x < 64u; x++) {
-                let v = tscores[64u * t + x];
+                let v = scores[64u * t + x];
                 bm = select(v, bm, bm > v);
             }
             live[t] = bm != ninf;
@@ -101,19 +89,19 @@ fn flash_attn_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
                     l[t] *= ms;
                 }
                 mx[t] = nm;
-                w[t] = v_expf(tscores[64u * t + li] - mx[t]);
+                w[t] = v_expf(scores[64u * t + li] - mx[t]);
             }
         }
         workgroupBarrier();
         for (var t = 0u; t < QT; t++) {
-            tscores[64u * t + li] = w[t];
+            scores[64u * t + li] = w[t];
         }
         workgroupBarrier();
         for (var t = 0u; t < QT; t++) {
             if (live[t]) {
                 var ts = vec2<f32>(0.0, 0.0);
                 for (var c = 0u; c < 64u; c += 8u) {
-                    ts = ff_add(ts, vec2<f32>(reduce8t(64u * t + c), 0.0));
+                    ts = ff_add(ts, vec2<f32>(reduce8(64u * t + c), 0.0));
                 }
                 l[t] = ff_add(vec2<f32>(l[t], 0.0), ts).x;
             }
@@ -127,7 +115,7 @@ fn flash_attn_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
                     var vv = 0.0;
                     var loaded = false;
                     for (var t = 0u; t < QT; t++) {
-                        let wt = tscores[64u * t + x];
+                        let wt = scores[64u * t + x];
                         if (live[t] && wt != 0.0) {
                             if (!loaded) {
                                 vv = ldv(row + dd * p.v_nb0);

@@ -121,6 +121,37 @@ fn mul_mat_thread(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     d[e.o >> 2u] = bitcast<u32>(s);
 }
 
+// ggml_vec_dot_f32/f16/bf16's end for weight row `row` and activations at `vb`: the 32 lane
+// accumulators (over elements below `np`) reduced as GGML_F32x8_REDUCE, then the tail by FMA in f32
+// or summed in f64 (float-float) for f16 and bf16.
+fn vec_dot_end(acc: array<f32, 32>, row: u32, vb: u32, np: u32) -> f32 {
+    var v: array<f32, 8>;
+    for (var l = 0u; l < 8u; l++) {
+        v[l] = (acc[l] + acc[16u + l]) + (acc[8u + l] + acc[24u + l]);
+    }
+    var s: f32;
+    if (p.typ == 30u) {
+        // ggml_vec_dot_bf16 (AVX2) ends with movehl/movehdup instead of two hadds.
+        s = ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+    } else {
+        s = ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+    }
+    var t = vec2<f32>(s, 0.0);
+    for (var k = np; k < p.k; k++) {
+        let w = deq(p.typ, row, k);
+        let x = bitcast<f32>(b[(vb + k * p.b_nb0) >> 2u]);
+        if (p.typ == 0u) {
+            s = fmaf(w, x, s);
+        } else {
+            t = ff_add(t, vec2<f32>(w * x, 0.0));
+        }
+    }
+    if (p.typ != 0u) {
+        s = t.x;
+    }
+    return s;
+}
+
 // F32, F16 and BF16 weights as ggml-cpu multiplies them (activations arrive rounded to the type), one
 // invocation per dst element. `tiny`: llamafile's tinyBLAS (8 FMA chains over elements l, l + 8, ...,
 // then its hsum), which ggml uses from 2 columns when K is a multiple of 8; otherwise
@@ -155,29 +186,7 @@ fn mul_mat_float(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
                 acc[i] = fmaf(deq(p.typ, row, c0 + i), x, acc[i]);
             }
         }
-        var v: array<f32, 8>;
-        for (var l = 0u; l < 8u; l++) {
-            v[l] = (acc[l] + acc[16u + l]) + (acc[8u + l] + acc[24u + l]);
-        }
-        if (p.typ == 30u) {
-            // ggml_vec_dot_bf16 (AVX2) ends with movehl/movehdup instead of two hadds.
-            s = ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
-        } else {
-            s = ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
-        }
-        var t = vec2<f32>(s, 0.0);
-        for (var k = np; k < p.k; k++) {
-            let w = deq(p.typ, row, k);
-            let x = bitcast<f32>(b[(vb + k * p.b_nb0) >> 2u]);
-            if (p.typ == 0u) {
-                s = fmaf(w, x, s);
-            } else {
-                t = ff_add(t, vec2<f32>(w * x, 0.0));
-            }
-        }
-        if (p.typ != 0u) {
-            s = t.x;
-        }
+        s = vec_dot_end(acc, row, vb, np);
     }
     d[e.o >> 2u] = bitcast<u32>(s);
 }

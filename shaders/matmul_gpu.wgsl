@@ -449,29 +449,10 @@ fn mul_mat_vec_float(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgrou
     if (!live || i != 0u) {
         return;
     }
-    let a = 32u * rr;
-    var v: array<f32, 8>;
-    for (var l = 0u; l < 8u; l++) {
-        v[l] = (vf_acc[a + l] + vf_acc[a + 16u + l]) + (vf_acc[a + 8u + l] + vf_acc[a + 24u + l]);
+    var lanes: array<f32, 32>;
+    for (var l = 0u; l < 32u; l++) {
+        lanes[l] = vf_acc[32u * rr + l];
     }
-    var s: f32;
-    if (p.typ == 30u) {
-        s = ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
-    } else {
-        s = ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
-    }
-    var t = vec2<f32>(s, 0.0);
-    for (var k = np; k < p.k; k++) {
-        let w = deq(p.typ, row, k);
-        let x = bitcast<f32>(b[(vb + k * p.b_nb0) >> 2u]);
-        if (p.typ == 0u) {
-            s = fmaf(w, x, s);
-        } else {
-            t = ff_add(t, vec2<f32>(w * x, 0.0));
-        }
-    }
-    if (p.typ != 0u) {
-        s = t.x;
-    }
+    let s = vec_dot_end(lanes, row, vb, np);
     d[(p.d_base + (p.r0 + r) * p.d_nb0) >> 2u] = bitcast<u32>(s);
 }
