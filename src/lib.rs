@@ -9,3 +9,5 @@ pub mod ggml;
 pub mod proto;
 pub mod quant;
 pub mod server;
+#[cfg(test)]
+pub mod testkit;

@@ -5,6 +5,8 @@ pub mod conformance;
 mod counters;
 pub mod cpu;
 pub mod host;
+pub mod host_kernels;
+pub mod runner;
 #[cfg(feature = "wgpu")]
 pub mod wgpu;
 

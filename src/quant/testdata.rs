@@ -1,8 +1,8 @@
 //! Test data shared by the codec and kernel tests: random rows of any supported type.
 
 use super::f16_bytes;
-use crate::device::cpu::ops::testutil::Rng;
 use crate::ggml::GgmlType;
+use crate::testkit::Rng;
 
 /// Every type `dequantize_row` supports.
 pub const DEQUANT_TYPES: [GgmlType; 24] = [

@@ -2,7 +2,7 @@
 
 use super::testdata::{DEQUANT_TYPES, dequant};
 use super::*;
-use crate::device::cpu::ops::testutil::Rng;
+use crate::testkit::Rng;
 use GgmlType::*;
 
 fn deq(typ: GgmlType, b: &[u8]) -> Vec<f32> {

@@ -2,7 +2,7 @@
 
 use super::testdata::{WEIGHT_TYPES, dequant, random_row};
 use super::*;
-use crate::device::cpu::ops::testutil::Rng;
+use crate::testkit::Rng;
 
 /// Activations for a weight row of `typ`: random values in [-1, 1) converted like MUL_MAT does.
 fn activations(typ: GgmlType, n: usize, rng: &mut Rng) -> Vec<u8> {

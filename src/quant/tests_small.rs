@@ -1,7 +1,7 @@
 //! Tests of the low-bit codecs: Q1_0, Q2_0, TQ1_0, TQ2_0, NVFP4 (and MXFP4's quantizer).
 
 use super::*;
-use crate::device::cpu::ops::testutil::Rng;
+use crate::testkit::Rng;
 use GgmlType::*;
 
 const TYPES: [GgmlType; 5] = [Q1_0, Q2_0, Tq1_0, Tq2_0, Nvfp4];

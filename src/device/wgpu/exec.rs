@@ -1,5 +1,7 @@
 //! Runs a graph: consecutive nodes with native kernels are encoded into one command buffer without any
-//! readback; a node without one flushes that batch and runs through the host fallback.
+//! readback; a node without one flushes that batch and runs through the host kernels (the shared
+//! `device::runner` does the splitting; this file adds what is wgpu's: scratch, index flags, host
+//! shadows).
 //!
 //! Planning (choosing kernels, binding windows, writing parameters, creating bind groups) is kept as a
 //! `Plan`, which the server stores with the graph, so GRAPH_RECOMPUTE only records the passes again.
@@ -7,23 +9,15 @@
 use std::sync::Arc;
 
 use super::WgpuBuffer;
-use super::fallback::{self, HostKernel};
 use super::gpu::Gpu;
 use super::kernels::scratch::Scratch;
 use super::kernels::{self, Ctx, Dispatch, Encoded, Window};
-use crate::device::{BufferSet, DeviceError, GraphCounts};
-use crate::ggml::{Graph, Op};
+use crate::device::host_kernels::HostKernel;
+use crate::device::runner::{Backend, Segments};
+use crate::device::{Buffer, BufferSet, DeviceError, GraphCounts};
+use crate::ggml::{Graph, Op, Tensor};
 
-/// Which nodes ran where, for logs and tests.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Report {
-    pub native: usize,
-    pub fallback: Vec<&'static str>,
-    /// Whether the run reused a stored plan.
-    pub replayed: bool,
-    /// What the run did (nodes, dispatches, submits, readbacks), as the device counters count it.
-    pub counts: GraphCounts,
-}
+pub use crate::device::runner::Report;
 
 /// Scratch bytes the graph's native kernels may ask for (an upper bound: shared regions count once
 /// per consumer).
@@ -46,22 +40,13 @@ pub fn needs_flags(graph: &Graph) -> bool {
         .any(|n| matches!(graph.tensors[n].op, Op::GetRows | Op::SetRows))
 }
 
-/// One step of a planned graph.
-enum Step {
-    /// Native kernels of `nodes` nodes, one command buffer.
-    Gpu { enc: Encoded, nodes: u64 },
-    /// A node for the host fallback.
-    Host(usize),
-}
-
 /// A planned graph, tied to the device, the graph and the buffers it was planned for.
 pub struct Plan {
     gpu: Arc<Gpu>,
-    steps: Vec<Step>,
+    segments: Segments<Encoded>,
     scratch: Option<Scratch>,
     /// Scratch regions derived from leaf values on the host, rewritten before every run.
     refresh: Vec<(usize, Window)>,
-    report: Report,
 }
 
 impl Plan {
@@ -74,56 +59,13 @@ impl Plan {
             scratch: &scratch,
             host: Default::default(),
         };
-        let mut report = Report::default();
-        let mut steps = Vec::new();
-        let mut batch: Vec<Dispatch> = Vec::new();
-        let mut nodes = 0;
-        let flush = |batch: &mut Vec<Dispatch>, nodes: &mut u64, steps: &mut Vec<Step>| {
-            if *nodes > 0 {
-                let enc = kernels::encode(gpu, batch)?;
-                steps.push(Step::Gpu { enc, nodes: *nodes });
-            }
-            batch.clear();
-            *nodes = 0;
-            Ok::<_, DeviceError>(())
-        };
-        let order: Vec<usize> = graph.compute_nodes().collect();
-        let mut i = 0;
-        while i < order.len() {
-            let node = order[i];
-            i += 1;
-            if let Some((d, used)) =
-                gpu.scoped("plan", || kernels::plan_fused(&ctx, graph, &order[i - 1..]))??
-            {
-                trace_step(graph, &order[i - 1..i - 1 + used], d.len());
-                batch.extend(d);
-                nodes += used as u64;
-                report.native += used;
-                i += used - 1;
-                continue;
-            }
-            match gpu.scoped("plan", || kernels::plan(&ctx, graph, node))?? {
-                Some(d) => {
-                    trace_step(graph, &order[i - 1..i], d.len());
-                    batch.extend(d);
-                    nodes += 1;
-                    report.native += 1;
-                }
-                None => {
-                    flush(&mut batch, &mut nodes, &mut steps)?;
-                    steps.push(Step::Host(node));
-                    report.fallback.push(graph.tensors[node].op.name());
-                }
-            }
-        }
-        flush(&mut batch, &mut nodes, &mut steps)?;
+        let segments = Segments::plan(&ctx, graph)?;
         let refresh = ctx.host.take_refresh();
         Ok(Plan {
             gpu: gpu.clone(),
-            steps,
+            segments,
             scratch: Some(scratch),
             refresh,
-            report,
         })
     }
 
@@ -160,31 +102,8 @@ impl Plan {
         // The host's copies of what the graph writes are stale from here on (planning and the table
         // refresh above were their last use).
         forget_written(&ctx, graph);
-        let n = self.steps.len();
-        for (i, step) in self.steps.iter().enumerate() {
-            // Nodes count once their work is submitted (or done, on the host).
-            match step {
-                Step::Gpu { enc, nodes } => {
-                    // The last command buffer also copies the index flags out for the final fence.
-                    enc.submit_with(gpu, |e| i + 1 == n && scratch.record_flag_copy(e))?;
-                    gpu.tally.add(GraphCounts {
-                        nodes: *nodes,
-                        ..Default::default()
-                    });
-                }
-                Step::Host(node) => {
-                    let op = graph.tensors[*node].op.name();
-                    tracing::debug!(op, node, "wgpu: running on the CPU fallback");
-                    fallback::run_node(&ctx, graph, *node, host)?;
-                    gpu.tally.add(GraphCounts {
-                        nodes: 1,
-                        fallback: 1,
-                        ..Default::default()
-                    });
-                }
-            }
-        }
-        if !matches!(self.steps.last(), Some(Step::Gpu { .. })) {
+        self.segments.run(&ctx, graph, host)?;
+        if !self.segments.ends_native() {
             gpu.scoped("flags", || {
                 let mut e = gpu
                     .device
@@ -200,27 +119,10 @@ impl Plan {
         match scratch.read_flags(flags)? {
             0 => Ok(Report {
                 replayed: !fresh,
-                ..self.report.clone()
+                ..self.segments.report().clone()
             }),
             f => Err(super::index_error(f)),
         }
-    }
-}
-
-/// One trace line per planned step: the ops it covers and its dispatches (for finding what to fuse).
-fn trace_step(graph: &Graph, nodes: &[usize], dispatches: usize) {
-    if tracing::enabled!(tracing::Level::TRACE) {
-        let ops: Vec<&str> = nodes.iter().map(|&n| graph.tensors[n].op.name()).collect();
-        // Where each output lies (buffer, offset, bytes): what a reordering must not clobber.
-        let at: Vec<_> = nodes
-            .iter()
-            .map(|&n| {
-                let t = &graph.tensors[n];
-                t.data
-                    .map(|d| (d.buffer, d.offset, t.nbytes().unwrap_or(0)))
-            })
-            .collect();
-        tracing::trace!(?ops, ?at, dispatches, "wgpu plan step");
     }
 }
 
@@ -246,5 +148,61 @@ impl Drop for Plan {
         if let Some(s) = self.scratch.take() {
             s.release(&self.gpu);
         }
+    }
+}
+
+/// The wgpu device as the shared runner sees it: the fused planners first, then the single-node
+/// ones, each inside an error scope.
+impl Backend for Ctx<'_> {
+    type Work = Dispatch;
+    type Batch = Encoded;
+
+    fn device_name(&self) -> &str {
+        "wgpu"
+    }
+
+    fn plan(
+        &self,
+        graph: &Graph,
+        nodes: &[usize],
+    ) -> Result<Option<(Vec<Dispatch>, usize)>, DeviceError> {
+        if let Some(fused) = self
+            .gpu
+            .scoped("plan", || kernels::plan_fused(self, graph, nodes))??
+        {
+            return Ok(Some(fused));
+        }
+        let Some(&node) = nodes.first() else {
+            return Ok(None);
+        };
+        let single = self
+            .gpu
+            .scoped("plan", || kernels::plan(self, graph, node))??;
+        Ok(single.map(|d| (d, 1)))
+    }
+
+    fn encode(&self, work: &mut Vec<Dispatch>) -> Result<Encoded, DeviceError> {
+        kernels::encode(self.gpu, work)
+    }
+
+    fn submit(&self, batch: &Encoded, last: bool) -> Result<(), DeviceError> {
+        // The last command buffer also copies the index flags out for the final fence.
+        batch.submit_with(self.gpu, |e| last && self.scratch.record_flag_copy(e))
+    }
+
+    fn download(&self, t: &Tensor) -> Result<Vec<u8>, DeviceError> {
+        let (wb, off, len) = self.place(t)?;
+        let mut out = vec![0u8; len as usize];
+        wb.read(off as usize, &mut out)?;
+        Ok(out)
+    }
+
+    fn upload(&self, t: &Tensor, bytes: &[u8]) -> Result<(), DeviceError> {
+        let (wb, off, _) = self.place(t)?;
+        wb.write_at(off as usize, bytes, false)
+    }
+
+    fn tally(&self, counts: GraphCounts) {
+        self.gpu.tally.add(counts);
     }
 }

@@ -1,12 +1,11 @@
 //! The wgpu device: ggml graphs as WGSL compute shaders on Vulkan, Metal or DX12.
 //!
 //! Ops with a native kernel (see `kernels::supports`) run on the GPU, batched into one command buffer;
-//! every other op the CPU device implements runs through `fallback` on host copies of its tensors.
+//! every other op the CPU device implements runs through the shared runner (`device::runner`) on host copies of its tensors.
 
 mod buffer;
 pub mod discovery;
 pub mod exec;
-pub mod fallback;
 mod gpu;
 pub mod kernels;
 pub mod probe;
@@ -22,7 +21,7 @@ use super::{
     Buffer, BufferSet, Device, DeviceCounters, DeviceError, DeviceOptions, GraphCache, GraphCounts,
     Memory, Tally, Usage,
 };
-use crate::device::cpu::ops as cpu_ops;
+use crate::device::host_kernels as cpu_ops;
 use crate::ggml::Graph;
 
 pub struct WgpuDevice {
@@ -128,7 +127,7 @@ impl WgpuDevice {
         &self,
         graph: &Graph,
         buffers: &BufferSet,
-        host: fallback::HostKernel,
+        host: cpu_ops::HostKernel,
     ) -> Result<exec::Report, DeviceError> {
         self.pool.install(|| {
             counted(self.gpu.tally.graph_counts(|| {
@@ -143,7 +142,7 @@ impl WgpuDevice {
         &self,
         graph: &Graph,
         buffers: &BufferSet,
-        host: fallback::HostKernel,
+        host: cpu_ops::HostKernel,
         cache: &GraphCache,
     ) -> Result<exec::Report, DeviceError> {
         let mut slot = cache

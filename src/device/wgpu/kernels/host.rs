@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use super::{Ctx, Window};
 use crate::device::DeviceError;
-use crate::device::cpu::ops as cpu_ops;
+use crate::device::host_kernels as cpu_ops;
 use crate::device::wgpu::gpu::{WORD, align_down, align_up};
 use crate::ggml::{DataRef, Graph, MAX_SRC, Op};
 

@@ -4,7 +4,7 @@
 
 use super::{Ctx, Dispatch, Source, Window, addr, f, groups, host, small, u};
 use crate::device::DeviceError;
-use crate::device::cpu::ops::{access, rope as cpu_rope};
+use crate::device::host_kernels;
 use crate::ggml::{GgmlType, Graph, Op};
 
 /// Scratch region kind of a node's cos/sin table.
@@ -157,16 +157,13 @@ fn host_table(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<f32>>,
     let Some(pos) = ctx.leaf_bytes(graph, pi, node)? else {
         return Ok(None);
     };
-    let mut ff = Vec::new();
-    if let Some(fi) = t.src[2] {
-        let Some(fb) = ctx.leaf_bytes(graph, fi, node)? else {
-            return Ok(None);
-        };
-        let ft = &graph.tensors[fi];
-        ff = (0..ft.ne[0])
-            .map(|i| access::load(GgmlType::F32, &fb, i * ft.nb[0]))
-            .collect();
-    }
-    let nb0 = graph.tensors[pi].nb[0];
-    cpu_rope::cos_sin_cache(t, |k| access::load_i32(&pos, k * nb0), &ff).map(Some)
+    let ff = match t.src[2] {
+        Some(fi) => match ctx.leaf_bytes(graph, fi, node)? {
+            Some(fb) => Some((&graph.tensors[fi], fb)),
+            None => return Ok(None),
+        },
+        None => None,
+    };
+    let ff = ff.as_ref().map(|(ft, fb)| (*ft, fb.as_slice()));
+    host_kernels::rope_cos_sin(t, &pos, graph.tensors[pi].nb[0], ff).map(Some)
 }

@@ -7,7 +7,7 @@
 use super::refs::{close, random_tensor, same_bits};
 use super::{Builder, device_or_skip};
 use crate::device::Device;
-use crate::device::cpu::ops::testutil::{HostTensor, Rng, params_f32};
+use crate::device::host_kernels::testkit::{HostTensor, Rng, params_f32};
 use crate::ggml::{GgmlType, GluOp, Op, Tensor};
 
 /// GEGLU over `[ff, cols]` (two sources, or one source of `[2ff, cols]` halves), then a product by

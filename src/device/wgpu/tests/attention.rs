@@ -8,8 +8,8 @@ use super::kernels::li;
 use super::refs::{close, random_tensor, same_bits};
 use super::{Builder, device_or_skip};
 use crate::device::DeviceError;
-use crate::device::cpu::ops::testutil::{HostTensor, Rng, params_f32};
-use crate::device::cpu::ops::{Dst, Src};
+use crate::device::host_kernels::testkit::{HostTensor, Rng, params_f32};
+use crate::device::host_kernels::{Dst, Src};
 use crate::ggml::{GgmlType, MAX_SRC, Op, Tensor};
 
 fn no_fallback(_: &[Option<Src<'_>>; MAX_SRC], dst: Dst<'_>) -> Result<(), DeviceError> {
@@ -207,8 +207,12 @@ fn flash_attn_long_cache_in_chunks() {
         });
         let mut want = HostTensor::zeros(GgmlType::F32, [dv, nh, nq, 1]);
         let wt = g.graph.tensors[n].clone();
-        crate::device::cpu::ops::flash_attn_chunked(&srcs, Dst::new(&wt, &mut want.bytes), chunk)
-            .unwrap();
+        crate::device::host_kernels::testkit::flash_attn_chunked(
+            &srcs,
+            Dst::new(&wt, &mut want.bytes),
+            chunk,
+        )
+        .unwrap();
         same_bits(&got, &want.to_f32(), &what);
         // The unchunked CPU device: the chunks change only the rounding (f16 V accumulator on the
         // vector path).

@@ -6,8 +6,8 @@ use std::time::Instant;
 use super::refs::random_tensor;
 use super::{Builder, device_or_skip};
 use crate::device::DeviceError;
-use crate::device::cpu::ops::testutil::Rng;
-use crate::device::cpu::ops::{Dst, Src};
+use crate::device::host_kernels::testkit::Rng;
+use crate::device::host_kernels::{Dst, Src};
 use crate::ggml::{GgmlType, MAX_SRC, Op, Tensor};
 
 fn no_fallback(_: &[Option<Src<'_>>; MAX_SRC], dst: Dst<'_>) -> Result<(), DeviceError> {

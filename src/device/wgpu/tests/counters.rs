@@ -2,7 +2,7 @@
 
 use super::refs::random_tensor;
 use super::{Builder, device_or_skip};
-use crate::device::cpu::ops::testutil::{HostTensor, Rng, params_f32};
+use crate::device::host_kernels::testkit::{HostTensor, Rng, params_f32};
 use crate::device::{Device, DeviceCounters, GraphCache, GraphCounts};
 use crate::ggml::{GgmlType, Op, Tensor};
 

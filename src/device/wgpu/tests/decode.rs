@@ -4,8 +4,8 @@
 
 use super::refs::random_tensor;
 use super::{Builder, device_or_skip, rope_params};
-use crate::device::cpu::ops as cpu_ops;
-use crate::device::cpu::ops::testutil::{HostTensor, Rng, params_f32};
+use crate::device::host_kernels as cpu_ops;
+use crate::device::host_kernels::testkit::{HostTensor, Rng, params_f32};
 use crate::device::{Device, GraphCache, GraphCounts};
 use crate::ggml::{GgmlType, GluOp, Op, Tensor, TensorFlags};
 

@@ -2,8 +2,8 @@
 //! primitives do (printed, since that varies by driver).
 
 use super::device_or_skip;
-use crate::device::cpu::ops::testutil::Rng;
-use crate::device::cpu::ops::vexp;
+use crate::device::host_kernels::testkit::Rng;
+use crate::device::host_kernels::testkit::vexp;
 use crate::device::wgpu::kernels::Kernels;
 use crate::device::wgpu::probe::{Op, eval, eval_with, fma_is_fused};
 

@@ -5,7 +5,7 @@
 use super::refs::{close, random_tensor, same_bits};
 use super::{Builder, device_or_skip, rope_params};
 use crate::device::Device;
-use crate::device::cpu::ops::testutil::{HostTensor, Rng, params_f32};
+use crate::device::host_kernels::testkit::{HostTensor, Rng, params_f32};
 use crate::ggml::{GgmlType, Op, Tensor};
 
 /// RMS_NORM → MUL by a weight row → ADD of a residual over `rows` rows of `n`; with `in_place` the

@@ -5,8 +5,8 @@ use super::kernels::li;
 use super::refs::{close, random_tensor};
 use super::{Builder, device_or_skip};
 use crate::device::cpu::CpuDevice;
-use crate::device::cpu::ops::testutil::{HostTensor, Rng, params_f32};
-use crate::device::cpu::ops::{self, Dst, Src};
+use crate::device::host_kernels::testkit::{HostTensor, Rng, params_f32};
+use crate::device::host_kernels::{self as ops, Dst, Src};
 use crate::device::{Device, DeviceError, GraphCache};
 use crate::ggml::{GgmlType, MAX_SRC, Op, Tensor};
 

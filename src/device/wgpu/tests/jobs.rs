@@ -4,7 +4,7 @@
 use super::refs::{random_tensor, same_bits};
 use super::{Builder, device_or_skip, device_with};
 use crate::device::Device;
-use crate::device::cpu::ops::testutil::{HostTensor, Rng};
+use crate::device::host_kernels::testkit::{HostTensor, Rng};
 use crate::device::wgpu::WgpuDevice;
 use crate::ggml::{GgmlType, Op, Tensor};
 

@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 
 use super::{Builder, device_or_skip, device_with};
 use crate::device::DeviceError;
-use crate::device::cpu::ops::testutil::{HostTensor, Rng};
-use crate::device::cpu::ops::{Dst, Src};
+use crate::device::host_kernels::testkit::{HostTensor, Rng};
+use crate::device::host_kernels::{Dst, Src};
 use crate::device::wgpu::kernels::matmul::act_mode;
 use crate::ggml::{GgmlType, MAX_SRC, Op, Tensor};
 use crate::quant;

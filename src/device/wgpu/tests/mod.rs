@@ -22,7 +22,7 @@ mod shaders;
 use std::sync::Arc;
 
 use super::WgpuDevice;
-use crate::device::cpu::ops::testutil::HostTensor;
+use crate::device::host_kernels::testkit::HostTensor;
 use crate::device::{Buffer, BufferSet, Device, DeviceOptions};
 use crate::ggml::{DataRef, Graph, Op, Tensor, TensorFlags, contiguous_strides};
 

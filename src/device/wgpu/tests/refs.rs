@@ -4,7 +4,7 @@
 
 use half::f16;
 
-use crate::device::cpu::ops::testutil::{HostTensor, Rng};
+use crate::device::host_kernels::testkit::{HostTensor, Rng};
 use crate::ggml::{GgmlType, Tensor};
 
 fn put_f16(b: &mut [u8], at: usize, v: f32) {
@@ -147,7 +147,7 @@ pub fn random_tensor(typ: GgmlType, ne: [usize; 4], rng: &mut Rng) -> (HostTenso
 
 /// Asserts `got` is within `tol * (1 + |want|)` of `want`, naming the first mismatch.
 pub fn close(got: &[f32], want: &[f64], tol: f64, what: &str) {
-    crate::device::cpu::ops::testutil::assert_close(got, want, tol, what);
+    crate::testkit::assert_close(got, want, tol, what);
 }
 
 /// Asserts `got` and the CPU device's `cpu` are the same bits, counting the elements that differ.

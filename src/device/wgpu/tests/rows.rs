@@ -3,8 +3,8 @@
 use super::kernels::{each, li};
 use super::refs::{close, random_tensor, same_bits};
 use super::{Builder, device_or_skip};
-use crate::device::cpu::ops::testutil::{HostTensor, Rng, params_f32};
-use crate::device::cpu::ops::{Dst, Src};
+use crate::device::host_kernels::testkit::{HostTensor, Rng, params_f32};
+use crate::device::host_kernels::{Dst, Src};
 use crate::device::{Device, DeviceError};
 use crate::ggml::{GgmlType, MAX_SRC, Op, Tensor};
 
