@@ -248,3 +248,95 @@ extern "C" __global__ void k_mul_mat_f(const MatMulFP p) {
         *(float *)(p.d.data + t_off(p.d, row, col, i2, i3)) = acc;
     }
 }
+
+// ---- prompt matmul on int8 tensor cores (Q8_0 / Q4_0 weights) --------------------------------
+//
+// k_mul_mat_q_mma (MatVecP, the same fields as k_mul_mat_vec_q; xq written by k_quantize_q8_1):
+//   w Q8_0 or Q4_0 (K a multiple of 32), for N >= 8. Each warp computes a 16-row x 16-column tile
+//   of d with mma.sync.m16n8k32 (s8 x s8 -> s32), one k32 step per weight block, so each block's
+//   integer sum is exact before it is scaled by the weight's and the activation's f16 scales in
+//   f32. Fragments are loaded straight from global memory (no shared memory); rows past M and
+//   columns past N are clamped on load and not stored.
+//   block (32, 4) = 4 warps stacked along M (64 rows x 16 columns per block),
+//   grid = (ceil(M / 64), ceil(N / 16), ne12 * ne13); no dynamic shared memory; sm_80 or newer.
+
+__device__ __forceinline__ void mma_s8_16x8x32(int *c, const int *a, int b0, int b1) {
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Signed values k..k+3 (k a multiple of 4) of a Q8_0 / Q4_0 block as four packed int8.
+template <int T>
+__device__ __forceinline__ int block_i8x4(const u8 *b, int k) {
+    if (T == T_Q8_0) {
+        return ld_i32_b2(b + 2 + k);
+    }
+    const int v = k < 16 ? ld_i32_b2(b + 2 + k) & 0x0F0F0F0F : (ld_i32_b2(b + 2 + k - 16) >> 4) & 0x0F0F0F0F;
+    return (int)((((u32)v | 0x80808080u) - 0x08080808u) ^ 0x80808080u);  // per byte: q - 8
+}
+
+template <int T>
+__device__ __forceinline__ void mma_tile(const MatVecP &p) {
+    const int lane = threadIdx.x, g = lane >> 2, t = lane & 3;
+    const i64 M = p.w.ne[1], N = p.x.ne[1];
+    const i64 row0 = (i64)blockIdx.x * 64 + threadIdx.y * 16;
+    if (row0 >= M) {
+        return;  // whole warp
+    }
+    const i64 col0 = (i64)blockIdx.y * 16, z = blockIdx.z;
+    const i64 i2 = z % p.x.ne[2], i3 = z / p.x.ne[2];
+    const char *wm = p.w.data + (i2 / p.r2) * p.w.nb[2] + (i3 / p.r3) * p.w.nb[3];
+    const u8 *wa = (const u8 *)wm + min(row0 + g, M - 1) * p.w.nb[1];
+    const u8 *wb = (const u8 *)wm + min(row0 + g + 8, M - 1) * p.w.nb[1];
+    const i64 ystride = p.blocks_per_row * BS_Q8_1;
+    const u8 *ym = (const u8 *)p.xq + N * z * ystride;
+    const u8 *yb[2], *yd[2][2];
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+        yb[j] = ym + min(col0 + 8 * j + g, N - 1) * ystride;
+        yd[j][0] = ym + min(col0 + 8 * j + 2 * t, N - 1) * ystride;
+        yd[j][1] = ym + min(col0 + 8 * j + 2 * t + 1, N - 1) * ystride;
+    }
+    float acc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+    const i64 nblk = p.w.ne[0] / 32, nb0 = p.w.nb[0];
+    for (i64 kb = 0; kb < nblk; kb++) {
+        const u8 *ba = wa + kb * nb0, *bb = wb + kb * nb0;
+        int a[4];
+        a[0] = block_i8x4<T>(ba, 4 * t);
+        a[1] = block_i8x4<T>(bb, 4 * t);
+        a[2] = block_i8x4<T>(ba, 16 + 4 * t);
+        a[3] = block_i8x4<T>(bb, 16 + 4 * t);
+        const float da = ld_h(ba), db = ld_h(bb);
+        const i64 yo = kb * BS_Q8_1;
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            int c[4] = {0, 0, 0, 0};
+            mma_s8_16x8x32(c, a, ld_i32_b4(yb[j] + yo + 4 + 4 * t), ld_i32_b4(yb[j] + yo + 4 + 16 + 4 * t));
+            const float d0 = ld_h(yd[j][0] + yo), d1 = ld_h(yd[j][1] + yo);
+            acc[j][0] += (float)c[0] * (da * d0);
+            acc[j][1] += (float)c[1] * (da * d1);
+            acc[j][2] += (float)c[2] * (db * d0);
+            acc[j][3] += (float)c[3] * (db * d1);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const i64 row = row0 + g + (e >= 2 ? 8 : 0);
+            const i64 col = col0 + 8 * j + 2 * t + (e & 1);
+            if (row < M && col < N) {
+                *(float *)(p.d.data + t_off(p.d, row, col, i2, i3)) = acc[j][e];
+            }
+        }
+    }
+}
+
+extern "C" __global__ void k_mul_mat_q_mma(const MatVecP p) {
+    if (p.w.type == T_Q8_0) {
+        mma_tile<T_Q8_0>(p);
+    } else if (p.w.type == T_Q4_0) {
+        mma_tile<T_Q4_0>(p);
+    }
+}
