@@ -1,0 +1,342 @@
+// MUL_MAT: d[i0, i1, i2, i3] = dot(w row i0 of matrix (i2 / r2, i3 / r3), x column i1 of matrix
+// (i2, i3)); w = src0 [K, M, ne02, ne03], x = src1 [K, N, ne12, ne13] F32, d [M, N, ne12, ne13]
+// F32, r2 = ne12 / ne02, r3 = ne13 / ne03. Any strides for x, d and float w; block w needs its
+// row's blocks at w.nb[0] apart (ggml's layout) and K a multiple of its block size.
+//
+// k_quantize_q8_1 (QuantizeP): every column (i1, i2, i3) of x (K floats at x.nb[0] apart) into
+//   blocks_per_row (= ceil(K / 32)) block_q8_1, the tail past K padded with zeros. Column
+//   c = i1 + N * (i2 + ne12 * i3) starts at q + c * blocks_per_row * 36. One warp per block.
+//   block (32, 8), grid = (ceil(blocks_per_row / 8), N, ne12 * ne13); no dynamic shared memory.
+//   q must be 4-byte aligned.
+//
+// k_mul_mat_vec_q (MatVecP): block w (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)
+//   times the q8_1 columns in xq (written by k_quantize_q8_1 with the same blocks_per_row), dp4a
+//   integer sums per 32 values, f32 scales. One warp per output element (row i0, column i1); the
+//   lanes take consecutive 32-value chunks of the row (a K-quant superblock is 8 chunks, paired
+//   with 8 q8_1 blocks) and reduce with shuffles.
+//   block (32, 4) = 4 rows, grid = (ceil(M / 4), N, ne12 * ne13); no dynamic shared memory.
+//
+// k_mul_mat_f (MatMulFP): F32, F16 or BF16 w times F32 x, one warp per output element, lanes
+//   strided along K (pairs of elements when both rows are contiguous and aligned), shuffle reduce.
+//   block (32, 4) = 4 rows, grid = (ceil(M / 4), N, ne12 * ne13); no dynamic shared memory.
+
+struct QuantizeP { Tensor x; char *q; i64 blocks_per_row; };
+struct MatVecP { Tensor w, x, d; char *xq; i64 blocks_per_row; int r2, r3; };
+struct MatMulFP { Tensor w, x, d; int r2, r3; };
+
+extern "C" __global__ void k_quantize_q8_1(const QuantizeP p) {
+    const i64 ib = (i64)blockIdx.x * 8 + threadIdx.y;
+    if (ib >= p.blocks_per_row) {
+        return;  // whole warp
+    }
+    const int lane = threadIdx.x;
+    const i64 i1 = blockIdx.y, z = blockIdx.z;
+    const i64 i2 = z % p.x.ne[2], i3 = z / p.x.ne[2];
+    const i64 i0 = ib * 32 + lane;
+    const float v = i0 < p.x.ne[0] ? *(const float *)(p.x.data + t_off(p.x, i0, i1, i2, i3)) : 0.0f;
+    const float amax = warp_max(fabsf(v));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const int q = (int)roundf(v * id);
+    const int sum = warp_sum_i(q);
+    const i64 c = i1 + p.x.ne[1] * z;
+    block_q8_1 *b = (block_q8_1 *)(p.q + (c * p.blocks_per_row + ib) * BS_Q8_1);
+    b->qs[lane] = (i8)q;
+    if (lane == 0) {
+        b->d = f32_to_f16(d);
+        b->s = f32_to_f16(d * (float)sum);
+    }
+}
+
+// ---- one 32-value chunk of a weight block against one q8_1 block ----------------------------
+// b: the weight block, j: the chunk in it (0 for 32-value blocks, 0..7 for K-quants), y: q8_1.
+
+// Spreads the low 4 bits of h to bit 4 of each byte.
+__device__ __forceinline__ int spread4(int h) {
+    return ((h & 1) << 4) | ((h & 2) << 11) | ((h & 4) << 18) | ((h & 8) << 25);
+}
+
+#define ONES 0x01010101
+
+template <int T>
+__device__ __forceinline__ float vdot(const u8 *b, int j, const u8 *y) {
+    const float d8 = ld_h(y);
+    const u8 *yq = y + 4;
+    if (T == T_Q4_0 || T == T_Q4_1 || T == T_Q5_0 || T == T_Q5_1) {
+        const int qoff = T == T_Q4_0 ? 2 : T == T_Q4_1 ? 4 : T == T_Q5_0 ? 6 : 8;
+        int qh = 0;
+        if (T == T_Q5_0) qh = ld_i32_b2(b + 2);
+        if (T == T_Q5_1) qh = ld_i32_b2(b + 4);
+        int sumi = 0, sumy = 0;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int v = ld_i32_b2(b + qoff + 4 * i);
+            int v0 = v & 0x0F0F0F0F, v1 = (v >> 4) & 0x0F0F0F0F;
+            if (T == T_Q5_0 || T == T_Q5_1) {
+                v0 |= spread4(qh >> (4 * i));
+                v1 |= spread4(qh >> (16 + 4 * i));
+            }
+            const int u0 = ld_i32_b4(yq + 4 * i), u1 = ld_i32_b4(yq + 16 + 4 * i);
+            sumi = __dp4a(v0, u0, sumi);
+            sumi = __dp4a(v1, u1, sumi);
+            sumy = __dp4a(ONES, u0, sumy);
+            sumy = __dp4a(ONES, u1, sumy);
+        }
+        const float dw = ld_h(b);
+        if (T == T_Q4_0) return dw * d8 * (float)(sumi - 8 * sumy);
+        if (T == T_Q5_0) return dw * d8 * (float)(sumi - 16 * sumy);
+        return dw * d8 * (float)sumi + ld_h(b + 2) * d8 * (float)sumy;
+    }
+    if (T == T_Q8_0) {
+        int sumi = 0;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            sumi = __dp4a(ld_i32_b2(b + 2 + 4 * i), ld_i32_b4(yq + 4 * i), sumi);
+        }
+        return ld_h(b) * d8 * (float)sumi;
+    }
+    if (T == T_Q4_K || T == T_Q5_K) {
+        const int c = j >> 1, up = j & 1;
+        const u8 *qs = b + (T == T_Q4_K ? 16 : 48) + 32 * c;
+        int sc, m;
+        scale_min_k4(j, b + 4, sc, m);
+        int sumi = 0, sumy = 0;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            int v = (ld_i32_b2(qs + 4 * i) >> (4 * up)) & 0x0F0F0F0F;
+            if (T == T_Q5_K) {
+                v |= ((ld_i32_b2(b + 16 + 4 * i) >> j) & ONES) << 4;
+            }
+            const int u = ld_i32_b4(yq + 4 * i);
+            sumi = __dp4a(v, u, sumi);
+            sumy = __dp4a(ONES, u, sumy);
+        }
+        return d8 * (ld_h(b) * (float)(sc * sumi) - ld_h(b + 2) * (float)(m * sumy));
+    }
+    // Q2_K, Q3_K, Q6_K: two 16-value halves with their own scales.
+    int sumi[2] = {0, 0}, sumy[2] = {0, 0};
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        int v;
+        if (T == T_Q2_K || T == T_Q3_K) {
+            const int half = j >> 2, shift = j & 3;
+            v = (ld_i32_b2(b + (T == T_Q2_K ? 16 : 32) + 32 * half + 4 * i) >> (2 * shift)) & 0x03030303;
+            if (T == T_Q3_K) {
+                v |= ((ld_i32_b2(b + 4 * i) >> j) & ONES) << 2;  // hmask bit set: q, clear: q - 4
+            }
+        } else {
+            const int h = j >> 2, k = j & 3;
+            const int ql = (ld_i32_b2(b + 64 * h + 32 * (k & 1) + 4 * i) >> (4 * (k >> 1))) & 0x0F0F0F0F;
+            const int qh = (ld_i32_b2(b + 128 + 32 * h + 4 * i) >> (2 * k)) & 0x03030303;
+            v = ql | (qh << 4);
+        }
+        const int u = ld_i32_b4(yq + 4 * i);
+        sumi[i >> 2] = __dp4a(v, u, sumi[i >> 2]);
+        sumy[i >> 2] = __dp4a(ONES, u, sumy[i >> 2]);
+    }
+    if (T == T_Q2_K) {
+        const int s0 = b[2 * j], s1 = b[2 * j + 1];
+        const float dsum = (float)((s0 & 0xF) * sumi[0] + (s1 & 0xF) * sumi[1]);
+        const float msum = (float)((s0 >> 4) * sumy[0] + (s1 >> 4) * sumy[1]);
+        return d8 * (ld_h(b + 80) * dsum - ld_h(b + 82) * msum);
+    }
+    if (T == T_Q3_K) {
+        const int s0 = scale_q3_k(2 * j, b + 96), s1 = scale_q3_k(2 * j + 1, b + 96);
+        return d8 * ld_h(b + 108) * (float)(s0 * (sumi[0] - 4 * sumy[0]) + s1 * (sumi[1] - 4 * sumy[1]));
+    }
+    // Q6_K
+    const int h = j >> 2, k = j & 3;
+    const int s0 = ((const i8 *)b)[192 + 8 * h + 2 * k], s1 = ((const i8 *)b)[192 + 8 * h + 2 * k + 1];
+    return d8 * ld_h(b + 208) * (float)(s0 * (sumi[0] - 32 * sumy[0]) + s1 * (sumi[1] - 32 * sumy[1]));
+}
+
+// The lane's share of one row's dot product: chunk u = lane, lane + 32, ... of `units`.
+template <int T>
+__device__ __forceinline__ float row_dot_q(const u8 *w, i64 wnb0, const u8 *y, i64 units, int lane) {
+    const int cpb = (T == T_Q2_K || T == T_Q3_K || T == T_Q4_K || T == T_Q5_K || T == T_Q6_K) ? 8 : 1;
+    float acc = 0.0f;
+    for (i64 u = lane; u < units; u += WARP) {
+        const i64 ib = cpb == 8 ? (u >> 3) : u;
+        const int j = cpb == 8 ? (int)(u & 7) : 0;
+        acc += vdot<T>(w + ib * wnb0, j, y + u * BS_Q8_1);
+    }
+    return acc;
+}
+
+extern "C" __global__ void k_mul_mat_vec_q(const MatVecP p) {
+    const i64 row = (i64)blockIdx.x * 4 + threadIdx.y;
+    if (row >= p.w.ne[1]) {
+        return;  // whole warp
+    }
+    const int lane = threadIdx.x;
+    const i64 col = blockIdx.y, z = blockIdx.z;
+    const i64 i2 = z % p.x.ne[2], i3 = z / p.x.ne[2];
+    const u8 *w = (const u8 *)p.w.data + row * p.w.nb[1] + (i2 / p.r2) * p.w.nb[2] + (i3 / p.r3) * p.w.nb[3];
+    const u8 *y = (const u8 *)p.xq + (col + p.x.ne[1] * z) * p.blocks_per_row * BS_Q8_1;
+    const i64 units = p.w.ne[0] / 32;  // 32-value chunks in the row
+    const i64 nb0 = p.w.nb[0];
+    float acc;
+    switch (p.w.type) {
+    case T_Q4_0: acc = row_dot_q<T_Q4_0>(w, nb0, y, units, lane); break;
+    case T_Q4_1: acc = row_dot_q<T_Q4_1>(w, nb0, y, units, lane); break;
+    case T_Q5_0: acc = row_dot_q<T_Q5_0>(w, nb0, y, units, lane); break;
+    case T_Q5_1: acc = row_dot_q<T_Q5_1>(w, nb0, y, units, lane); break;
+    case T_Q8_0: acc = row_dot_q<T_Q8_0>(w, nb0, y, units, lane); break;
+    case T_Q2_K: acc = row_dot_q<T_Q2_K>(w, nb0, y, units, lane); break;
+    case T_Q3_K: acc = row_dot_q<T_Q3_K>(w, nb0, y, units, lane); break;
+    case T_Q4_K: acc = row_dot_q<T_Q4_K>(w, nb0, y, units, lane); break;
+    case T_Q5_K: acc = row_dot_q<T_Q5_K>(w, nb0, y, units, lane); break;
+    case T_Q6_K: acc = row_dot_q<T_Q6_K>(w, nb0, y, units, lane); break;
+    default: acc = 0.0f; break;
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) {
+        *(float *)(p.d.data + t_off(p.d, row, col, i2, i3)) = acc;
+    }
+}
+
+// ---- float weights ----------------------------------------------------------------------------
+
+template <int T>
+__device__ __forceinline__ float row_dot_f(const char *w, i64 wnb0, const char *x, i64 xnb0, i64 K, int lane) {
+    const int es = T == T_F32 ? 4 : 2;
+    float acc = 0.0f;
+    if (wnb0 == es && xnb0 == 4 && (K & 1) == 0 && ((u64)w % (2 * es)) == 0 && ((u64)x % 8) == 0) {
+        const i64 K2 = K >> 1;
+        for (i64 k = lane; k < K2; k += WARP) {
+            float w0, w1;
+            if (T == T_F32) {
+                const float2 v = ((const float2 *)w)[k];
+                w0 = v.x;
+                w1 = v.y;
+            } else {
+                const u32 v = ((const u32 *)w)[k];
+                w0 = T == T_F16 ? f16_to_f32((u16)v) : bf16_to_f32((u16)v);
+                w1 = T == T_F16 ? f16_to_f32((u16)(v >> 16)) : bf16_to_f32((u16)(v >> 16));
+            }
+            const float2 xv = ((const float2 *)x)[k];
+            acc += w0 * xv.x + w1 * xv.y;
+        }
+        return acc;
+    }
+    for (i64 k = lane; k < K; k += WARP) {
+        acc += ld_f(w + k * wnb0, T) * *(const float *)(x + k * xnb0);
+    }
+    return acc;
+}
+
+extern "C" __global__ void k_mul_mat_f(const MatMulFP p) {
+    const i64 row = (i64)blockIdx.x * 4 + threadIdx.y;
+    if (row >= p.w.ne[1]) {
+        return;  // whole warp
+    }
+    const int lane = threadIdx.x;
+    const i64 col = blockIdx.y, z = blockIdx.z;
+    const i64 i2 = z % p.x.ne[2], i3 = z / p.x.ne[2];
+    const char *w = p.w.data + row * p.w.nb[1] + (i2 / p.r2) * p.w.nb[2] + (i3 / p.r3) * p.w.nb[3];
+    const char *x = p.x.data + t_off(p.x, 0, col, i2, i3);
+    const i64 K = p.w.ne[0];
+    float acc;
+    switch (p.w.type) {
+    case T_F32: acc = row_dot_f<T_F32>(w, p.w.nb[0], x, p.x.nb[0], K, lane); break;
+    case T_F16: acc = row_dot_f<T_F16>(w, p.w.nb[0], x, p.x.nb[0], K, lane); break;
+    case T_BF16: acc = row_dot_f<T_BF16>(w, p.w.nb[0], x, p.x.nb[0], K, lane); break;
+    default: acc = 0.0f; break;
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) {
+        *(float *)(p.d.data + t_off(p.d, row, col, i2, i3)) = acc;
+    }
+}
+
+// ---- prompt matmul on int8 tensor cores (Q8_0 / Q4_0 weights) --------------------------------
+//
+// k_mul_mat_q_mma (MatVecP, the same fields as k_mul_mat_vec_q; xq written by k_quantize_q8_1):
+//   w Q8_0 or Q4_0 (K a multiple of 32), for N >= 8. Each warp computes a 16-row x 16-column tile
+//   of d with mma.sync.m16n8k32 (s8 x s8 -> s32), one k32 step per weight block, so each block's
+//   integer sum is exact before it is scaled by the weight's and the activation's f16 scales in
+//   f32. Fragments are loaded straight from global memory (no shared memory); rows past M and
+//   columns past N are clamped on load and not stored.
+//   block (32, 4) = 4 warps stacked along M (64 rows x 16 columns per block),
+//   grid = (ceil(M / 64), ceil(N / 16), ne12 * ne13); no dynamic shared memory; sm_80 or newer.
+
+__device__ __forceinline__ void mma_s8_16x8x32(int *c, const int *a, int b0, int b1) {
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Signed values k..k+3 (k a multiple of 4) of a Q8_0 / Q4_0 block as four packed int8.
+template <int T>
+__device__ __forceinline__ int block_i8x4(const u8 *b, int k) {
+    if (T == T_Q8_0) {
+        return ld_i32_b2(b + 2 + k);
+    }
+    const int v = k < 16 ? ld_i32_b2(b + 2 + k) & 0x0F0F0F0F : (ld_i32_b2(b + 2 + k - 16) >> 4) & 0x0F0F0F0F;
+    return (int)((((u32)v | 0x80808080u) - 0x08080808u) ^ 0x80808080u);  // per byte: q - 8
+}
+
+template <int T>
+__device__ __forceinline__ void mma_tile(const MatVecP &p) {
+    const int lane = threadIdx.x, g = lane >> 2, t = lane & 3;
+    const i64 M = p.w.ne[1], N = p.x.ne[1];
+    const i64 row0 = (i64)blockIdx.x * 64 + threadIdx.y * 16;
+    if (row0 >= M) {
+        return;  // whole warp
+    }
+    const i64 col0 = (i64)blockIdx.y * 16, z = blockIdx.z;
+    const i64 i2 = z % p.x.ne[2], i3 = z / p.x.ne[2];
+    const char *wm = p.w.data + (i2 / p.r2) * p.w.nb[2] + (i3 / p.r3) * p.w.nb[3];
+    const u8 *wa = (const u8 *)wm + min(row0 + g, M - 1) * p.w.nb[1];
+    const u8 *wb = (const u8 *)wm + min(row0 + g + 8, M - 1) * p.w.nb[1];
+    const i64 ystride = p.blocks_per_row * BS_Q8_1;
+    const u8 *ym = (const u8 *)p.xq + N * z * ystride;
+    const u8 *yb[2], *yd[2][2];
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+        yb[j] = ym + min(col0 + 8 * j + g, N - 1) * ystride;
+        yd[j][0] = ym + min(col0 + 8 * j + 2 * t, N - 1) * ystride;
+        yd[j][1] = ym + min(col0 + 8 * j + 2 * t + 1, N - 1) * ystride;
+    }
+    float acc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+    const i64 nblk = p.w.ne[0] / 32, nb0 = p.w.nb[0];
+    for (i64 kb = 0; kb < nblk; kb++) {
+        const u8 *ba = wa + kb * nb0, *bb = wb + kb * nb0;
+        int a[4];
+        a[0] = block_i8x4<T>(ba, 4 * t);
+        a[1] = block_i8x4<T>(bb, 4 * t);
+        a[2] = block_i8x4<T>(ba, 16 + 4 * t);
+        a[3] = block_i8x4<T>(bb, 16 + 4 * t);
+        const float da = ld_h(ba), db = ld_h(bb);
+        const i64 yo = kb * BS_Q8_1;
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            int c[4] = {0, 0, 0, 0};
+            mma_s8_16x8x32(c, a, ld_i32_b4(yb[j] + yo + 4 + 4 * t), ld_i32_b4(yb[j] + yo + 4 + 16 + 4 * t));
+            const float d0 = ld_h(yd[j][0] + yo), d1 = ld_h(yd[j][1] + yo);
+            acc[j][0] += (float)c[0] * (da * d0);
+            acc[j][1] += (float)c[1] * (da * d1);
+            acc[j][2] += (float)c[2] * (db * d0);
+            acc[j][3] += (float)c[3] * (db * d1);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const i64 row = row0 + g + (e >= 2 ? 8 : 0);
+            const i64 col = col0 + 8 * j + 2 * t + (e & 1);
+            if (row < M && col < N) {
+                *(float *)(p.d.data + t_off(p.d, row, col, i2, i3)) = acc[j][e];
+            }
+        }
+    }
+}
+
+extern "C" __global__ void k_mul_mat_q_mma(const MatVecP p) {
+    if (p.w.type == T_Q8_0) {
+        mma_tile<T_Q8_0>(p);
+    } else if (p.w.type == T_Q4_0) {
+        mma_tile<T_Q4_0>(p);
+    }
+}
