@@ -23,6 +23,8 @@ echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo test (release profile: shares its build with the real-client tier)"
 cargo test --release --all-targets
+echo "== CUDA kernels: NVRTC + ptxas for sm_80 and sm_90 (no GPU needed; CUDA device tests skip without one)"
+bash scripts/cuda-kernels.sh
 echo "== fuzzing, 60 s per target (scripts/fuzz.sh; SECURITY.md has the long runs)"
 bash scripts/fuzz.sh 60
 echo "== real-client tier, RPC 7.0.0 (llama-cpp-python 0.3.36 + Gemma 3 270M, ggrpc --protocol 7)"

@@ -138,11 +138,13 @@ fn main() -> ExitCode {
         mem_cap: args.mem.map(|m| m.saturating_mul(MIB)),
     };
     if args.list_devices {
-        let all: Vec<String> = device::discover().into_iter().map(|c| c.name).collect();
-        return match device::select(&all, &opts) {
-            Ok(devs) => {
-                println!("Available devices:");
-                for d in devs {
+        // Each device on its own: one that cannot open (a CUDA GPU without libnvrtc) is listed with
+        // the reason instead of hiding the others.
+        println!("Available devices:");
+        for c in device::discover() {
+            let name = c.name.clone();
+            match (c.open)(&opts) {
+                Ok(d) => {
                     let m = d.memory();
                     println!(
                         "  {}: {} ({} MiB, {} MiB free)",
@@ -155,13 +157,10 @@ fn main() -> ExitCode {
                         println!("      {details}");
                     }
                 }
-                ExitCode::SUCCESS
+                Err(e) => println!("  {name}: unavailable ({e})"),
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        }
+        return ExitCode::SUCCESS;
     }
     // The reference accepts ',' and '/' as separators.
     let names: Vec<String> = args

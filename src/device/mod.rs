@@ -3,6 +3,8 @@
 #[cfg(test)]
 pub mod conformance;
 mod counters;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod cpu;
 pub mod host;
 pub mod host_kernels;
@@ -145,7 +147,35 @@ pub type Opener = Box<dyn FnOnce(&DeviceOptions) -> Result<Arc<dyn Device>, Devi
 pub struct Candidate {
     pub name: String,
     pub kind: DeviceKind,
+    /// PCI address (`dddd:bb:dd.f`), where the API reports one: how one GPU seen through two APIs
+    /// is recognised.
+    pub pci: Option<String>,
+    /// PCI vendor id, where known.
+    pub vendor: Option<u32>,
+    /// Whether this is a CUDA device (it serves an NVIDIA GPU natively).
+    pub cuda: bool,
     pub open: Opener,
+}
+
+/// NVIDIA's PCI vendor id.
+pub const NVIDIA: u32 = 0x10de;
+
+/// Whether `c` is a GPU that a CUDA candidate among `all` serves already: same PCI address, or (when
+/// the other API reports none) an NVIDIA GPU on a machine with usable CUDA devices.
+pub fn served_by_cuda(c: &Candidate, all: &[&Candidate]) -> bool {
+    if c.cuda {
+        return false;
+    }
+    let cudas: Vec<&&Candidate> = all
+        .iter()
+        .filter(|o| o.cuda && o.kind == DeviceKind::Gpu)
+        .collect();
+    match c.pci.as_deref().filter(|p| !p.is_empty()) {
+        Some(p) => cudas
+            .iter()
+            .any(|o| o.pci.as_deref().is_some_and(|q| q.eq_ignore_ascii_case(p))),
+        None => c.vendor == Some(NVIDIA) && !cudas.is_empty(),
+    }
 }
 
 /// Every device this build can serve, in registry order.
@@ -154,9 +184,19 @@ pub fn discover() -> Vec<Candidate> {
     let mut all = wgpu::discovery::candidates();
     #[cfg(not(feature = "wgpu"))]
     let mut all = Vec::new();
+    #[cfg(feature = "cuda")]
+    {
+        // CUDA first: the default device order puts the native path ahead of Vulkan.
+        let mut cuda = cuda::discovery::candidates();
+        cuda.append(&mut all);
+        all = cuda;
+    }
     all.push(Candidate {
         name: "CPU".into(),
         kind: DeviceKind::Cpu,
+        pci: None,
+        vendor: None,
+        cuda: false,
         open: Box::new(|o: &DeviceOptions| {
             Ok(Arc::new(cpu::CpuDevice::new(o.threads, o.mem_cap)?) as Arc<dyn Device>)
         }),
@@ -177,10 +217,14 @@ pub fn select(names: &[String], opts: &DeviceOptions) -> Result<Vec<Arc<dyn Devi
         } else {
             DeviceKind::Cpu
         };
+        // A GPU seen through CUDA and another API is served once by default, through CUDA.
+        let all: Vec<&Candidate> = found.iter().flatten().collect();
+        let shadowed: Vec<bool> = all.iter().map(|c| served_by_cuda(c, &all)).collect();
         picked.extend(
             found
                 .iter_mut()
-                .filter_map(|c| c.take_if(|c| c.kind == want)),
+                .zip(shadowed)
+                .filter_map(|(c, s)| c.take_if(|c| c.kind == want && !s)),
         );
     } else {
         for name in names {
@@ -237,5 +281,41 @@ pub fn reserve_and_alloc<B: Buffer>(
             used.bytes.fetch_sub(size64, Ordering::Relaxed);
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod select_tests {
+    use super::*;
+
+    fn cand(name: &str, kind: DeviceKind, pci: Option<&str>, vendor: u32, cuda: bool) -> Candidate {
+        Candidate {
+            name: name.into(),
+            kind,
+            pci: pci.map(str::to_string),
+            vendor: Some(vendor),
+            cuda,
+            open: Box::new(|_| Err(DeviceError::op("open", "test candidate"))),
+        }
+    }
+
+    /// One GPU seen through CUDA and Vulkan is served once by default (by CUDA); other GPUs, and
+    /// NVIDIA GPUs on machines without a usable CUDA device, keep their Vulkan device.
+    #[test]
+    fn a_gpu_seen_through_cuda_is_not_served_twice() {
+        let cuda = cand("CUDA0", DeviceKind::Gpu, Some("0000:01:00.0"), NVIDIA, true);
+        let same = cand("Vulkan0", DeviceKind::Gpu, Some("0000:01:00.0"), NVIDIA, false);
+        let other = cand("Vulkan1", DeviceKind::Gpu, Some("0000:02:00.0"), NVIDIA, false);
+        let amd = cand("Vulkan2", DeviceKind::Gpu, None, 0x1002, false);
+        let unknown = cand("Vulkan3", DeviceKind::Gpu, None, NVIDIA, false);
+        let all = [&cuda, &same, &other, &amd, &unknown];
+        assert!(!served_by_cuda(&cuda, &all));
+        assert!(served_by_cuda(&same, &all));
+        assert!(!served_by_cuda(&other, &all));
+        assert!(!served_by_cuda(&amd, &all));
+        assert!(served_by_cuda(&unknown, &all));
+        // CUDA without libnvrtc is not a usable GPU: the Vulkan device stays.
+        let no_nvrtc = cand("CUDA0", DeviceKind::Software, Some("0000:01:00.0"), NVIDIA, true);
+        assert!(!served_by_cuda(&same, &[&no_nvrtc, &same]));
     }
 }

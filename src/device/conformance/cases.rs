@@ -3,7 +3,7 @@
 //! so they cross block, row and workgroup boundaries; tolerances are test-backend-ops' for the op.
 
 use super::{Case, CaseBuilder};
-use crate::device::cpu::ops::testutil::HostTensor;
+use crate::device::host_kernels::testkit::HostTensor;
 use crate::ggml::{GgmlType, GluOp, Op, UnaryOp};
 use crate::quant;
 

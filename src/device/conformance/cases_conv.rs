@@ -4,7 +4,7 @@
 
 use super::Case;
 use super::cases::{DEFAULT, EXACT, case, pf, pi};
-use crate::device::cpu::ops::testutil::HostTensor;
+use crate::device::host_kernels::testkit::HostTensor;
 use crate::ggml::{GgmlType, Op};
 
 use GgmlType::{F16, F32};

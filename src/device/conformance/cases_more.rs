@@ -4,7 +4,7 @@
 
 use super::cases::{DEFAULT, EXACT, MATMUL, case, pf, pi, with_f32};
 use super::{Case, CaseBuilder};
-use crate::device::cpu::ops::testutil::HostTensor;
+use crate::device::host_kernels::testkit::HostTensor;
 use crate::ggml::{GgmlType, Op, TensorFlags};
 
 use GgmlType::{F16, F32, I32, I64, Q4_0, Q8_0};

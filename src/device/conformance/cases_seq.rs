@@ -5,7 +5,7 @@
 
 use super::cases::{DEFAULT, case, pf, pi, with_f32};
 use super::{Case, CaseBuilder};
-use crate::device::cpu::ops::testutil::HostTensor;
+use crate::device::host_kernels::testkit::HostTensor;
 use crate::ggml::{GgmlType, Op};
 
 use GgmlType::{F16, F32, Q8_0};

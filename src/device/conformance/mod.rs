@@ -15,7 +15,7 @@ use std::sync::Arc;
 pub use cases::all as cases;
 
 use crate::device::cpu::CpuDevice;
-use crate::device::cpu::ops::testutil::{HostTensor, Rng};
+use crate::device::host_kernels::testkit::{HostTensor, Rng};
 use crate::device::{Buffer, BufferSet, Device};
 use crate::ggml::{DataRef, GgmlType, Graph, Op, Tensor, TensorFlags};
 

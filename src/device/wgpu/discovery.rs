@@ -60,9 +60,13 @@ pub fn candidates() -> Vec<Candidate> {
         .iter()
         .map(|f| {
             let f = f.clone();
+            let info = f.adapter.get_info();
             Candidate {
                 name: f.name.clone(),
-                kind: kind_of(&f.adapter.get_info()),
+                kind: kind_of(&info),
+                pci: Some(info.device_pci_bus_id.to_lowercase()).filter(|p| !p.is_empty()),
+                vendor: Some(info.vendor),
+                cuda: false,
                 open: Box::new(move |o: &DeviceOptions| {
                     Ok(Arc::new(super::WgpuDevice::open(&f.name, &f.adapter, o)?)
                         as Arc<dyn Device>)

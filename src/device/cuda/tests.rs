@@ -1,0 +1,109 @@
+//! The CUDA device: discovery never panics without a driver, and on a machine with a CUDA GPU the
+//! shared conformance table passes on it. Tests that need a GPU skip with a printed reason where
+//! there is none (CI has none).
+
+use super::*;
+use crate::device::conformance::{assert_all_pass, run_all};
+
+/// CUDA0, or `None` with the reason printed.
+fn device_or_skip(test: &str) -> Option<CudaDevice> {
+    let Some(found) = discovery::found().first() else {
+        eprintln!("{test}: skipped: no CUDA device (driver present: {})", discovery::driver_present());
+        return None;
+    };
+    if !discovery::nvrtc_present() {
+        eprintln!("{test}: skipped: {} has no libnvrtc to compile kernels", found.name);
+        return None;
+    }
+    let opts = DeviceOptions {
+        threads: 2,
+        mem_cap: None,
+    };
+    Some(CudaDevice::open(found, &opts).expect("open CUDA0"))
+}
+
+#[test]
+fn discovery_without_a_driver_is_empty_not_a_panic() {
+    let found = discovery::found();
+    if !discovery::driver_present() {
+        assert!(found.is_empty());
+        assert!(discovery::driver_version().is_none());
+    }
+    for (i, f) in found.iter().enumerate() {
+        assert_eq!(f.name, format!("CUDA{i}"));
+        assert_eq!(f.pci.len(), "0000:00:00.0".len(), "{}", f.pci);
+    }
+    assert_eq!(discovery::candidates().len(), found.len());
+}
+
+#[test]
+fn every_op_computes_on_cuda0() {
+    let Some(dev) = device_or_skip("every_op_computes_on_cuda0") else {
+        return;
+    };
+    let outcomes = run_all(&dev);
+    let fallback: std::collections::BTreeSet<&str> = outcomes
+        .iter()
+        .filter(|o| o.fallback)
+        .map(|o| o.op.name())
+        .collect();
+    eprintln!("ops through the host kernels on CUDA0: {fallback:?}");
+    assert_all_pass("cuda", &outcomes);
+}
+
+#[test]
+fn fresh_buffers_are_zero_and_ranges_are_checked() {
+    let Some(dev) = device_or_skip("fresh_buffers_are_zero_and_ranges_are_checked") else {
+        return;
+    };
+    let b = dev.alloc(4096).expect("alloc");
+    let mut out = vec![1u8; 4096];
+    b.read(0, &mut out).expect("read");
+    assert!(out.iter().all(|&v| v == 0));
+    b.write(100, &[7; 8]).expect("write");
+    b.read(100, &mut out[..8]).expect("read");
+    assert_eq!(&out[..8], &[7; 8]);
+    assert!(b.write(4090, &[0; 8]).is_err());
+    assert!(b.read(usize::MAX, &mut out[..1]).is_err());
+}
+
+/// The ops a Gemma/llama graph sends: each must run through a CUDA kernel in at least one
+/// conformance case (not only through the host kernels).
+const MODEL_OPS: [&str; 13] = [
+    "ADD",
+    "MUL",
+    "SCALE",
+    "RMS_NORM",
+    "MUL_MAT",
+    "ROPE",
+    "SOFT_MAX",
+    "GET_ROWS",
+    "SET_ROWS",
+    "CPY",
+    "GLU",
+    "UNARY",
+    "FLASH_ATTN_EXT",
+];
+
+/// The whole conformance table through the CUDA planners and kernels, in the emulator, against the
+/// CPU device; and the model's ops really run as kernels there.
+#[test]
+fn every_op_computes_in_the_kernel_emulator() {
+    let Some(dev) = emu::device_or_skip("every_op_computes_in_the_kernel_emulator") else {
+        return;
+    };
+    let outcomes = run_all(&dev);
+    let native: std::collections::BTreeSet<&str> = outcomes
+        .iter()
+        .filter(|o| !o.fallback && o.result.is_ok())
+        .map(|o| o.op.name())
+        .collect();
+    eprintln!("ops with a CUDA kernel in some case: {native:?}");
+    assert_all_pass("cuda-emu", &outcomes);
+    let missing: Vec<&str> = MODEL_OPS
+        .iter()
+        .copied()
+        .filter(|op| !native.contains(op))
+        .collect();
+    assert!(missing.is_empty(), "model ops never run as kernels: {missing:?}");
+}
