@@ -3,9 +3,9 @@
 #[cfg(test)]
 pub mod conformance;
 mod counters;
+pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
-pub mod cpu;
 pub mod host;
 pub mod host_kernels;
 pub mod runner;
@@ -304,8 +304,20 @@ mod select_tests {
     #[test]
     fn a_gpu_seen_through_cuda_is_not_served_twice() {
         let cuda = cand("CUDA0", DeviceKind::Gpu, Some("0000:01:00.0"), NVIDIA, true);
-        let same = cand("Vulkan0", DeviceKind::Gpu, Some("0000:01:00.0"), NVIDIA, false);
-        let other = cand("Vulkan1", DeviceKind::Gpu, Some("0000:02:00.0"), NVIDIA, false);
+        let same = cand(
+            "Vulkan0",
+            DeviceKind::Gpu,
+            Some("0000:01:00.0"),
+            NVIDIA,
+            false,
+        );
+        let other = cand(
+            "Vulkan1",
+            DeviceKind::Gpu,
+            Some("0000:02:00.0"),
+            NVIDIA,
+            false,
+        );
         let amd = cand("Vulkan2", DeviceKind::Gpu, None, 0x1002, false);
         let unknown = cand("Vulkan3", DeviceKind::Gpu, None, NVIDIA, false);
         let all = [&cuda, &same, &other, &amd, &unknown];
@@ -315,7 +327,13 @@ mod select_tests {
         assert!(!served_by_cuda(&amd, &all));
         assert!(served_by_cuda(&unknown, &all));
         // CUDA without libnvrtc is not a usable GPU: the Vulkan device stays.
-        let no_nvrtc = cand("CUDA0", DeviceKind::Software, Some("0000:01:00.0"), NVIDIA, true);
+        let no_nvrtc = cand(
+            "CUDA0",
+            DeviceKind::Software,
+            Some("0000:01:00.0"),
+            NVIDIA,
+            true,
+        );
         assert!(!served_by_cuda(&same, &[&no_nvrtc, &same]));
     }
 }

@@ -19,6 +19,9 @@ pub struct Report {
     pub counts: GraphCounts,
 }
 
+/// A planner's answer for the nodes from some position on: the work and how many nodes it covers.
+pub type Planned<W> = Option<(Vec<W>, usize)>;
+
 /// What a device gives the runner, for one graph and its buffers.
 pub trait Backend {
     /// One planned unit of native work (a dispatch, a kernel launch).
@@ -29,11 +32,7 @@ pub trait Backend {
     fn device_name(&self) -> &str;
     /// Native work computing `nodes[0]`, possibly fused with the nodes right after it, and how many
     /// nodes it covers (≥ 1); `None` when the device has no kernel for `nodes[0]`.
-    fn plan(
-        &self,
-        graph: &Graph,
-        nodes: &[usize],
-    ) -> Result<Option<(Vec<Self::Work>, usize)>, DeviceError>;
+    fn plan(&self, graph: &Graph, nodes: &[usize]) -> Result<Planned<Self::Work>, DeviceError>;
     /// Records `work` (drained) for submission.
     fn encode(&self, work: &mut Vec<Self::Work>) -> Result<Self::Batch, DeviceError>;
     /// Submits a batch after everything submitted before; `last` when no step follows.

@@ -12,9 +12,7 @@ use super::exec::{Plan, Queue, Report};
 use super::kernels::{Family, Launch, Target};
 use crate::device::cpu::CpuBuffer;
 use crate::device::host_kernels::{self, HostKernel};
-use crate::device::{
-    Buffer, BufferSet, Device, DeviceCounters, DeviceError, Memory, Tally, Usage,
-};
+use crate::device::{Buffer, BufferSet, Device, DeviceCounters, DeviceError, Memory, Tally, Usage};
 use crate::ggml::Graph;
 
 /// `ggrpc_emu_launch` of emu.cpp.
@@ -35,7 +33,9 @@ struct Lib {
 /// hash, so an edited kernel is rebuilt) and loads it; the error says why it cannot.
 fn library() -> Result<&'static Lib, String> {
     static LIB: OnceLock<Result<Lib, String>> = OnceLock::new();
-    LIB.get_or_init(build_and_load).as_ref().map_err(Clone::clone)
+    LIB.get_or_init(build_and_load)
+        .as_ref()
+        .map_err(Clone::clone)
 }
 
 fn sources() -> Vec<PathBuf> {
@@ -193,8 +193,16 @@ impl EmuDevice {
     ) -> Result<Report, DeviceError> {
         let alloc = |size| self.alloc(size);
         let (report, counts) = self.tally.graph_counts(|| {
-            Plan::new(self, 0, EmuQueue(self.lib), alloc, &self.tally, graph, buffers)?
-                .run(self, &self.tally, graph, buffers, host, false)
+            Plan::new(
+                self,
+                0,
+                EmuQueue(self.lib),
+                alloc,
+                &self.tally,
+                graph,
+                buffers,
+            )?
+            .run(self, &self.tally, graph, buffers, host, false)
         })?;
         Ok(Report { counts, ..report })
     }
@@ -250,7 +258,8 @@ impl Device for EmuDevice {
     }
 
     fn compute(&self, graph: &Graph, buffers: &BufferSet) -> Result<(), DeviceError> {
-        self.compute_with(graph, buffers, host_kernels::run).map(|_| ())
+        self.compute_with(graph, buffers, host_kernels::run)
+            .map(|_| ())
     }
 
     fn counters(&self) -> DeviceCounters {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::kernels::{self, Ctx, Launch, Scratch, Target};
 use crate::device::host_kernels::HostKernel;
-use crate::device::runner::{Backend, Segments};
+use crate::device::runner::{Backend, Planned, Segments};
 use crate::device::{Buffer, BufferSet, DeviceError, GraphCounts, Tally};
 use crate::ggml::{Graph, Tensor};
 
@@ -50,8 +50,9 @@ impl<Q: Queue> Plan<Q> {
     ) -> Result<Self, DeviceError> {
         let (need, regions) = kernels::scratch_need(graph);
         let size = Scratch::bytes_for(need, regions);
-        let scratch_mem = alloc(size as usize)
-            .ok_or_else(|| DeviceError::op("cuda", format!("no memory for {size} scratch bytes")))?;
+        let scratch_mem = alloc(size as usize).ok_or_else(|| {
+            DeviceError::op("cuda", format!("no memory for {size} scratch bytes"))
+        })?;
         let base = target.addr(scratch_mem.as_ref(), 0, size as usize)?;
         let scratch = Scratch::new(base, size);
         let run = Run {
@@ -153,11 +154,7 @@ impl<Q: Queue> Backend for Run<'_, Q> {
         "cuda"
     }
 
-    fn plan(
-        &self,
-        graph: &Graph,
-        nodes: &[usize],
-    ) -> Result<Option<(Vec<Launch>, usize)>, DeviceError> {
+    fn plan(&self, graph: &Graph, nodes: &[usize]) -> Result<Planned<Launch>, DeviceError> {
         let Some(&node) = nodes.first() else {
             return Ok(None);
         };

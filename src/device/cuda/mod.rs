@@ -35,9 +35,9 @@ use super::{
     Tally, Usage,
 };
 use crate::device::host_kernels::{self, HostKernel};
+use crate::ggml::Graph;
 use exec::Plan;
 use stream::StreamQueue;
-use crate::ggml::Graph;
 
 /// What the device's plans share.
 pub struct Shared {

@@ -82,7 +82,9 @@ fn cached_ptx(family: Family, arch: u32) -> Result<String, String> {
     if let Some(p) = &path {
         // Best effort, written whole then renamed, so a reader never sees half a file.
         let tmp = p.with_extension(format!("tmp{}", std::process::id()));
-        let ok = p.parent().is_some_and(|d| std::fs::create_dir_all(d).is_ok())
+        let ok = p
+            .parent()
+            .is_some_and(|d| std::fs::create_dir_all(d).is_ok())
             && std::fs::write(&tmp, &ptx).is_ok()
             && std::fs::rename(&tmp, p).is_ok();
         if !ok {

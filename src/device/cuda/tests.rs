@@ -8,11 +8,17 @@ use crate::device::conformance::{assert_all_pass, run_all};
 /// CUDA0, or `None` with the reason printed.
 fn device_or_skip(test: &str) -> Option<CudaDevice> {
     let Some(found) = discovery::found().first() else {
-        eprintln!("{test}: skipped: no CUDA device (driver present: {})", discovery::driver_present());
+        eprintln!(
+            "{test}: skipped: no CUDA device (driver present: {})",
+            discovery::driver_present()
+        );
         return None;
     };
     if !discovery::nvrtc_present() {
-        eprintln!("{test}: skipped: {} has no libnvrtc to compile kernels", found.name);
+        eprintln!(
+            "{test}: skipped: {} has no libnvrtc to compile kernels",
+            found.name
+        );
         return None;
     }
     let opts = DeviceOptions {
@@ -105,5 +111,8 @@ fn every_op_computes_in_the_kernel_emulator() {
         .copied()
         .filter(|op| !native.contains(op))
         .collect();
-    assert!(missing.is_empty(), "model ops never run as kernels: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "model ops never run as kernels: {missing:?}"
+    );
 }

@@ -13,7 +13,7 @@ use super::gpu::Gpu;
 use super::kernels::scratch::Scratch;
 use super::kernels::{self, Ctx, Dispatch, Encoded, Window};
 use crate::device::host_kernels::HostKernel;
-use crate::device::runner::{Backend, Segments};
+use crate::device::runner::{Backend, Planned, Segments};
 use crate::device::{Buffer, BufferSet, DeviceError, GraphCounts};
 use crate::ggml::{Graph, Op, Tensor};
 
@@ -161,11 +161,7 @@ impl Backend for Ctx<'_> {
         "wgpu"
     }
 
-    fn plan(
-        &self,
-        graph: &Graph,
-        nodes: &[usize],
-    ) -> Result<Option<(Vec<Dispatch>, usize)>, DeviceError> {
+    fn plan(&self, graph: &Graph, nodes: &[usize]) -> Result<Planned<Dispatch>, DeviceError> {
         if let Some(fused) = self
             .gpu
             .scoped("plan", || kernels::plan_fused(self, graph, nodes))??

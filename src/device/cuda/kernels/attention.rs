@@ -4,7 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::norm::alibi;
-use super::{CuTensor, Ctx, Family, Launch};
+use super::{Ctx, CuTensor, Family, Launch};
 use crate::device::DeviceError;
 use crate::ggml::{GgmlType, Graph};
 
@@ -75,7 +75,10 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Launch>>
             .all(|&(t, n)| matches!(t, GgmlType::F16 | GgmlType::F32) || n % 32 == 0)
         && mask_ok
         && sinks_ok;
-    let Some(func) = ok.then(|| ctx.function(Family::Attention, "k_flash_attn")).flatten() else {
+    let Some(func) = ok
+        .then(|| ctx.function(Family::Attention, "k_flash_attn"))
+        .flatten()
+    else {
         return Ok(None);
     };
     let max_bias = t.param_f32(1);

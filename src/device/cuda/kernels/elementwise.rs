@@ -3,7 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{CuTensor, Ctx, Family, Launch, stride_grid};
+use super::{Ctx, CuTensor, Family, Launch, stride_grid};
 use crate::device::DeviceError;
 use crate::ggml::{GgmlType, GluOp, Graph, Op, UnaryOp};
 
@@ -44,7 +44,11 @@ fn f32_or_f16(t: GgmlType) -> bool {
     matches!(t, GgmlType::F32 | GgmlType::F16)
 }
 
-pub fn plan_binary(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Launch>>, DeviceError> {
+pub fn plan_binary(
+    ctx: &Ctx,
+    graph: &Graph,
+    node: usize,
+) -> Result<Option<Vec<Launch>>, DeviceError> {
     let t = &graph.tensors[node];
     let (Some(a), Some(b)) = (graph.src(node, 0), graph.src(node, 1)) else {
         return Ok(None);
@@ -59,7 +63,10 @@ pub fn plan_binary(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<L
         Op::Div => 3,
         _ => return Ok(None),
     };
-    let Some(func) = ok.then(|| ctx.function(Family::Binary, "k_binary")).flatten() else {
+    let Some(func) = ok
+        .then(|| ctx.function(Family::Binary, "k_binary"))
+        .flatten()
+    else {
         return Ok(None);
     };
     let p = BinaryP {
@@ -91,7 +98,11 @@ fn unary_code(graph: &Graph, node: usize) -> Option<(i32, f32, f32)> {
     })
 }
 
-pub fn plan_unary(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Launch>>, DeviceError> {
+pub fn plan_unary(
+    ctx: &Ctx,
+    graph: &Graph,
+    node: usize,
+) -> Result<Option<Vec<Launch>>, DeviceError> {
     let t = &graph.tensors[node];
     let Some(a) = graph.src(node, 0) else {
         return Ok(None);
@@ -122,9 +133,9 @@ pub fn plan_glu(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Laun
         return Ok(None);
     };
     let op = match GluOp::from_u32(t.param_i32(0) as u32) {
-        Some(g @ (GluOp::Reglu | GluOp::Geglu | GluOp::Swiglu | GluOp::GegluErf | GluOp::GegluQuick)) => {
-            g as i32
-        }
+        Some(
+            g @ (GluOp::Reglu | GluOp::Geglu | GluOp::Swiglu | GluOp::GegluErf | GluOp::GegluQuick),
+        ) => g as i32,
         _ => return Ok(None),
     };
     let shapes = match graph.src(node, 1) {

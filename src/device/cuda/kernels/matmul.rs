@@ -5,7 +5,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{CuTensor, Ctx, Family, Launch};
+use super::{Ctx, CuTensor, Family, Launch};
 use crate::device::DeviceError;
 use crate::ggml::{GgmlType, Graph, Tensor};
 
@@ -56,7 +56,10 @@ const Q8_1_BYTES: u64 = 36;
 
 fn quantized(t: GgmlType) -> bool {
     use GgmlType::*;
-    matches!(t, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2K | Q3K | Q4K | Q5K | Q6K)
+    matches!(
+        t,
+        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2K | Q3K | Q4K | Q5K | Q6K
+    )
 }
 
 /// Shapes both kernels take: d = [M, N, ne12, ne13], weights broadcast over the batch dims.
@@ -67,8 +70,8 @@ fn shapes(w: &Tensor, x: &Tensor, t: &Tensor) -> Option<(i32, i32)> {
         && t.ne == [w.ne[1], x.ne[1], x.ne[2], x.ne[3]]
         && w.ne[2] > 0
         && w.ne[3] > 0
-        && x.ne[2] % w.ne[2] == 0
-        && x.ne[3] % w.ne[3] == 0;
+        && x.ne[2].is_multiple_of(w.ne[2])
+        && x.ne[3].is_multiple_of(w.ne[3]);
     ok.then(|| {
         (
             i32::try_from(x.ne[2] / w.ne[2]).ok(),

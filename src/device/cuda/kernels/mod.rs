@@ -341,4 +341,3 @@ pub fn scratch_need(graph: &Graph) -> (u64, u64) {
 pub fn stride_grid(n: u64) -> (u64, u64, u64) {
     (n.div_ceil(256).clamp(1, 65535), 1, 1)
 }
-

@@ -3,7 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{CuTensor, Ctx, Family, Launch, stride_grid};
+use super::{Ctx, CuTensor, Family, Launch, stride_grid};
 use crate::device::DeviceError;
 use crate::ggml::{GgmlType, Graph};
 
@@ -53,7 +53,11 @@ fn row_grid(ne: [usize; 4]) -> (u64, u64, u64) {
     (ne[1] as u64, ne[2] as u64, ne[3] as u64)
 }
 
-pub fn plan_norm(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Launch>>, DeviceError> {
+pub fn plan_norm(
+    ctx: &Ctx,
+    graph: &Graph,
+    node: usize,
+) -> Result<Option<Vec<Launch>>, DeviceError> {
     let t = &graph.tensors[node];
     let Some(a) = graph.src(node, 0) else {
         return Ok(None);
@@ -128,7 +132,11 @@ pub fn plan_softmax(
     Ok(Launch::new(func, row_grid(t.ne), (256, 1, 1), 0, &p).map(|l| vec![l]))
 }
 
-pub fn plan_rope(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Launch>>, DeviceError> {
+pub fn plan_rope(
+    ctx: &Ctx,
+    graph: &Graph,
+    node: usize,
+) -> Result<Option<Vec<Launch>>, DeviceError> {
     let t = &graph.tensors[node];
     let (Some(a), Some(pos)) = (graph.src(node, 0), graph.src(node, 1)) else {
         return Ok(None);
@@ -161,7 +169,8 @@ pub fn plan_rope(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Lau
     let (base, freq_scale) = (t.param_f32(5), t.param_f32(6));
     let (beta_fast, beta_slow) = (t.param_f32(9), t.param_f32(10));
     // ggml_rope_yarn_corr_dims.
-    let corr = |b: f32| nd * (n_ctx_orig / (b * 2.0 * std::f32::consts::PI)).ln() / (2.0 * base.ln());
+    let corr =
+        |b: f32| nd * (n_ctx_orig / (b * 2.0 * std::f32::consts::PI)).ln() / (2.0 * base.ln());
     let p = RopeP {
         a: ctx.src(graph, node, 0)?,
         pos: ctx.src(graph, node, 1)?,

@@ -4,7 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{CuTensor, Ctx, Family, Launch, stride_grid};
+use super::{Ctx, CuTensor, Family, Launch, stride_grid};
 use crate::device::DeviceError;
 use crate::ggml::{GgmlType, Graph, Op};
 
@@ -66,7 +66,10 @@ pub fn plan_get_rows(
         && t.ne == [a.ne[0], i.ne[0], i.ne[1], i.ne[2]]
         && a.ne[2] == i.ne[1]
         && a.ne[3] == i.ne[2];
-    let Some(func) = ok.then(|| ctx.function(Family::GetRows, "k_get_rows")).flatten() else {
+    let Some(func) = ok
+        .then(|| ctx.function(Family::GetRows, "k_get_rows"))
+        .flatten()
+    else {
         return Ok(None);
     };
     let p = GetRowsP {
@@ -78,7 +81,11 @@ pub fn plan_get_rows(
     Ok(Launch::new(func, stride_grid(t.nelements() as u64), (256, 1, 1), 0, &p).map(|l| vec![l]))
 }
 
-pub fn plan_copy(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Launch>>, DeviceError> {
+pub fn plan_copy(
+    ctx: &Ctx,
+    graph: &Graph,
+    node: usize,
+) -> Result<Option<Vec<Launch>>, DeviceError> {
     let t = &graph.tensors[node];
     let Some(s) = graph.src(node, 0) else {
         return Ok(None);
@@ -87,9 +94,7 @@ pub fn plan_copy(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Lau
     let same_count = s.nelements() == t.nelements();
     let ok = match (float(s.typ), float(t.typ), quant_dst(t.typ)) {
         (true, true, _) => same_count,
-        (true, false, true) => {
-            s.typ == GgmlType::F32 && s.ne == t.ne && t.ne[0].is_multiple_of(32)
-        }
+        (true, false, true) => s.typ == GgmlType::F32 && s.ne == t.ne && t.ne[0].is_multiple_of(32),
         _ => false,
     };
     if !ok || t.op == Op::SetRows {
@@ -131,7 +136,10 @@ pub fn plan_set_rows(
         && i.ne[2] > 0
         && s.ne[2] % i.ne[1] == 0
         && s.ne[3] % i.ne[2] == 0;
-    let Some(func) = ok.then(|| ctx.function(Family::Copy, "k_set_rows")).flatten() else {
+    let Some(func) = ok
+        .then(|| ctx.function(Family::Copy, "k_set_rows"))
+        .flatten()
+    else {
         return Ok(None);
     };
     let p = SetRowsP {
