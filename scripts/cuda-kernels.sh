@@ -8,11 +8,13 @@ cd "$(dirname "$0")/.."
 
 tools=target/cuda-tools
 if [ ! -x "$tools/nvidia/cuda_nvcc/bin/ptxas" ] || ! ls "$tools"/nvidia/cuda_nvrtc/lib/libnvrtc.so.12 >/dev/null 2>&1; then
-  echo "installing NVRTC 12.9 and ptxas from PyPI into $tools"
-  python3 -m pip install -q --disable-pip-version-check --no-deps --target "$tools" \
+  echo "installing NVRTC 12.9 and ptxas from PyPI into $tools" >&2
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check --no-deps --target "$tools" \
     nvidia-cuda-nvrtc-cu12==12.9.86 nvidia-cuda-nvcc-cu12==12.9.86
 fi
 nvrtc_lib=$(realpath "$tools/nvidia/cuda_nvrtc/lib")
+# --install: only install, and print the folder holding libnvrtc.so.12 (scripts/gpu-bench.sh pack).
+if [ "${1:-}" = --install ]; then echo "$nvrtc_lib"; exit 0; fi
 ptxas=$(realpath "$tools/nvidia/cuda_nvcc/bin/ptxas")
 out=$(realpath -m target/cuda-ptx)
 rm -rf "$out"

@@ -5,12 +5,16 @@
 #   scripts/gpu-bench.sh pack   HERE: release-builds rpc-server, examples/gpu_bench.rs (kernel
 #                               micro-benches) and examples/synthetic_decode (Gemma 3 270M-shaped decode
 #                               over loopback), strips them and copies this machine's Vulkan loader
-#                               (libvulkan.so.1) next to them, into target/gpu-bench/ (under 64 MiB).
+#                               (libvulkan.so.1) next to them, with the library's test binary (the CUDA
+#                               conformance suite) and the CUDA kernels as PTX for sm_80–sm_120, into
+#                               target/gpu-bench/ (under 64 MiB).
 #   scripts/gpu-bench.sh run    THERE, in a copy of the repository with target/gpu-bench carried along
 #                               (device tool: command "bash scripts/gpu-bench.sh run", carry
 #                               ["target/gpu-bench"]): lists the adapters, picks the first one that is
 #                               neither the CPU nor a software rasterizer, runs the micro-benches and the
-#                               synthetic decode on it, writes one JSON ($OUT/gpu-bench.json when $OUT is
+#                               synthetic decode on it (on CUDA0 first, when there is one, then on the
+#                               first other GPU adapter, e.g. the same GPU through Vulkan; with CUDA0
+#                               the CUDA conformance suite too), writes one JSON ($OUT/gpu-bench.json when $OUT is
 #                               set, else target/gpu-bench/result.json, logs beside it) and prints the
 #                               tables in markdown. Each step has its own timeout (listings 30 s, micro-
 #                               benches 150 s, decode 200 s): the whole run stays under 8 minutes.
@@ -40,13 +44,26 @@ pack() {
   set -e
   local target="${CARGO_TARGET_DIR:-$repo/target}"
   command -v cargo >/dev/null || die "pack needs cargo (run it on the build machine)"
-  (cd "$repo" && cargo build --release --bin rpc-server --example gpu_bench --example synthetic_decode)
+  (cd "$repo" && cargo build --release --bin rpc-server --example gpu_bench --example synthetic_decode \
+    --example cuda_ptx)
+  # The library's test binary, for the CUDA conformance suite on the GPU machine.
+  local tests
+  tests="$(cd "$repo" && cargo test --release --lib --no-run --message-format=json 2>/dev/null |
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)"
+  [[ -x "$tests" ]] || die "could not build the library's test binary"
   rm -rf "$dir"
   mkdir -p "$dir/lib"
   cp "$target/release/rpc-server" "$dir/"
   cp "$target/release/examples/gpu_bench" "$target/release/examples/synthetic_decode" "$dir/"
+  cp "$tests" "$dir/ggrpc-tests"
+  # CUDA kernels as PTX for the architectures of current NVIDIA GPUs: the GPU machine has the driver
+  # but no libnvrtc (106 MiB, too big to carry), and the device loads cached PTX without it.
+  local nvrtc
+  nvrtc="$(bash "$repo/scripts/cuda-kernels.sh" --install)"
+  LD_LIBRARY_PATH="$nvrtc" "$target/release/examples/cuda_ptx" --out "$dir/cuda-cache" \
+    --arch 80,86,89,90,100,120
   if command -v strip >/dev/null; then
-    strip "$dir/rpc-server" "$dir/gpu_bench" "$dir/synthetic_decode"
+    strip "$dir/rpc-server" "$dir/gpu_bench" "$dir/synthetic_decode" "$dir/ggrpc-tests"
   else
     echo "gpu-bench: no strip here: the binaries keep their debug info (check the size below)" >&2
   fi
@@ -164,6 +181,7 @@ run() {
     VK_LOADER_DEBUG=error,warn,driver timeout 30 "$dir/rpc-server" --list-devices >"$logs/vulkan-loader.txt" 2>&1
   fi
 
+  [[ -d "$dir/cuda-cache" ]] && export GGRPC_CUDA_CACHE="$dir/cuda-cache"
   local dev="${GPU_BENCH_DEVICE:-}" kind=""
   if [[ -z "$dev" ]]; then
     read -r dev kind < <(adapters <<<"$listing" | awk '$2 == "gpu"' | head -n 1)
@@ -173,42 +191,77 @@ run() {
     [[ -n "$dev" ]] && echo "gpu-bench: no hardware GPU adapter; measuring the software adapter $dev"
   fi
   [[ -z "$kind" && -n "$dev" ]] && kind="$(adapters <<<"$listing" | awk -v d="$dev" '$1 == d {print $2}')"
+  # With CUDA0 first, the first other GPU adapter (the same GPU through Vulkan) is measured too,
+  # quickly, so one run compares the two paths.
+  local second=""
+  if [[ "$dev" == CUDA* && -z "${GPU_BENCH_DEVICE:-}" ]]; then
+    second="$(adapters <<<"$listing" | awk '$2 == "gpu" && $1 !~ /^CUDA/ {print $1; exit}')"
+  fi
 
   local micro_args=() decode_args=(--tokens 128 --warmup 8 --pp 64,512 --pp-reps 5)
+  local quick_decode=(--tokens 4 --warmup 1 --pp 16 --pp-reps 1)
   if [[ "$quick" == 1 ]]; then
     micro_args=(--quick)
-    decode_args=(--tokens 4 --warmup 1 --pp 16 --pp-reps 1)
+    decode_args=("${quick_decode[@]}")
   fi
+  # Timeouts (s): micro, rows (0: skipped), decode; the run stays under 8 minutes.
+  local t_micro=150 t_rows=90 t_decode=200
+  [[ -n "$second" ]] && t_micro=120 t_rows=0 t_decode=150
+
+  # measure DEV TAG MICRO_S ROWS_S DECODE_S MICRO_ARGS... -- DECODE_ARGS...
+  measure() {
+    local d="$1" tag="$2" tm="$3" tr="$4" td="$5" rc
+    shift 5
+    local margs=() dargs=()
+    while [[ $# -gt 0 && "$1" != "--" ]]; do margs+=("$1"); shift; done
+    [[ $# -gt 0 ]] && shift
+    dargs=("$@")
+    echo "== micro-benches on $d"
+    timeout "$tm" "$dir/gpu_bench" --device "$d" "${margs[@]}" --json "$logs/micro$tag.json" \
+      >"$logs/micro$tag.md" 2>"$logs/micro$tag.log"
+    rc=$?
+    ((rc == 0)) || errors+=("gpu_bench on $d exited $rc (124: timed out after $tm s); see gpu-bench-logs/micro$tag.log")
+    tail -n 3 "$logs/micro$tag.log"
+    if ((tr > 0)) && [[ "$d" != CUDA* ]]; then
+      # The same cases with the CPU adapters' kernels (a row per invocation), to compare (quick).
+      echo "== micro-benches with the CPU adapters' kernels (GGRPC_WGPU_GPU_KERNELS=0)"
+      GGRPC_WGPU_GPU_KERNELS=0 timeout "$tr" "$dir/gpu_bench" --device "$d" --quick \
+        --json "$logs/micro-rows$tag.json" >"$logs/micro-rows$tag.md" 2>"$logs/micro-rows$tag.log" ||
+        errors+=("gpu_bench with GGRPC_WGPU_GPU_KERNELS=0 failed; see gpu-bench-logs/micro-rows$tag.log")
+    fi
+    echo "== synthetic Gemma 3 270M decode on $d"
+    local port=$((40000 + RANDOM % 20000)) mport
+    mport=$((port + 1))
+    timeout $((td + 20)) "$dir/rpc-server" -H 127.0.0.1 -p "$port" -d "$d" --metrics "127.0.0.1:$mport" \
+      >"$logs/server$tag.log" 2>&1 &
+    local server=$!
+    timeout "$td" "$dir/synthetic_decode" --addr "127.0.0.1:$port" --metrics "127.0.0.1:$mport" \
+      --device "$d" "${dargs[@]}" --json "$logs/decode$tag.json" >"$logs/decode$tag.md" 2>"$logs/decode$tag.log"
+    rc=$?
+    ((rc == 0)) || errors+=("synthetic_decode on $d exited $rc (124: timed out after $td s); see gpu-bench-logs/decode$tag.log")
+    kill "$server" 2>/dev/null
+    wait "$server" 2>/dev/null
+    tail -n 4 "$logs/decode$tag.log"
+  }
+
+  local cuda_tests="null"
   if [[ -z "$dev" ]]; then
     errors+=("no GPU adapter found (rpc-server --list-devices lists only the CPU)${icd_note:+: $icd_note}")
     echo "gpu-bench: ${errors[-1]}" >&2
   else
-    echo "== micro-benches on $dev ($kind)"
-    timeout 150 "$dir/gpu_bench" --device "$dev" "${micro_args[@]}" --json "$logs/micro.json" \
-      >"$logs/micro.md" 2>"$logs/micro.log"
-    local rc=$?
-    ((rc == 0)) || errors+=("gpu_bench exited $rc (124: timed out after 150 s); see gpu-bench-logs/micro.log")
-    tail -n 3 "$logs/micro.log"
-
-    # The same cases with the CPU adapters' kernels (a row per invocation), to compare (quick).
-    echo "== micro-benches with the CPU adapters' kernels (GGRPC_WGPU_GPU_KERNELS=0)"
-    GGRPC_WGPU_GPU_KERNELS=0 timeout 90 "$dir/gpu_bench" --device "$dev" --quick \
-      --json "$logs/micro-rows.json" >"$logs/micro-rows.md" 2>"$logs/micro-rows.log" ||
-      errors+=("gpu_bench with GGRPC_WGPU_GPU_KERNELS=0 failed; see gpu-bench-logs/micro-rows.log")
-
-    echo "== synthetic Gemma 3 270M decode on $dev"
-    local port=$((40000 + RANDOM % 20000)) mport
-    mport=$((port + 1))
-    timeout 220 "$dir/rpc-server" -H 127.0.0.1 -p "$port" -d "$dev" --metrics "127.0.0.1:$mport" \
-      >"$logs/server.log" 2>&1 &
-    local server=$!
-    timeout 200 "$dir/synthetic_decode" --addr "127.0.0.1:$port" --metrics "127.0.0.1:$mport" \
-      --device "$dev" "${decode_args[@]}" --json "$logs/decode.json" >"$logs/decode.md" 2>"$logs/decode.log"
-    rc=$?
-    ((rc == 0)) || errors+=("synthetic_decode exited $rc (124: timed out after 200 s); see gpu-bench-logs/decode.log")
-    kill "$server" 2>/dev/null
-    wait "$server" 2>/dev/null
-    tail -n 4 "$logs/decode.log"
+    if [[ "$dev" == CUDA* && -x "$dir/ggrpc-tests" ]]; then
+      # The conformance table, fresh buffers and range checks on the GPU itself.
+      echo "== CUDA tests on $dev (the conformance suite against the CPU device)"
+      timeout 60 "$dir/ggrpc-tests" --test-threads 2 device::cuda::tests >"$logs/cuda-tests.txt" 2>&1
+      local rc=$?
+      ((rc == 0)) || errors+=("CUDA tests exited $rc (124: timed out); see gpu-bench-logs/cuda-tests.txt")
+      tail -n 5 "$logs/cuda-tests.txt"
+      cuda_tests="$(json_str "$(tail -n 40 "$logs/cuda-tests.txt")")"
+    fi
+    measure "$dev" "" "$t_micro" "$t_rows" "$t_decode" "${micro_args[@]}" -- "${decode_args[@]}"
+    if [[ -n "$second" ]]; then
+      measure "$second" "-2" 45 0 60 --quick -- "${quick_decode[@]}"
+    fi
   fi
 
   local errs="" e
@@ -223,6 +276,8 @@ run() {
     printf '"device":%s,"device_kind":%s,' "$(json_str "$dev")" "$(json_str "$kind")"
     printf '"micro":%s,"micro_rows":%s,"decode":%s,' "$(json_file "$logs/micro.json")" \
       "$(json_file "$logs/micro-rows.json")" "$(json_file "$logs/decode.json")"
+    printf '"cuda_tests":%s,"second_device":%s,"second_micro":%s,"second_decode":%s,' "$cuda_tests" \
+      "$(json_str "$second")" "$(json_file "$logs/micro-2.json")" "$(json_file "$logs/decode-2.json")"
     printf '"errors":[%s],"seconds":%s}\n' "$errs" "$((SECONDS - started))"
   } >"$json"
 
@@ -230,6 +285,11 @@ run() {
   echo "## gpu-bench: ${dev:-no adapter}${kind:+ ($kind)} on $(uname -n)"
   [[ -n "$smi" ]] && echo "nvidia-smi: $smi"
   cat "$logs/micro.md" "$logs/micro-rows.md" "$logs/decode.md" 2>/dev/null
+  if [[ -n "$second" ]]; then
+    echo
+    echo "## the same GPU as $second (quick)"
+    cat "$logs/micro-2.md" "$logs/decode-2.md" 2>/dev/null
+  fi
   echo
   echo "JSON: $json ($((SECONDS - started)) s)"
   if [[ -z "$dev" ]]; then exit 2; fi

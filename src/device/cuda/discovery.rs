@@ -97,14 +97,21 @@ fn enumerate() -> Result<Vec<Found>, cudarc::driver::DriverError> {
     Ok(out)
 }
 
-/// Every CUDA device as a `Candidate`. Without libnvrtc the kernels cannot be compiled: the device is
-/// still listed (opening it says why it cannot serve) but not picked by default.
+/// The architecture kernels are compiled for (`90` for compute capability 9.0).
+pub fn arch(f: &Found) -> u32 {
+    (f.capability.0.max(0) * 10 + f.capability.1.max(0)) as u32
+}
+
+/// Every CUDA device as a `Candidate`. Kernels need libnvrtc, or PTX cached for the device's
+/// architecture (`nvrtc::fill_cache`); without either the device is still listed (opening it says
+/// why it cannot serve) but not picked by default.
 pub fn candidates() -> Vec<Candidate> {
     let nvrtc = nvrtc_present();
     found()
         .iter()
         .map(|f| {
             let f = f.clone();
+            let nvrtc = nvrtc || super::nvrtc::cache_is_complete(arch(&f));
             Candidate {
                 name: f.name.clone(),
                 kind: if nvrtc {
@@ -120,9 +127,11 @@ pub fn candidates() -> Vec<Candidate> {
                         return Err(crate::device::DeviceError::op(
                             "open",
                             format!(
-                                "{}: libnvrtc.so.12 not found (install the CUDA toolkit or PyPI \
-                                 nvidia-cuda-nvrtc-cu12 and put its lib on LD_LIBRARY_PATH)",
-                                f.name
+                                "{}: libnvrtc.so.12 not found and no cached PTX for sm_{} (install \
+                                 the CUDA toolkit or PyPI nvidia-cuda-nvrtc-cu12 and put its lib \
+                                 on LD_LIBRARY_PATH)",
+                                f.name,
+                                arch(&f)
                             ),
                         ));
                     }

@@ -100,8 +100,7 @@ impl CudaDevice {
     pub fn open(found: &discovery::Found, opts: &DeviceOptions) -> Result<Self, DeviceError> {
         let ctx = discovery::context(found.ordinal).map_err(|e| driver("open", e))?;
         let total = ctx.total_mem().map_err(|e| driver("open", e))? as u64;
-        let (maj, min) = found.capability;
-        let arch = (maj.max(0) * 10 + min.max(0)) as u32;
+        let arch = discovery::arch(found);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(opts.threads.max(1))
             .thread_name(|i| format!("ggrpc-cuda-{i}"))

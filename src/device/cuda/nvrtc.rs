@@ -2,7 +2,7 @@
 //! source hash, architecture and NVRTC version (a second start loads them without compiling).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
@@ -23,10 +23,13 @@ pub fn compile_options(arch: u32) -> CompileOptions {
     }
 }
 
-/// NVRTC's version, `(major, minor)`.
+/// NVRTC's version, `(major, minor)`; `None` without libnvrtc.
 pub fn nvrtc_version() -> Option<(i32, i32)> {
+    if !super::discovery::nvrtc_present() {
+        return None;
+    }
     let (mut major, mut minor) = (0, 0);
-    // SAFETY: called only after `discovery::nvrtc_present`; writes two ints.
+    // SAFETY: the library is present (checked above; cudarc would panic otherwise); writes two ints.
     let r = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
     (r == cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS).then_some((major, minor))
 }
@@ -57,15 +60,77 @@ pub fn cache_dir() -> Option<PathBuf> {
     Some(base.join("ggrpc").join("cuda"))
 }
 
-/// The cached PTX of `family` for `arch`, compiling (and caching) it when absent.
-fn cached_ptx(family: Family, arch: u32) -> Result<String, String> {
-    let (maj, min) = nvrtc_version().unwrap_or((0, 0));
-    let file = format!(
-        "{}-{:016x}-sm{arch}-nvrtc{maj}.{min}.ptx",
+/// The cache file name of `family` for `arch`, without the NVRTC version and extension.
+fn cache_prefix(family: Family, arch: u32) -> String {
+    format!(
+        "{}-{:016x}-sm{arch}-nvrtc",
         family.file_name(),
         fnv1a(&family.code())
-    );
-    let path = cache_dir().map(|d| d.join(file));
+    )
+}
+
+/// A cached PTX of `family` for `arch` from any NVRTC version (what a machine without libnvrtc can
+/// load: the driver compiles PTX itself).
+fn any_cached(dir: &Path, family: Family, arch: u32) -> Option<String> {
+    let prefix = cache_prefix(family, arch);
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".ptx"))
+        })
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .rev()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+}
+
+/// Whether every family is cached for `arch` (the device then opens without libnvrtc).
+pub fn cache_is_complete(arch: u32) -> bool {
+    cache_dir().is_some_and(|d| {
+        Family::ALL
+            .iter()
+            .all(|&f| any_cached(&d, f, arch).is_some())
+    })
+}
+
+/// Compiles every family for each of `archs` into `dir` under the names the cache uses (to ship
+/// kernels to machines that have the driver but no libnvrtc). Returns the files written.
+pub fn fill_cache(dir: &Path, archs: &[u32]) -> Result<usize, String> {
+    let (maj, min) = nvrtc_version().ok_or("libnvrtc cannot be loaded")?;
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let mut n = 0;
+    for &arch in archs {
+        for family in Family::ALL {
+            let ptx = compile(family, arch)?;
+            let file = format!("{}{maj}.{min}.ptx", cache_prefix(family, arch));
+            std::fs::write(dir.join(file), ptx).map_err(|e| e.to_string())?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// The PTX of `family` for `arch`: from the cache when this NVRTC compiled it before, else compiled
+/// and cached; without libnvrtc, whatever the cache holds.
+fn cached_ptx(family: Family, arch: u32) -> Result<String, String> {
+    let dir = cache_dir();
+    let Some((maj, min)) = nvrtc_version() else {
+        return dir
+            .and_then(|d| any_cached(&d, family, arch))
+            .ok_or_else(|| {
+                format!(
+                    "{}.cu: no libnvrtc to compile it and no cached PTX for sm_{arch}",
+                    family.file_name()
+                )
+            });
+    };
+    let path = dir.map(|d| d.join(format!("{}{maj}.{min}.ptx", cache_prefix(family, arch))));
     if let Some(p) = &path
         && let Ok(ptx) = std::fs::read_to_string(p)
     {

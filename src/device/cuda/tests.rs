@@ -14,7 +14,7 @@ fn device_or_skip(test: &str) -> Option<CudaDevice> {
         );
         return None;
     };
-    if !discovery::nvrtc_present() {
+    if !discovery::nvrtc_present() && !nvrtc::cache_is_complete(discovery::arch(found)) {
         eprintln!(
             "{test}: skipped: {} has no libnvrtc to compile kernels",
             found.name
