@@ -43,7 +43,7 @@ __device__ __forceinline__ float k_dot(const float *q, const char *kr, i64 nb0, 
 
 template <int T>
 __device__ __forceinline__ void v_acc(float *acc, const char *vr, i64 nb0, int DV, int lane, float ms, float vs) {
-#pragma unroll
+    UNROLL
     for (int t = 0; t < FA_VPL; t++) {
         const int e = lane + WARP * t;
         if (e < DV) {
@@ -53,7 +53,7 @@ __device__ __forceinline__ void v_acc(float *acc, const char *vr, i64 nb0, int D
 }
 
 extern "C" __global__ void k_flash_attn(const FlashP p) {
-    extern __shared__ float fa_sh[];
+    DYN_SHARED(float, fa_sh);
     const int DK = (int)p.q.ne[0], DV = (int)p.v.ne[0];
     float *qs = fa_sh;             // DK
     float *accs = fa_sh + DK;      // DV
@@ -80,7 +80,7 @@ extern "C" __global__ void k_flash_attn(const FlashP p) {
 
     float M = NEG_INF, L = 0.0f;
     float acc[FA_VPL];
-#pragma unroll
+    UNROLL
     for (int t = 0; t < FA_VPL; t++) {
         acc[t] = 0.0f;
     }
@@ -123,7 +123,7 @@ extern "C" __global__ void k_flash_attn(const FlashP p) {
     }
     __syncthreads();
     float Mg = NEG_INF;
-#pragma unroll
+    UNROLL
     for (int w = 0; w < FA_WARPS; w++) {
         Mg = fmaxf(Mg, ml[w]);
     }
@@ -133,7 +133,7 @@ extern "C" __global__ void k_flash_attn(const FlashP p) {
         Mg = fmaxf(Mg, sink);
     }
     float Lg = 0.0f;
-#pragma unroll
+    UNROLL
     for (int w = 0; w < FA_WARPS; w++) {
         Lg += ml[w] == NEG_INF ? 0.0f : ml[FA_WARPS + w] * expf(ml[w] - Mg);
     }
@@ -144,7 +144,7 @@ extern "C" __global__ void k_flash_attn(const FlashP p) {
     // The warps add their scaled accumulators in order 0..3.
     for (int w = 0; w < FA_WARPS; w++) {
         if (warp == w) {
-#pragma unroll
+            UNROLL
             for (int t = 0; t < FA_VPL; t++) {
                 const int e = lane + WARP * t;
                 if (e < DV) {

@@ -32,7 +32,21 @@ enum { T_F32 = 0, T_F16 = 1, T_Q4_0 = 2, T_Q4_1 = 3, T_Q5_0 = 6, T_Q5_1 = 7, T_Q
 
 // ---------------------------------------------------------------------------------------------
 // Shared device helpers (below the ABI). Everything here is header-free: f16 goes through inline
-// PTX, bf16 through bit shifts.
+// PTX (the emulator's software conversion under GGRPC_CUDA_EMU), bf16 through bit shifts.
+
+// The device-only constructs have a host path when GGRPC_CUDA_EMU is defined: shaders/cuda/emu/
+// compiles these very sources with g++ into a CPU emulator (emu/prelude.h supplies the CUDA
+// built-ins), so CI runs every kernel without a GPU. Without the macro this is plain CUDA C.
+//   UNROLL                  `#pragma unroll` (g++ would warn on the unknown pragma)
+//   DYN_SHARED(type, name)  the block's dynamic shared memory as `type name[]`
+// plus the f16 conversions below and the mma.sync in matmul.cu.
+#ifdef GGRPC_CUDA_EMU
+#define UNROLL _Pragma("GCC unroll 32")
+#define DYN_SHARED(type, name) type *const name = (type *)emu_dyn_shared()
+#else
+#define UNROLL _Pragma("unroll")
+#define DYN_SHARED(type, name) extern __shared__ type name[]
+#endif
 
 #define WARP 32
 #define FULL_MASK 0xffffffffu
@@ -49,15 +63,23 @@ enum { BS_Q4_0 = 18, BS_Q4_1 = 20, BS_Q5_0 = 22, BS_Q5_1 = 24, BS_Q8_0 = 34, BS_
 struct block_q8_1 { u16 d; u16 s; i8 qs[32]; };
 
 __device__ __forceinline__ float f16_to_f32(u16 h) {
+#ifdef GGRPC_CUDA_EMU
+    return emu_f16_to_f32(h);
+#else
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
     return f;
+#endif
 }
 
 __device__ __forceinline__ u16 f32_to_f16(float f) {
+#ifdef GGRPC_CUDA_EMU
+    return emu_f32_to_f16(f);
+#else
     u16 h;
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
+#endif
 }
 
 __device__ __forceinline__ float bf16_to_f32(u16 h) {
@@ -265,7 +287,7 @@ __device__ __forceinline__ void quantize_block_q4_0(const float *x, u8 *b) {
 }
 
 __device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
+    UNROLL
     for (int o = 16; o > 0; o >>= 1) {
         v += __shfl_xor_sync(FULL_MASK, v, o);
     }
@@ -273,7 +295,7 @@ __device__ __forceinline__ float warp_sum(float v) {
 }
 
 __device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
+    UNROLL
     for (int o = 16; o > 0; o >>= 1) {
         v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));
     }
@@ -281,7 +303,7 @@ __device__ __forceinline__ float warp_max(float v) {
 }
 
 __device__ __forceinline__ int warp_sum_i(int v) {
-#pragma unroll
+    UNROLL
     for (int o = 16; o > 0; o >>= 1) {
         v += __shfl_xor_sync(FULL_MASK, v, o);
     }

@@ -25,7 +25,7 @@ __device__ __forceinline__ bool is_block_dst(int type) {
 // Quantizes 32 values of a starting at src (stride sb0) into the block at dst.
 __device__ __forceinline__ void quantize_block_to(int dtype, char *dst, const char *src, i64 sb0, int stype) {
     float v[32];
-#pragma unroll
+    UNROLL
     for (int j = 0; j < 32; j++) {
         v[j] = ld_f(src + j * sb0, stype);
     }

@@ -68,7 +68,7 @@ __device__ __forceinline__ float vdot(const u8 *b, int j, const u8 *y) {
         if (T == T_Q5_0) qh = ld_i32_b2(b + 2);
         if (T == T_Q5_1) qh = ld_i32_b2(b + 4);
         int sumi = 0, sumy = 0;
-#pragma unroll
+        UNROLL
         for (int i = 0; i < 4; i++) {
             const int v = ld_i32_b2(b + qoff + 4 * i);
             int v0 = v & 0x0F0F0F0F, v1 = (v >> 4) & 0x0F0F0F0F;
@@ -89,7 +89,7 @@ __device__ __forceinline__ float vdot(const u8 *b, int j, const u8 *y) {
     }
     if (T == T_Q8_0) {
         int sumi = 0;
-#pragma unroll
+        UNROLL
         for (int i = 0; i < 8; i++) {
             sumi = __dp4a(ld_i32_b2(b + 2 + 4 * i), ld_i32_b4(yq + 4 * i), sumi);
         }
@@ -101,7 +101,7 @@ __device__ __forceinline__ float vdot(const u8 *b, int j, const u8 *y) {
         int sc, m;
         scale_min_k4(j, b + 4, sc, m);
         int sumi = 0, sumy = 0;
-#pragma unroll
+        UNROLL
         for (int i = 0; i < 8; i++) {
             int v = (ld_i32_b2(qs + 4 * i) >> (4 * up)) & 0x0F0F0F0F;
             if (T == T_Q5_K) {
@@ -115,7 +115,7 @@ __device__ __forceinline__ float vdot(const u8 *b, int j, const u8 *y) {
     }
     // Q2_K, Q3_K, Q6_K: two 16-value halves with their own scales.
     int sumi[2] = {0, 0}, sumy[2] = {0, 0};
-#pragma unroll
+    UNROLL
     for (int i = 0; i < 8; i++) {
         int v;
         if (T == T_Q2_K || T == T_Q3_K) {
@@ -261,9 +261,13 @@ extern "C" __global__ void k_mul_mat_f(const MatMulFP p) {
 //   grid = (ceil(M / 64), ceil(N / 16), ne12 * ne13); no dynamic shared memory; sm_80 or newer.
 
 __device__ __forceinline__ void mma_s8_16x8x32(int *c, const int *a, int b0, int b1) {
+#ifdef GGRPC_CUDA_EMU
+    emu_mma_m16n8k32_s8(c, a, b0, b1);  // the warp-collective PTX fragment layout, on the host
+#else
     asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
                  : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
 }
 
 // Signed values k..k+3 (k a multiple of 4) of a Q8_0 / Q4_0 block as four packed int8.
@@ -292,7 +296,7 @@ __device__ __forceinline__ void mma_tile(const MatVecP &p) {
     const i64 ystride = p.blocks_per_row * BS_Q8_1;
     const u8 *ym = (const u8 *)p.xq + N * z * ystride;
     const u8 *yb[2], *yd[2][2];
-#pragma unroll
+    UNROLL
     for (int j = 0; j < 2; j++) {
         yb[j] = ym + min(col0 + 8 * j + g, N - 1) * ystride;
         yd[j][0] = ym + min(col0 + 8 * j + 2 * t, N - 1) * ystride;
@@ -309,7 +313,7 @@ __device__ __forceinline__ void mma_tile(const MatVecP &p) {
         a[3] = block_i8x4<T>(bb, 16 + 4 * t);
         const float da = ld_h(ba), db = ld_h(bb);
         const i64 yo = kb * BS_Q8_1;
-#pragma unroll
+        UNROLL
         for (int j = 0; j < 2; j++) {
             int c[4] = {0, 0, 0, 0};
             mma_s8_16x8x32(c, a, ld_i32_b4(yb[j] + yo + 4 + 4 * t), ld_i32_b4(yb[j] + yo + 4 + 16 + 4 * t));
@@ -320,9 +324,9 @@ __device__ __forceinline__ void mma_tile(const MatVecP &p) {
             acc[j][3] += (float)c[3] * (db * d1);
         }
     }
-#pragma unroll
+    UNROLL
     for (int j = 0; j < 2; j++) {
-#pragma unroll
+        UNROLL
         for (int e = 0; e < 4; e++) {
             const i64 row = row0 + g + (e >= 2 ? 8 : 0);
             const i64 col = col0 + 8 * j + 2 * t + (e & 1);
