@@ -20,9 +20,10 @@ out=$(realpath -m target/cuda-ptx)
 rm -rf "$out"
 
 LD_LIBRARY_PATH="$nvrtc_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" GGRPC_REQUIRE_NVRTC=1 GGRPC_PTX_OUT="$out" \
-  cargo test --release --lib device::cuda::kernels::tests -- --nocapture
+  cargo test --release --lib device::cuda::nvrtc::tests -- --nocapture
 
 n=0
+shopt -s nullglob
 for ptx in "$out"/*.ptx; do
   arch=${ptx##*.sm}; arch=${arch%.ptx}
   log=$("$ptxas" -arch="sm_$arch" --warning-as-error -o /dev/null "$ptx" 2>&1) || {

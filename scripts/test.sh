@@ -15,6 +15,10 @@ if [ ! -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] && command -v apt-get >/
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     mesa-vulkan-drivers libvulkan1 >/dev/null
 fi
+# g++ builds the CUDA kernel emulator (src/device/cuda/emu.rs) that runs the CUDA kernels' tests on the CPU.
+if ! command -v g++ >/dev/null && command -v apt-get >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends g++ >/dev/null
+fi
 export NODEVICE_SELECT=1 # silences Mesa's device-select layer ("XDG_RUNTIME_DIR is invalid")
 
 echo "== cargo fmt --check"

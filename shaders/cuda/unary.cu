@@ -6,7 +6,10 @@
 // k_glu: grid-stride over the elements of d.
 //   block 256, grid.x = min(ceil(n / 256), 65535), n = elements of d; no dynamic shared memory.
 //
-// GELU and GELU_QUICK use their closed forms (as ggml-cuda), not ggml-cpu's f16 lookup tables.
+// GELU and GELU_QUICK (and GEGLU, GEGLU_QUICK) compute what ggml-cpu's f16 tables hold, on the fly:
+// the input rounded to f16, the closed form, the result rounded to f16 (GELU clamped outside
+// (-10, 10) first, as ggml-cpu does for f32). The f16 rounding hides the last-ulp differences
+// between the device's tanhf/expf and glibc's, so the values are the CPU's (almost always exactly).
 
 struct UnaryP { Tensor a, d; int op; float p0, p1; };
 struct GluP { Tensor a, b, d; int op; int swapped; float alpha, limit; };
@@ -21,6 +24,17 @@ __device__ __forceinline__ float op_gelu(float x) {
 }
 __device__ __forceinline__ float op_gelu_quick(float x) {
     return x * (1.0f / (1.0f + expf(GELU_QUICK_COEF * x)));
+}
+__device__ __forceinline__ float round_f16(float x) {
+    return f16_to_f32(f32_to_f16(x));
+}
+__device__ __forceinline__ float gelu_table(float x) {
+    if (x <= -10.0f) return 0.0f;
+    if (x >= 10.0f) return x;
+    return round_f16(op_gelu(round_f16(x)));
+}
+__device__ __forceinline__ float gelu_quick_table(float x) {
+    return round_f16(op_gelu_quick(round_f16(x)));
 }
 __device__ __forceinline__ float op_gelu_erf(float x) {
     return 0.5f * x * (1.0f + erff(x * SQRT_2_INV));
@@ -39,8 +53,8 @@ __device__ __forceinline__ float unary_op(int op, float x, float p0, float p1) {
     case 5: return x > 0.0f ? x : expm1f(x);
     case 6: return x > 0.0f ? x : 0.0f;
     case 7: return 1.0f / (1.0f + expf(-x));
-    case 8: return op_gelu(x);
-    case 9: return op_gelu_quick(x);
+    case 8: return gelu_table(x);
+    case 9: return gelu_quick_table(x);
     case 10: return op_silu(x);
     case 11: return x * fminf(1.0f, fmaxf(0.0f, (x + 3.0f) / 6.0f));
     case 12: return fminf(1.0f, fmaxf(0.0f, (x + 3.0f) / 6.0f));
@@ -81,7 +95,7 @@ __device__ __forceinline__ float std_clamp(float x, float lo, float hi) {
 __device__ __forceinline__ float glu_op(int op, float x, float g, float alpha, float limit) {
     switch (op) {
     case 0: return x > 0.0f ? x * g : 0.0f;                     // REGLU
-    case 1: return op_gelu(x) * g;                              // GEGLU
+    case 1: return gelu_table(x) * g;                           // GEGLU
     case 2: return op_silu(x) * g;                              // SWIGLU
     case 3: {                                                   // SWIGLU_OAI
         const float xc = std_min(x, limit);
@@ -89,7 +103,7 @@ __device__ __forceinline__ float glu_op(int op, float x, float g, float alpha, f
         return xc / (1.0f + expf(alpha * (-xc))) * (gc + 1.0f);
     }
     case 4: return op_gelu_erf(x) * g;                          // GEGLU_ERF
-    case 5: return op_gelu_quick(x) * g;                        // GEGLU_QUICK
+    case 5: return gelu_quick_table(x) * g;                     // GEGLU_QUICK
     case 6: {                                                   // SWIGLU_CLAMP
         const float xc = std_min(x, limit);
         const float gc = std_clamp(g, -limit, limit);

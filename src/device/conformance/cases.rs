@@ -259,7 +259,8 @@ fn products(v: &mut Vec<Case>) {
         if quant::dot_fn(typ).is_none() {
             continue;
         }
-        for n in [1, 9] {
+        // 19 columns: prompt kernels (tiles, tensor cores) with ragged tails.
+        for n in [1, 9, 19] {
             v.push(case(
                 30,
                 format!("MUL_MAT_{}_n{n}", typ.name()),
