@@ -116,3 +116,33 @@ fn every_op_computes_in_the_kernel_emulator() {
         "model ops never run as kernels: {missing:?}"
     );
 }
+
+/// A GET_ROWS or SET_ROWS index outside the source (data, so no check before the launch sees it) is
+/// caught by the kernel's flag: the computation fails with the index error, as on the CPU device.
+#[test]
+fn out_of_range_row_indices_fail_in_the_kernels() {
+    use crate::device::conformance::{CaseBuilder, compute_on};
+    use crate::ggml::{GgmlType, Op};
+    let Some(dev) = emu::device_or_skip("out_of_range_row_indices_fail_in_the_kernels") else {
+        return;
+    };
+    for bad in [-1, 7] {
+        let mut b = CaseBuilder::new(3);
+        let a = b.rand(GgmlType::F32, [8, 7, 1, 1], -1.0, 1.0);
+        let i = b.ints([3, 1, 1, 1], &[0, bad, 2]);
+        b.node(GgmlType::F32, [8, 3, 1, 1], Op::GetRows, [0; 16], &[a, i]);
+        let case = b.finish("GET_ROWS_bad_index", 0.0);
+        let e = compute_on(&dev, &case).expect_err("an index outside 0..7 must fail");
+        assert!(e.contains("out of range"), "{e}");
+        assert_eq!(dev.counters().nodes_fallback, 0, "the kernel, not the host, ran it");
+
+        let mut b = CaseBuilder::new(4);
+        let cache = b.rand(GgmlType::F16, [8, 7, 1, 1], -1.0, 1.0);
+        let src = b.rand(GgmlType::F32, [8, 2, 1, 1], -1.0, 1.0);
+        let i = b.longs([2, 1, 1, 1], &[1, i64::from(bad)]);
+        b.node_into(cache, Op::SetRows, [0; 16], &[src, i]);
+        let case = b.finish("SET_ROWS_bad_index", 0.0);
+        let e = compute_on(&dev, &case).expect_err("an index outside 0..7 must fail");
+        assert!(e.contains("out of range"), "{e}");
+    }
+}
