@@ -8,6 +8,16 @@ pub use super::cpu::ops::{Dst, Src, check, gelu_tables_f16, reads_src, run, writ
 use crate::device::DeviceError;
 use crate::ggml::{GgmlType, MAX_SRC, Tensor};
 
+/// Checks every compute node of `graph` with the host kernels' checks: the complete set of what a
+/// device can run (a device's native planners accept a subset; the rest runs here).
+pub fn check_graph(graph: &crate::ggml::Graph) -> Result<(), DeviceError> {
+    for node in graph.compute_nodes() {
+        check(graph, node)
+            .map_err(|reason| DeviceError::op(graph.tensors[node].op.name(), reason))?;
+    }
+    Ok(())
+}
+
 /// A host kernel: what `run` is (tests substitute others).
 pub type HostKernel = fn(&[Option<Src<'_>>; MAX_SRC], Dst<'_>) -> Result<(), DeviceError>;
 

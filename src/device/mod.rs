@@ -69,6 +69,27 @@ pub trait Buffer: Send + Sync + Any {
 /// The buffers a graph's tensors live in, by session handle.
 pub type BufferSet = HashMap<u64, Arc<dyn Buffer>>;
 
+/// The buffer holding `t`, the tensor's byte offset in it and its byte length (not yet checked
+/// against the buffer's size: the device's own buffer type does that).
+pub fn locate<'a>(
+    t: &crate::ggml::Tensor,
+    buffers: &'a BufferSet,
+) -> Result<(&'a Arc<dyn Buffer>, usize, usize), DeviceError> {
+    let data = t.data.ok_or_else(|| {
+        DeviceError::op(
+            t.op.name(),
+            format!("tensor '{}' has no memory here", t.name),
+        )
+    })?;
+    let buf = buffers
+        .get(&data.buffer)
+        .ok_or(DeviceError::MissingBuffer(data.buffer))?;
+    let len = t
+        .nbytes()
+        .ok_or_else(|| DeviceError::op(t.op.name(), "size overflow"))?;
+    Ok((buf, data.offset, len))
+}
+
 /// Device state kept with a graph the server stores for GRAPH_RECOMPUTE (a GPU device's planned and
 /// encoded work). It lives exactly as long as the stored graph and its buffers, and only the device
 /// that computed the graph reads it.
@@ -188,6 +209,8 @@ pub fn discover() -> Vec<Candidate> {
     {
         // CUDA first: the default device order puts the native path ahead of Vulkan.
         let mut cuda = cuda::discovery::candidates();
+        #[cfg(feature = "cuda-emu")]
+        cuda.push(cuda::discovery::emulator_candidate());
         cuda.append(&mut all);
         all = cuda;
     }

@@ -98,11 +98,7 @@ impl Device for CpuDevice {
     }
 
     fn check_graph(&self, graph: &Graph) -> Result<(), DeviceError> {
-        for node in graph.compute_nodes() {
-            ops::check(graph, node)
-                .map_err(|reason| DeviceError::op(graph.tensors[node].op.name(), reason))?;
-        }
-        Ok(())
+        crate::device::host_kernels::check_graph(graph)
     }
 
     fn compute(&self, graph: &Graph, buffers: &BufferSet) -> Result<(), DeviceError> {

@@ -142,6 +142,23 @@ pub fn candidates() -> Vec<Candidate> {
         .collect()
 }
 
+/// `CUDAEMU0`: the CUDA kernels in the CPU emulator (feature `cuda-emu`, served only when named).
+#[cfg(feature = "cuda-emu")]
+pub fn emulator_candidate() -> Candidate {
+    Candidate {
+        name: "CUDAEMU0".into(),
+        kind: DeviceKind::Software,
+        pci: None,
+        vendor: None,
+        cuda: false,
+        open: Box::new(|_: &DeviceOptions| {
+            super::emu::open()
+                .map(|d| Arc::new(d) as Arc<dyn Device>)
+                .map_err(|e| crate::device::DeviceError::op("open", e))
+        }),
+    }
+}
+
 /// The primary context of `ordinal`.
 pub fn context(ordinal: usize) -> Result<Arc<CudaContext>, cudarc::driver::DriverError> {
     CudaContext::new(ordinal)

@@ -90,14 +90,20 @@ fn build_and_load() -> Result<Lib, String> {
     Ok(Lib { _lib: lib, launch })
 }
 
+/// The emulated device, or why there is none (no g++, a build error).
+pub fn open() -> Result<EmuDevice, String> {
+    library().map(|lib| EmuDevice {
+        lib,
+        used: Arc::default(),
+        tally: Tally::default(),
+    })
+}
+
 /// The emulated device, or the reason there is none (no g++); under `CI` a missing emulator fails.
+#[cfg(test)]
 pub fn device_or_skip(test: &str) -> Option<EmuDevice> {
-    match library() {
-        Ok(lib) => Some(EmuDevice {
-            lib,
-            used: Arc::default(),
-            tally: Tally::default(),
-        }),
+    match open() {
+        Ok(d) => Some(d),
         Err(e) => {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -107,6 +113,11 @@ pub fn device_or_skip(test: &str) -> Option<EmuDevice> {
             None
         }
     }
+}
+
+/// What the emulated device may hold: the host's allocation bound.
+fn capacity() -> u64 {
+    crate::device::host::allocation_limit(None)
 }
 
 /// A CUDA device whose memory is host memory and whose kernels run in the emulator.
@@ -210,7 +221,7 @@ impl EmuDevice {
 
 impl Device for EmuDevice {
     fn name(&self) -> &str {
-        "CUDA-emu"
+        "CUDAEMU0"
     }
 
     fn description(&self) -> String {
@@ -219,8 +230,8 @@ impl Device for EmuDevice {
 
     fn memory(&self) -> Memory {
         Memory {
-            free: 1 << 30,
-            total: 1 << 30,
+            free: capacity().saturating_sub(self.used.bytes()),
+            total: capacity(),
         }
     }
 
@@ -229,11 +240,11 @@ impl Device for EmuDevice {
     }
 
     fn max_size(&self) -> u64 {
-        1 << 30
+        capacity()
     }
 
     fn alloc(&self, size: usize) -> Option<Arc<dyn Buffer>> {
-        crate::device::reserve_and_alloc(&self.used, Some(1 << 30), size, |used| {
+        crate::device::reserve_and_alloc(&self.used, Some(capacity()), size, |used| {
             CpuBuffer::new(size, used)
         })
     }
@@ -250,11 +261,7 @@ impl Device for EmuDevice {
     }
 
     fn check_graph(&self, graph: &Graph) -> Result<(), DeviceError> {
-        for node in graph.compute_nodes() {
-            host_kernels::check(graph, node)
-                .map_err(|reason| DeviceError::op(graph.tensors[node].op.name(), reason))?;
-        }
-        Ok(())
+        crate::device::host_kernels::check_graph(graph)
     }
 
     fn compute(&self, graph: &Graph, buffers: &BufferSet) -> Result<(), DeviceError> {

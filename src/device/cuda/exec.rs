@@ -128,21 +128,10 @@ struct Run<'a, Q: Queue> {
 }
 
 impl<Q: Queue> Run<'_, Q> {
-    /// The buffer holding `t` and the tensor's offset and length in it.
+    /// The buffer holding `t` and the tensor's offset and length in it, range-checked.
     fn buffer_of(&self, t: &Tensor) -> Result<(&Arc<dyn Buffer>, usize, usize), DeviceError> {
         self.ctx.place(t)?;
-        let data = t
-            .data
-            .ok_or_else(|| DeviceError::op(t.op.name(), "no memory"))?;
-        let buf = self
-            .ctx
-            .buffers
-            .get(&data.buffer)
-            .ok_or(DeviceError::MissingBuffer(data.buffer))?;
-        let len = t
-            .nbytes()
-            .ok_or_else(|| DeviceError::op(t.op.name(), "size overflow"))?;
-        Ok((buf, data.offset, len))
+        crate::device::locate(t, self.ctx.buffers)
     }
 }
 

@@ -14,8 +14,8 @@
 
 mod buffer;
 pub mod discovery;
-#[cfg(test)]
-mod emu;
+#[cfg(any(test, feature = "cuda-emu"))]
+pub mod emu;
 mod exec;
 pub mod kernels;
 pub mod nvrtc;
@@ -241,13 +241,7 @@ impl Device for CudaDevice {
     }
 
     fn check_graph(&self, graph: &Graph) -> Result<(), DeviceError> {
-        // Every node is either planned natively or run by the host kernels; the host kernels' check
-        // is the complete one (a native planner only accepts a subset of what it accepts).
-        for node in graph.compute_nodes() {
-            host_kernels::check(graph, node)
-                .map_err(|reason| DeviceError::op(graph.tensors[node].op.name(), reason))?;
-        }
-        Ok(())
+        crate::device::host_kernels::check_graph(graph)
     }
 
     fn compute(&self, graph: &Graph, buffers: &BufferSet) -> Result<(), DeviceError> {

@@ -134,7 +134,11 @@ fn out_of_range_row_indices_fail_in_the_kernels() {
         let case = b.finish("GET_ROWS_bad_index", 0.0);
         let e = compute_on(&dev, &case).expect_err("an index outside 0..7 must fail");
         assert!(e.contains("out of range"), "{e}");
-        assert_eq!(dev.counters().nodes_fallback, 0, "the kernel, not the host, ran it");
+        assert_eq!(
+            dev.counters().nodes_fallback,
+            0,
+            "the kernel, not the host, ran it"
+        );
 
         let mut b = CaseBuilder::new(4);
         let cache = b.rand(GgmlType::F16, [8, 7, 1, 1], -1.0, 1.0);

@@ -216,20 +216,8 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     /// The device address of `t`, range-checked against its buffer.
     pub fn place(&self, t: &Tensor) -> Result<u64, DeviceError> {
-        let data = t.data.ok_or_else(|| {
-            DeviceError::op(
-                t.op.name(),
-                format!("tensor '{}' has no memory here", t.name),
-            )
-        })?;
-        let buf = self
-            .buffers
-            .get(&data.buffer)
-            .ok_or(DeviceError::MissingBuffer(data.buffer))?;
-        let len = t
-            .nbytes()
-            .ok_or_else(|| DeviceError::op(t.op.name(), "size overflow"))?;
-        self.target.addr(buf.as_ref(), data.offset, len)
+        let (buf, offset, len) = crate::device::locate(t, self.buffers)?;
+        self.target.addr(buf.as_ref(), offset, len)
     }
 
     /// `t` as a kernel sees it.

@@ -331,25 +331,13 @@ impl Ctx<'_> {
 
     /// The wgpu buffer holding `t`, the tensor's byte offset in it and its byte length.
     pub fn place(&self, t: &Tensor) -> Result<(&WgpuBuffer, u64, u64), DeviceError> {
-        let data = t.data.ok_or_else(|| {
-            DeviceError::op(
-                t.op.name(),
-                format!("tensor '{}' has no memory here", t.name),
-            )
-        })?;
-        let buf = self
-            .buffers
-            .get(&data.buffer)
-            .ok_or(DeviceError::MissingBuffer(data.buffer))?;
+        let (buf, offset, len) = crate::device::locate(t, self.buffers)?;
         let wb = buf
             .as_any()
             .downcast_ref::<WgpuBuffer>()
             .ok_or(DeviceError::ForeignBuffer)?;
-        let len = t
-            .nbytes()
-            .ok_or_else(|| DeviceError::op(t.op.name(), "size overflow"))?;
-        wb.check(data.offset, len)?;
-        Ok((wb, data.offset as u64, len as u64))
+        wb.check(offset, len)?;
+        Ok((wb, offset as u64, len as u64))
     }
 
     /// `t` bound whole; `None` when it does not fit one binding.
