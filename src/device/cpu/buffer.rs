@@ -1,4 +1,8 @@
 //! Host memory for the CPU device: one aligned allocation per buffer, counted against the device cap.
+//! Large buffers are anonymous mappings: the OS gives zero pages on first touch, so a fresh buffer
+//! costs nothing until the client writes it (a model load writes each byte once, not twice), and it
+//! can never show bytes another session wrote (the heap could hand back a freed buffer's pages; the
+//! kernel zeroes every page it maps).
 
 use crate::device::{Buffer, DeviceError, Usage};
 use std::alloc::{Layout, alloc_zeroed, dealloc};
@@ -8,6 +12,10 @@ use std::sync::Arc;
 
 /// Alignment of every CPU buffer (ggml's CPU uses 32; 64 suits AVX-512 loads).
 pub const CPU_BUFFER_ALIGN: usize = 64;
+
+/// Buffers from this size on are anonymous mappings (page-aligned); smaller ones come from the heap,
+/// zeroed there.
+const MAP_FROM: usize = 1 << 20;
 
 /// A host allocation. Concurrent access never happens: a buffer belongs to one session, and the session
 /// runs its commands (and graph computations) one at a time.
@@ -29,6 +37,22 @@ impl CpuBuffer {
     pub(crate) fn new(len: usize, used: Arc<Usage>) -> Option<Self> {
         let ptr = if len == 0 {
             NonNull::<u64>::dangling().cast()
+        } else if len >= MAP_FROM {
+            // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return None;
+            }
+            NonNull::new(p.cast::<u8>())?
         } else {
             let layout = Layout::from_size_align(len, CPU_BUFFER_ALIGN).ok()?;
             // SAFETY: layout has a non-zero size.
@@ -59,7 +83,10 @@ impl CpuBuffer {
 
 impl Drop for CpuBuffer {
     fn drop(&mut self) {
-        if self.len > 0 {
+        if self.len >= MAP_FROM {
+            // SAFETY: mapped in `new` with this exact length, unmapped once.
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        } else if self.len > 0 {
             // SAFETY: allocated in `new` with this exact layout.
             unsafe {
                 dealloc(
@@ -124,5 +151,45 @@ mod tests {
         assert!(b.fill(64, 1, 0).is_err());
         drop(b);
         assert_eq!((used.bytes(), used.buffers()), (0, 0));
+    }
+
+    /// Whether the page holding `p` is resident (mincore).
+    fn resident(p: *mut u8) -> bool {
+        let page = 4096;
+        let base = (p as usize) & !(page - 1);
+        let mut v = 0u8;
+        // SAFETY: `base` is the start of a page of a live mapping; mincore writes one byte.
+        let r = unsafe { libc::mincore(base as *mut libc::c_void, page, &mut v) };
+        assert_eq!(r, 0, "mincore");
+        v & 1 == 1
+    }
+
+    /// A large buffer takes its pages from the OS on first touch: nothing is committed before the
+    /// client writes, and a buffer made after another was written and freed reads as zeros.
+    #[test]
+    fn large_buffers_are_fresh_zero_pages_committed_on_touch() {
+        let len = 8 << 20;
+        let used = Arc::new(Usage::default());
+        let b = CpuBuffer::new(len, used.clone()).unwrap();
+        let mid = b.ptr_at(len / 2, 1).unwrap();
+        assert!(!resident(mid), "a fresh buffer is not committed");
+        b.fill(0, len, 0xAB).unwrap();
+        assert!(resident(mid));
+        drop(b);
+        for _ in 0..3 {
+            let b = CpuBuffer::new(len, used.clone()).unwrap();
+            let mut out = vec![1u8; len];
+            b.read(0, &mut out).unwrap();
+            assert!(
+                out.iter().all(|&v| v == 0),
+                "a fresh buffer shows old bytes"
+            );
+            b.fill(0, len, 0xCD).unwrap();
+        }
+        // The heap path zeroes too.
+        let small = CpuBuffer::new(4096, used.clone()).unwrap();
+        let mut out = vec![1u8; 4096];
+        small.read(0, &mut out).unwrap();
+        assert!(out.iter().all(|&v| v == 0));
     }
 }
