@@ -100,6 +100,8 @@ __device__ __forceinline__ u16 ld_u16(const u8 *p) {
     return *(const u16 *)p;  // ggml blocks hold f16 fields: 2-byte alignment is guaranteed
 }
 __device__ __forceinline__ float ld_h(const u8 *p) { return f16_to_f32(ld_u16(p)); }
+// A 4-byte aligned f32 (Q8_K-style activation scales).
+__device__ __forceinline__ float ld_f32(const u8 *p) { return *(const float *)p; }
 // Four bytes from a 2-byte aligned address.
 __device__ __forceinline__ int ld_i32_b2(const u8 *p) {
     const u16 *q = (const u16 *)p;

@@ -20,27 +20,64 @@
 //   strided along K (pairs of elements when both rows are contiguous and aligned), shuffle reduce.
 //   block (32, 4) = 4 rows, grid = (ceil(M / 4), N, ne12 * ne13); no dynamic shared memory.
 
-struct QuantizeP { Tensor x; char *q; i64 blocks_per_row; };
+struct QuantizeP { Tensor x; char *q; i64 blocks_per_row; int mode; int pad; };
 struct MatVecP { Tensor w, x, d; char *xq; i64 blocks_per_row; int r2, r3; };
 struct MatMulFP { Tensor w, x, d; int r2, r3; };
 
 extern "C" __global__ void k_quantize_q8_1(const QuantizeP p) {
     const i64 ib = (i64)blockIdx.x * 8 + threadIdx.y;
-    if (ib >= p.blocks_per_row) {
-        return;  // whole warp
-    }
-    const int lane = threadIdx.x;
+    const int lane = threadIdx.x, wi = threadIdx.y;
     const i64 i1 = blockIdx.y, z = blockIdx.z;
     const i64 i2 = z % p.x.ne[2], i3 = z / p.x.ne[2];
     const i64 i0 = ib * 32 + lane;
-    const float v = i0 < p.x.ne[0] ? *(const float *)(p.x.data + t_off(p.x, i0, i1, i2, i3)) : 0.0f;
-    const float amax = warp_max(fabsf(v));
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    const int q = (int)roundf(v * id);
-    const int sum = warp_sum_i(q);
+    const bool in = ib < p.blocks_per_row && i0 < p.x.ne[0];
+    const float v = in ? *(const float *)(p.x.data + t_off(p.x, i0, i1, i2, i3)) : 0.0f;
     const i64 c = i1 + p.x.ne[1] * z;
     block_q8_1 *b = (block_q8_1 *)(p.q + (c * p.blocks_per_row + ib) * BS_Q8_1);
+    if (p.mode == 1) {
+        // ggml's Q8_K: one scale per 256 values (the 8 warps of this block), iscale = -127/max with
+        // max the signed value of largest magnitude (the first such), q = min(127, rint(iscale*x)),
+        // d = 1/iscale in f32.
+        __shared__ float amax_w[8];
+        __shared__ float max_w[8];
+        const float ax = fabsf(v);
+        const float am = warp_max(ax);
+        const unsigned hit = __ballot_sync(0xffffffffu, ax == am);
+        const int first = __ffs(hit) - 1;
+        const float mv = __shfl_sync(0xffffffffu, v, first);
+        if (lane == 0) {
+            amax_w[wi] = am;
+            max_w[wi] = mv;
+        }
+        __syncthreads();
+        float amax = 0.0f, mx = 0.0f;
+        for (int w = 0; w < 8; w++) {
+            if (amax_w[w] > amax) {
+                amax = amax_w[w];
+                mx = max_w[w];
+            }
+        }
+        if (ib >= p.blocks_per_row) {
+            return;  // whole warp
+        }
+        const float iscale = amax != 0.0f ? -127.0f / mx : 0.0f;
+        const int q = amax != 0.0f ? min(127, __float2int_rn(iscale * v)) : 0;
+        b->qs[lane] = (i8)q;
+        if (lane == 0) {
+            *(float *)b = amax != 0.0f ? 1.0f / iscale : 0.0f;
+        }
+        return;
+    }
+    if (ib >= p.blocks_per_row) {
+        return;  // whole warp
+    }
+    // ggml-cpu's x86 quantize_row_q8_0 / q8_1: q = rint(x * 127/amax), d = amax/127 as f16,
+    // s = d * sum(q) as f16.
+    const float amax = warp_max(fabsf(v));
+    const float d = amax / 127.0f;
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    const int q = max(-128, min(127, __float2int_rn(v * id)));
+    const int sum = warp_sum_i(q);
     b->qs[lane] = (i8)q;
     if (lane == 0) {
         b->d = f32_to_f16(d);
@@ -60,7 +97,9 @@ __device__ __forceinline__ int spread4(int h) {
 
 template <int T>
 __device__ __forceinline__ float vdot(const u8 *b, int j, const u8 *y) {
-    const float d8 = ld_h(y);
+    // K-quant activations carry Q8_K's f32 scale (mode 1), the others q8_1's f16 one.
+    const bool kq = T == T_Q2_K || T == T_Q3_K || T == T_Q4_K || T == T_Q5_K || T == T_Q6_K;
+    const float d8 = kq ? ld_f32(y) : ld_h(y);
     const u8 *yq = y + 4;
     if (T == T_Q4_0 || T == T_Q4_1 || T == T_Q5_0 || T == T_Q5_1) {
         const int qoff = T == T_Q4_0 ? 2 : T == T_Q4_1 ? 4 : T == T_Q5_0 ? 6 : 8;
@@ -85,7 +124,8 @@ __device__ __forceinline__ float vdot(const u8 *b, int j, const u8 *y) {
         const float dw = ld_h(b);
         if (T == T_Q4_0) return dw * d8 * (float)(sumi - 8 * sumy);
         if (T == T_Q5_0) return dw * d8 * (float)(sumi - 16 * sumy);
-        return dw * d8 * (float)sumi + ld_h(b + 2) * d8 * (float)sumy;
+        // Q4_1/Q5_1: the minimum times q8_1's s (d * sum(q), rounded to f16), as ggml does.
+        return dw * d8 * (float)sumi + ld_h(b + 2) * ld_h(y + 2);
     }
     if (T == T_Q8_0) {
         int sumi = 0;
@@ -197,6 +237,14 @@ extern "C" __global__ void k_mul_mat_vec_q(const MatVecP p) {
 
 // ---- float weights ----------------------------------------------------------------------------
 
+// x rounded to the weights' type, as ggml-cpu converts activations to F16/BF16 before the dot.
+template <int T>
+__device__ __forceinline__ float act_f(float x) {
+    if (T == T_F16) return f16_to_f32(f32_to_f16(x));
+    if (T == T_BF16) return bf16_to_f32(f32_to_bf16(x));
+    return x;
+}
+
 template <int T>
 __device__ __forceinline__ float row_dot_f(const char *w, i64 wnb0, const char *x, i64 xnb0, i64 K, int lane) {
     const int es = T == T_F32 ? 4 : 2;
@@ -215,12 +263,12 @@ __device__ __forceinline__ float row_dot_f(const char *w, i64 wnb0, const char *
                 w1 = T == T_F16 ? f16_to_f32((u16)(v >> 16)) : bf16_to_f32((u16)(v >> 16));
             }
             const float2 xv = ((const float2 *)x)[k];
-            acc += w0 * xv.x + w1 * xv.y;
+            acc += w0 * act_f<T>(xv.x) + w1 * act_f<T>(xv.y);
         }
         return acc;
     }
     for (i64 k = lane; k < K; k += WARP) {
-        acc += ld_f(w + k * wnb0, T) * *(const float *)(x + k * xnb0);
+        acc += ld_f(w + k * wnb0, T) * act_f<T>(*(const float *)(x + k * xnb0));
     }
     return acc;
 }

@@ -105,6 +105,11 @@ fn every_op_computes_in_the_kernel_emulator() {
         .map(|o| o.op.name())
         .collect();
     eprintln!("ops with a CUDA kernel in some case: {native:?}");
+    if std::env::var_os("GGRPC_PRINT_NMSE").is_some() {
+        for o in outcomes.iter().filter(|o| !o.fallback) {
+            eprintln!("nmse {:<40} {:?}", o.name, o.result);
+        }
+    }
     assert_all_pass("cuda-emu", &outcomes);
     let missing: Vec<&str> = MODEL_OPS
         .iter()

@@ -23,6 +23,10 @@ pub struct FlashP {
     pub m0: f32,
     pub m1: f32,
     pub n_head_log2: i32,
+    /// 1 where ggml-cpu tiles (f32 throughout), 0 for its vector path (Q in K's dot type, f16
+    /// accumulator for F16 V).
+    pub tiled: i32,
+    pub pad: i32,
 }
 
 fn kv_type(t: GgmlType) -> bool {
@@ -96,9 +100,17 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Launch>>
         m0,
         m1,
         n_head_log2,
+        // ggml-cpu's (x86) choice, so each path rounds as the CPU's does.
+        tiled: i32::from(
+            matches!(k.typ, GgmlType::F32 | GgmlType::F16)
+                && k.typ == v.typ
+                && n_q >= 64
+                && dv % 8 == 0,
+        ),
+        pad: 0,
     };
-    // The q row, the combined accumulator, 4 maxima and 4 sums.
-    let shared = ((dk + dv + 8) * 4) as u32;
+    // The q row, the combined accumulator, 4 maxima and 4 sums, Q's Q8_0 scales.
+    let shared = ((dk + dv + 8 + dk / 32) * 4) as u32;
     let grid = (n_q as u64, n_head as u64, n_seq as u64);
     Ok(Launch::new(func, grid, (128, 1, 1), shared, &p).map(|l| vec![l]))
 }

@@ -15,6 +15,10 @@ pub struct QuantizeP {
     pub x: CuTensor,
     pub q: u64,
     pub blocks_per_row: i64,
+    /// 0: q8_1 blocks (ggml's Q8_0/Q8_1 activations); 1: Q8_K's per-256 f32 scale in each block
+    /// (the K-quants' activations), so the integer sums are ggml-cpu's.
+    pub mode: i32,
+    pub pad: i32,
 }
 
 #[repr(C)]
@@ -139,6 +143,8 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Launch>>
         x: xt,
         q: xq,
         blocks_per_row: bpr as i64,
+        mode: i32::from(w.typ.block_size() == 256),
+        pad: 0,
     };
     let v = MatVecP {
         w: wt,
