@@ -1,12 +1,15 @@
 // ROPE, modes 0 (normal: pairs (i0, i0 + 1)) and 2 (NEOX: pairs (i, i + n_dims/2)); dims at or
 // past n_dims are copied. a and d F32 or F16, any strides, d may alias a. pos I32, one position
 // per i2 (pos.ne0 = a.ne2). ff (freq factors, F32, n_dims/2 entries) optional. YaRN as ggml's
-// rope_yarn; corr0/corr1 are ggml_rope_yarn_corr_dims, computed on the host.
+// rope_yarn; corr0/corr1 are ggml_rope_yarn_corr_dims and theta_scale = freq_base^(-2/n_dims), both
+// computed on the host. theta is the position multiplied by theta_scale once per pair, in order, as
+// ggml-cpu's cos/sin cache builds it (not a power: the rounding of that product is the CPU's), and
+// the rotation rounds as the CPU's fused multiply-adds do.
 //
 // k_rope: grid-stride over the pairs of d: n = ceil(ne0 / 2) * ne1 * ne2 * ne3.
 //   block 256, grid.x = min(ceil(n / 256), 65535); no dynamic shared memory.
 
-struct RopeP { Tensor a, pos, ff, d; int n_dims, mode; float freq_base, freq_scale, ext_factor, attn_factor, corr0, corr1; };
+struct RopeP { Tensor a, pos, ff, d; int n_dims, mode; float freq_base, freq_scale, ext_factor, attn_factor, corr0, corr1, theta_scale; int pad; };
 
 extern "C" __global__ void k_rope(const RopeP p) {
     const i64 ne0 = p.d.ne[0], ne1 = p.d.ne[1], ne2 = p.d.ne[2];
@@ -14,7 +17,7 @@ extern "C" __global__ void k_rope(const RopeP p) {
     const i64 n = half * ne1 * ne2 * p.d.ne[3];
     const int n_dims = p.n_dims;
     const bool neox = (p.mode & 2) != 0;
-    const float theta_scale = powf(p.freq_base, -2.0f / (float)n_dims);
+    const float theta_scale = p.theta_scale;
     GRID_STRIDE(k, n) {
         const i64 ip = k % half;
         i64 r = k / half;
@@ -37,7 +40,10 @@ extern "C" __global__ void k_rope(const RopeP p) {
         const i64 j1 = neox ? ip + n_dims / 2 : i0 + 1;
 
         const float pos = (float)*(const int *)(p.pos.data + i2 * p.pos.nb[0]);
-        float theta_extrap = pos * powf(theta_scale, (float)ip);
+        float theta_extrap = pos;
+        for (i64 i = 0; i < ip; i++) {
+            theta_extrap *= theta_scale;
+        }
         if (p.ff.data) {
             theta_extrap /= *(const float *)(p.ff.data + ip * p.ff.nb[0]);
         }
@@ -55,7 +61,7 @@ extern "C" __global__ void k_rope(const RopeP p) {
 
         const float x0 = ld_f(x + j0 * ab0, p.a.type);
         const float x1 = ld_f(x + j1 * ab0, p.a.type);
-        st_f(y + j0 * db0, p.d.type, x0 * c - x1 * s);
-        st_f(y + j1 * db0, p.d.type, x0 * s + x1 * c);
+        st_f(y + j0 * db0, p.d.type, fmaf(x0, c, -(x1 * s)));
+        st_f(y + j1 * db0, p.d.type, fmaf(x0, s, x1 * c));
     }
 }

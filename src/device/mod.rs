@@ -209,8 +209,7 @@ pub fn discover() -> Vec<Candidate> {
     {
         // CUDA first: the default device order puts the native path ahead of Vulkan.
         let mut cuda = cuda::discovery::candidates();
-        #[cfg(feature = "cuda-emu")]
-        cuda.push(cuda::discovery::emulator_candidate());
+        cuda.extend(cuda::discovery::emulator_candidate());
         cuda.append(&mut all);
         all = cuda;
     }

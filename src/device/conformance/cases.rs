@@ -315,13 +315,14 @@ fn rows_and_attention(v: &mut Vec<Case>) {
             b.node(F32, [64, 3, 5, 1], Op::Rope, p, &[x, pos]);
         }));
     }
-    for kv in [F16, F32] {
+    // 70 query rows: ggml-cpu's tiled path (64 rows or more), 3: its vector path.
+    for (kv, nq, tiled) in [(F16, 3, ""), (F32, 3, ""), (F16, 70, "_tiled")] {
         v.push(case(
             42,
-            format!("FLASH_ATTN_EXT_{}", kv.name()),
+            format!("FLASH_ATTN_EXT_{}{tiled}", kv.name()),
             MATMUL,
             |b| {
-                let (dk, nq, nh, nkv) = (64, 3, 4, 32);
+                let (dk, nh, nkv) = (64, 4, 80);
                 let q = b.rand(F32, [dk, nq, nh, 1], -1.0, 1.0);
                 let k = b.rand(kv, [dk, nkv, 2, 1], -1.0, 1.0);
                 let val = b.rand(kv, [dk, nkv, 2, 1], -1.0, 1.0);

@@ -142,10 +142,11 @@ pub fn candidates() -> Vec<Candidate> {
         .collect()
 }
 
-/// `CUDAEMU0`: the CUDA kernels in the CPU emulator (feature `cuda-emu`, served only when named).
-#[cfg(feature = "cuda-emu")]
-pub fn emulator_candidate() -> Candidate {
-    Candidate {
+/// `CUDAEMU0`: the CUDA kernels in the CPU emulator, offered when `GGRPC_CUDA_EMU` is set (tests drive
+/// the CUDA planners and kernels with a real client on machines without a GPU; served only when named).
+pub fn emulator_candidate() -> Option<Candidate> {
+    std::env::var_os("GGRPC_CUDA_EMU")?;
+    Some(Candidate {
         name: "CUDAEMU0".into(),
         kind: DeviceKind::Software,
         pci: None,
@@ -156,7 +157,7 @@ pub fn emulator_candidate() -> Candidate {
                 .map(|d| Arc::new(d) as Arc<dyn Device>)
                 .map_err(|e| crate::device::DeviceError::op("open", e))
         }),
-    }
+    })
 }
 
 /// The primary context of `ordinal`.

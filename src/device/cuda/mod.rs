@@ -14,7 +14,6 @@
 
 mod buffer;
 pub mod discovery;
-#[cfg(any(test, feature = "cuda-emu"))]
 pub mod emu;
 mod exec;
 pub mod kernels;

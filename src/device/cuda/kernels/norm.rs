@@ -46,6 +46,9 @@ pub struct RopeP {
     pub attn_factor: f32,
     pub corr0: f32,
     pub corr1: f32,
+    /// `freq_base^(-2/n_dims)`, computed here as the CPU computes it.
+    pub theta_scale: f32,
+    pub pad: i32,
 }
 
 /// One block per row: grid (ne1, ne2, ne3).
@@ -184,6 +187,8 @@ pub fn plan_rope(
         attn_factor: t.param_f32(8),
         corr0: corr(beta_fast).floor().max(0.0),
         corr1: corr(beta_slow).ceil().min(nd - 1.0),
+        theta_scale: base.powf(-2.0 / nd),
+        pad: 0,
     };
     let pairs = (t.nelements() / 2) as u64;
     Ok(Launch::new(func, stride_grid(pairs), (256, 1, 1), 0, &p).map(|l| vec![l]))
