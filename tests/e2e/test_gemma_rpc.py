@@ -75,13 +75,15 @@ def compare_logits(a: np.ndarray, b: np.ndarray) -> dict:
 def check_logits(m: dict, line: str, server: common.Server) -> None:
     """The logits bound; and, like with like: against the AVX2 build of the reference (scripts/e2e-env.sh's
     default flavour on x86-64), the CPU device and the wgpu device reproduce its arithmetic exactly; a native
-    build (or the reference itself as the server under test) is held to the bound only."""
+    build (or the reference itself as the server under test) is held to the bound only, and so are the CUDA
+    devices (their kernels sum floats in warp order, not the CPU's; README, "Devices")."""
     assert m["finite"], "non-finite logits"
     assert m["top1"] >= TOP1_MIN, line
     assert m["nmse_mean"] <= NMSE_MEAN_MAX, line
     assert m["nmse_max"] <= NMSE_MAX_MAX, line
     flavour = os.environ.get("GGRPC_WHEEL_FLAVOUR", "avx2" if platform.machine() == "x86_64" else "native")
-    if flavour == "avx2" and server.spec != "reference":
+    cuda = server.device.upper().startswith("CUDA")
+    if flavour == "avx2" and server.spec != "reference" and not cuda:
         assert m["bit_identical"], "not bit-identical to the AVX2 reference: " + line
 
 
