@@ -44,12 +44,17 @@ pub struct MatMulFP {
 const MMA_MIN_COLS: u64 = 16;
 
 /// The weight types `k_mul_mat_q_mma` takes.
-pub const MMA_TYPES: [GgmlType; 5] = [
+pub const MMA_TYPES: [GgmlType; 10] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
     GgmlType::Q5_1,
     GgmlType::Q8_0,
+    GgmlType::Q2K,
+    GgmlType::Q3K,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
 ];
 
 /// Whether `k_mul_mat_q_mma` runs `typ` here: the types of `MMA_TYPES` on sm_80 or newer, unless
