@@ -297,14 +297,21 @@ extern "C" __global__ void k_mul_mat_f(const MatMulFP p) {
     }
 }
 
-// ---- prompt matmul on int8 tensor cores (Q8_0 / Q4_0 weights) --------------------------------
+// ---- prompt matmul on int8 tensor cores -------------------------------------------------------
 //
 // k_mul_mat_q_mma (MatVecP, the same fields as k_mul_mat_vec_q; xq written by k_quantize_q8_1):
-//   w Q8_0 or Q4_0 (K a multiple of 32), for N >= 8. Each warp computes a 16-row x 16-column tile
-//   of d with mma.sync.m16n8k32 (s8 x s8 -> s32), one k32 step per weight block, so each block's
-//   integer sum is exact before it is scaled by the weight's and the activation's f16 scales in
-//   f32. Fragments are loaded straight from global memory (no shared memory); rows past M and
-//   columns past N are clamped on load and not stored.
+//   block w (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K; K a multiple of its block
+//   size), for N >= 8. Each warp computes a 16-row x 16-column tile of d with int8 mma.sync
+//   (s8 x s8 -> s32), one k32 step per 32-value chunk of the weights (a block, or 1/8 of a K-quant
+//   superblock) against one q8_1 block, so every integer sum is exact before it is scaled in f32,
+//   with the same per-chunk arithmetic as k_mul_mat_vec_q:
+//   - one scale per 32 values (Q4_0, Q5_0, Q8_0, Q4_1, Q5_1, Q4_K, Q5_K): one m16n8k32 per chunk;
+//   - two scales per 32 values (Q2_K, Q3_K, Q6_K: 16-value sub-blocks): two m16n8k16, one a half;
+//   - a min term (Q4_1, Q5_1: m * d8 * sum(y), Q4_K, Q5_K, Q2_K: dmin * min * d8 * sum(y)): the
+//     activation sums per chunk (or half) come from a second mma with all-ones weights.
+//   Offsets (q - 8, q - 16, q - 4, q - 32) are applied per byte, so the weight fragments are the
+//   signed values themselves. Fragments are loaded straight from global memory (no shared memory);
+//   rows past M and columns past N are clamped on load and not stored.
 //   block (32, 4) = 4 warps stacked along M (64 rows x 16 columns per block),
 //   grid = (ceil(M / 64), ceil(N / 16), ne12 * ne13); no dynamic shared memory; sm_80 or newer.
 
@@ -318,14 +325,149 @@ __device__ __forceinline__ void mma_s8_16x8x32(int *c, const int *a, int b0, int
 #endif
 }
 
-// Signed values k..k+3 (k a multiple of 4) of a Q8_0 / Q4_0 block as four packed int8.
+// m16n8k16: a0 = A(g, 4t..4t+3), a1 = A(g + 8, 4t..), b0 = B(4t.., g); c as for m16n8k32.
+__device__ __forceinline__ void mma_s8_16x8x16(int *c, int a0, int a1, int b0) {
+#ifdef GGRPC_CUDA_EMU
+    emu_mma_m16n8k16_s8(c, a0, a1, b0);
+#else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};"
+                 : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+                 : "r"(a0), "r"(a1), "r"(b0));
+#endif
+}
+
+// Per byte: x - o for bytes x in 0..127 + o (o a byte value 1..128 repeated in each byte).
+__device__ __forceinline__ int sub_bytes(int v, u32 o) {
+    return (int)((((u32)v | 0x80808080u) - o) ^ 0x80808080u);
+}
+
+// The weight types whose 32-value chunks have two 16-value sub-blocks, and those with a min term.
 template <int T>
-__device__ __forceinline__ int block_i8x4(const u8 *b, int k) {
+__device__ __forceinline__ constexpr bool mma_halves() {
+    return T == T_Q2_K || T == T_Q3_K || T == T_Q6_K;
+}
+template <int T>
+__device__ __forceinline__ constexpr bool mma_min() {
+    return T == T_Q4_1 || T == T_Q5_1 || T == T_Q4_K || T == T_Q5_K || T == T_Q2_K;
+}
+
+// Signed values k..k+3 (k a multiple of 4) of chunk j of block b as four packed int8 (the values
+// k_mul_mat_vec_q's sumi takes, less its per-block offset).
+template <int T>
+__device__ __forceinline__ int block_i8x4(const u8 *b, int j, int k) {
     if (T == T_Q8_0) {
         return ld_i32_b2(b + 2 + k);
     }
-    const int v = k < 16 ? ld_i32_b2(b + 2 + k) & 0x0F0F0F0F : (ld_i32_b2(b + 2 + k - 16) >> 4) & 0x0F0F0F0F;
-    return (int)((((u32)v | 0x80808080u) - 0x08080808u) ^ 0x80808080u);  // per byte: q - 8
+    if (T == T_Q4_0 || T == T_Q4_1 || T == T_Q5_0 || T == T_Q5_1) {
+        const int qoff = T == T_Q4_0 ? 2 : T == T_Q4_1 ? 4 : T == T_Q5_0 ? 6 : 8;
+        int v = k < 16 ? ld_i32_b2(b + qoff + k) & 0x0F0F0F0F : (ld_i32_b2(b + qoff + k - 16) >> 4) & 0x0F0F0F0F;
+        if (T == T_Q5_0 || T == T_Q5_1) {
+            v |= spread4(ld_i32_b2(b + (T == T_Q5_0 ? 2 : 4)) >> k);  // qh bit k + i: value k + i's bit 4
+        }
+        if (T == T_Q4_0) return sub_bytes(v, 0x08080808u);
+        if (T == T_Q5_0) return sub_bytes(v, 0x10101010u);
+        return v;
+    }
+    if (T == T_Q4_K || T == T_Q5_K) {
+        const int c = j >> 1, up = j & 1;
+        int v = (ld_i32_b2(b + (T == T_Q4_K ? 16 : 48) + 32 * c + k) >> (4 * up)) & 0x0F0F0F0F;
+        if (T == T_Q5_K) {
+            v |= ((ld_i32_b2(b + 16 + k) >> j) & ONES) << 4;
+        }
+        return v;
+    }
+    if (T == T_Q2_K || T == T_Q3_K) {
+        const int half = j >> 2, shift = j & 3;
+        int v = (ld_i32_b2(b + (T == T_Q2_K ? 16 : 32) + 32 * half + k) >> (2 * shift)) & 0x03030303;
+        if (T == T_Q3_K) {
+            v |= ((ld_i32_b2(b + k) >> j) & ONES) << 2;  // hmask bit set: q, clear: q - 4
+            return sub_bytes(v, 0x04040404u);
+        }
+        return v;
+    }
+    // Q6_K
+    const int h = j >> 2, q = j & 3;
+    const int ql = (ld_i32_b2(b + 64 * h + 32 * (q & 1) + k) >> (4 * (q >> 1))) & 0x0F0F0F0F;
+    const int qh = (ld_i32_b2(b + 128 + 32 * h + k) >> (2 * q)) & 0x03030303;
+    return sub_bytes(ql | (qh << 4), 0x20202020u);
+}
+
+// One weight row's scales for chunk j of its block b.
+struct ChunkScale {
+    float d, dm;     // the block's scale and min scale (dm unused without a min term)
+    int s[2], m[2];  // integer scales and mins per half (32-value sub-blocks: s[0], m[0] only)
+};
+
+template <int T>
+__device__ __forceinline__ ChunkScale chunk_scale(const u8 *b, int j) {
+    ChunkScale r = {0.0f, 0.0f, {1, 1}, {0, 0}};
+    if (T == T_Q4_0 || T == T_Q5_0 || T == T_Q8_0) {
+        r.d = ld_h(b);
+    } else if (T == T_Q4_1 || T == T_Q5_1) {
+        r.d = ld_h(b);
+        r.dm = ld_h(b + 2);
+    } else if (T == T_Q4_K || T == T_Q5_K) {
+        scale_min_k4(j, b + 4, r.s[0], r.m[0]);
+        r.d = ld_h(b);
+        r.dm = ld_h(b + 2);
+    } else if (T == T_Q2_K) {
+        const int s0 = b[2 * j], s1 = b[2 * j + 1];
+        r.s[0] = s0 & 0xF;
+        r.s[1] = s1 & 0xF;
+        r.m[0] = s0 >> 4;
+        r.m[1] = s1 >> 4;
+        r.d = ld_h(b + 80);
+        r.dm = ld_h(b + 82);
+    } else if (T == T_Q3_K) {
+        r.s[0] = scale_q3_k(2 * j, b + 96);
+        r.s[1] = scale_q3_k(2 * j + 1, b + 96);
+        r.d = ld_h(b + 108);
+    } else {  // Q6_K
+        const int h = j >> 2, q = j & 3;
+        r.s[0] = ((const i8 *)b)[192 + 8 * h + 2 * q];
+        r.s[1] = ((const i8 *)b)[192 + 8 * h + 2 * q + 1];
+        r.d = ld_h(b + 208);
+    }
+    return r;
+}
+
+// One output's share of one chunk, as vdot computes it: c the integer sums of the weights' signed
+// values times the activations (per half for two-scale types), y the activations' sums (per half),
+// d8 the activation block's scale.
+template <int T>
+__device__ __forceinline__ float chunk_term(const ChunkScale &r, int c0, int c1, int y0, int y1, float d8) {
+    if (T == T_Q4_0 || T == T_Q5_0 || T == T_Q8_0) {
+        return (float)c0 * (r.d * d8);
+    }
+    if (T == T_Q4_1 || T == T_Q5_1) {
+        return r.d * d8 * (float)c0 + r.dm * d8 * (float)y0;
+    }
+    if (T == T_Q4_K || T == T_Q5_K) {
+        return d8 * (r.d * (float)(r.s[0] * c0) - r.dm * (float)(r.m[0] * y0));
+    }
+    if (T == T_Q2_K) {
+        return d8 * (r.d * (float)(r.s[0] * c0 + r.s[1] * c1) - r.dm * (float)(r.m[0] * y0 + r.m[1] * y1));
+    }
+    return d8 * r.d * (float)(r.s[0] * c0 + r.s[1] * c1);  // Q3_K, Q6_K (offsets in the values)
+}
+
+// The integer sums of one 16x8 tile for one chunk: c[h][e] for half h (h = 0 only, the whole
+// chunk, for one-scale types), e the mma's output element.
+template <int T>
+__device__ __forceinline__ void chunk_mma(int (*c)[4], const int *a, int b0, int b1) {
+    UNROLL
+    for (int h = 0; h < 2; h++) {
+        UNROLL
+        for (int e = 0; e < 4; e++) {
+            c[h][e] = 0;
+        }
+    }
+    if (mma_halves<T>()) {
+        mma_s8_16x8x16(c[0], a[0], a[1], b0);
+        mma_s8_16x8x16(c[1], a[2], a[3], b1);
+    } else {
+        mma_s8_16x8x32(c[0], a, b0, b1);
+    }
 }
 
 template <int T>
@@ -350,26 +492,34 @@ __device__ __forceinline__ void mma_tile(const MatVecP &p) {
         yd[j][0] = ym + min(col0 + 8 * j + 2 * t, N - 1) * ystride;
         yd[j][1] = ym + min(col0 + 8 * j + 2 * t + 1, N - 1) * ystride;
     }
+    const int ones[4] = {ONES, ONES, ONES, ONES};
+    const int cpb = (T == T_Q2_K || T == T_Q3_K || T == T_Q4_K || T == T_Q5_K || T == T_Q6_K) ? 8 : 1;
     float acc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
-    const i64 nblk = p.w.ne[0] / 32, nb0 = p.w.nb[0];
-    for (i64 kb = 0; kb < nblk; kb++) {
-        const u8 *ba = wa + kb * nb0, *bb = wb + kb * nb0;
+    const i64 units = p.w.ne[0] / 32, nb0 = p.w.nb[0];  // 32-value chunks in the row
+    for (i64 u = 0; u < units; u++) {
+        const i64 ib = cpb == 8 ? (u >> 3) : u;
+        const int jc = cpb == 8 ? (int)(u & 7) : 0;
+        const u8 *ba = wa + ib * nb0, *bb = wb + ib * nb0;
         int a[4];
-        a[0] = block_i8x4<T>(ba, 4 * t);
-        a[1] = block_i8x4<T>(bb, 4 * t);
-        a[2] = block_i8x4<T>(ba, 16 + 4 * t);
-        a[3] = block_i8x4<T>(bb, 16 + 4 * t);
-        const float da = ld_h(ba), db = ld_h(bb);
-        const i64 yo = kb * BS_Q8_1;
+        a[0] = block_i8x4<T>(ba, jc, 4 * t);
+        a[1] = block_i8x4<T>(bb, jc, 4 * t);
+        a[2] = block_i8x4<T>(ba, jc, 16 + 4 * t);
+        a[3] = block_i8x4<T>(bb, jc, 16 + 4 * t);
+        const ChunkScale ra = chunk_scale<T>(ba, jc), rb = chunk_scale<T>(bb, jc);
+        const i64 yo = u * BS_Q8_1;
         UNROLL
         for (int j = 0; j < 2; j++) {
-            int c[4] = {0, 0, 0, 0};
-            mma_s8_16x8x32(c, a, ld_i32_b4(yb[j] + yo + 4 + 4 * t), ld_i32_b4(yb[j] + yo + 4 + 16 + 4 * t));
+            const int b0 = ld_i32_b4(yb[j] + yo + 4 + 4 * t), b1 = ld_i32_b4(yb[j] + yo + 4 + 16 + 4 * t);
+            int c[2][4], cy[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+            chunk_mma<T>(c, a, b0, b1);
+            if (mma_min<T>()) {
+                chunk_mma<T>(cy, ones, b0, b1);  // every row: the column's activation sums
+            }
             const float d0 = ld_h(yd[j][0] + yo), d1 = ld_h(yd[j][1] + yo);
-            acc[j][0] += (float)c[0] * (da * d0);
-            acc[j][1] += (float)c[1] * (da * d1);
-            acc[j][2] += (float)c[2] * (db * d0);
-            acc[j][3] += (float)c[3] * (db * d1);
+            acc[j][0] += chunk_term<T>(ra, c[0][0], c[1][0], cy[0][0], cy[1][0], d0);
+            acc[j][1] += chunk_term<T>(ra, c[0][1], c[1][1], cy[0][1], cy[1][1], d1);
+            acc[j][2] += chunk_term<T>(rb, c[0][2], c[1][2], cy[0][2], cy[1][2], d0);
+            acc[j][3] += chunk_term<T>(rb, c[0][3], c[1][3], cy[0][3], cy[1][3], d1);
         }
     }
     UNROLL
@@ -386,9 +536,17 @@ __device__ __forceinline__ void mma_tile(const MatVecP &p) {
 }
 
 extern "C" __global__ void k_mul_mat_q_mma(const MatVecP p) {
-    if (p.w.type == T_Q8_0) {
-        mma_tile<T_Q8_0>(p);
-    } else if (p.w.type == T_Q4_0) {
-        mma_tile<T_Q4_0>(p);
+    switch (p.w.type) {
+    case T_Q4_0: mma_tile<T_Q4_0>(p); break;
+    case T_Q4_1: mma_tile<T_Q4_1>(p); break;
+    case T_Q5_0: mma_tile<T_Q5_0>(p); break;
+    case T_Q5_1: mma_tile<T_Q5_1>(p); break;
+    case T_Q8_0: mma_tile<T_Q8_0>(p); break;
+    case T_Q2_K: mma_tile<T_Q2_K>(p); break;
+    case T_Q3_K: mma_tile<T_Q3_K>(p); break;
+    case T_Q4_K: mma_tile<T_Q4_K>(p); break;
+    case T_Q5_K: mma_tile<T_Q5_K>(p); break;
+    case T_Q6_K: mma_tile<T_Q6_K>(p); break;
+    default: break;
     }
 }

@@ -191,6 +191,15 @@ static inline void emu_mma_m16n8k32_s8(int *c, const int *a, int b0, int b1) {
         c[e] += (int)d[e];
     }
 }
+// mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32: the PTX ISA's fragment layout for m16n8k16 with
+// .s8/.u8 A and B ("Matrix Fragments for mma.m16n8k16 with integer type": A is two .b32, a0 with
+// row groupID and a1 with row groupID + 8, both at columns threadID_in_group * 4 + i; B one .b32
+// at rows threadID_in_group * 4 + i, column groupID; C/D as for m16n8k32) is the k = 0..15 half
+// of m16n8k32's, so it runs as m16n8k32 with the k = 16..31 half zero.
+static inline void emu_mma_m16n8k16_s8(int *c, int a0, int a1, int b0) {
+    const int a[4] = {a0, a1, 0, 0};
+    emu_mma_m16n8k32_s8(c, a, b0, 0);
+}
 
 // ---- atomics (one block runs at a time, but the memory may be seen by other host threads) ------
 template <class T> static inline T atomicAdd(T *p, T v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }

@@ -273,6 +273,20 @@ fn products(v: &mut Vec<Case>) {
             ));
         }
     }
+    // Several prompt tiles with partial ones in both dimensions (64x16 on CUDA's tensor cores), K
+    // two superblocks: a 32-value type with a min, a K-quant with mins, one with 16-value scales.
+    for typ in [GgmlType::Q4_1, GgmlType::Q4K, GgmlType::Q6K] {
+        v.push(case(
+            33,
+            format!("MUL_MAT_{}_m70_n40", typ.name()),
+            MATMUL,
+            |b| {
+                let a = weights(b, typ, [512, 70, 1, 1]);
+                let x = b.rand(F32, [512, 40, 1, 1], -1.0, 1.0);
+                b.node(F32, [70, 40, 1, 1], Op::MulMat, [0; 16], &[a, x]);
+            },
+        ));
+    }
     for typ in [F32, F16, GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4K] {
         v.push(case(
             31,

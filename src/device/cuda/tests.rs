@@ -155,3 +155,50 @@ fn out_of_range_row_indices_fail_in_the_kernels() {
         assert!(e.contains("out of range"), "{e}");
     }
 }
+
+/// The prompt kernel on int8 tensor cores (`k_mul_mat_q_mma`, 40 columns) against the mat-vec
+/// kernel (`k_mul_mat_vec_q`, the same 40 columns as 40 one-column matrices) in the emulator: both
+/// take the same q8_1 activations and the same exact integer sums per 32 (or 16) values, so they
+/// differ only in the order of f32 additions — far tighter than the CPU comparison's tolerance,
+/// which a wrong scale or min in one chunk could pass. M = 70 and N = 40 leave partial tiles in both
+/// dimensions; K = 512 is 16 blocks or two K-quant superblocks.
+#[test]
+fn prompt_matmul_on_tensor_cores_matches_the_mat_vec_kernel() {
+    use crate::device::conformance::{CaseBuilder, compute_on, nmse};
+    use crate::ggml::{GgmlType, Op};
+    let Some(dev) = emu::device_or_skip("prompt_matmul_on_tensor_cores_matches_the_mat_vec_kernel")
+    else {
+        return;
+    };
+    let (k, m, n) = (512, 70, 40);
+    let f32s = |b: Vec<u8>| -> Vec<f32> { bytemuck::pod_collect_to_vec(&b) };
+    for typ in kernels::matmul::MMA_TYPES {
+        // x as [K, N, 1, 1] (tensor cores) or [K, 1, N, 1] (mat-vec): the same values and output
+        // layout.
+        let run = |cols: usize, mats: usize| {
+            let mut b = CaseBuilder::new(41);
+            let w = b.rand(typ, [k, m, 1, 1], -1.0, 1.0);
+            let x = b.rand(GgmlType::F32, [k, cols, mats, 1], -1.0, 1.0);
+            b.node(
+                GgmlType::F32,
+                [m, cols, mats, 1],
+                Op::MulMat,
+                [0; 16],
+                &[w, x],
+            );
+            let before = dev.counters().nodes_fallback;
+            let out = compute_on(&dev, &b.finish("MUL_MAT", 0.0)).expect("MUL_MAT");
+            assert_eq!(
+                dev.counters().nodes_fallback,
+                before,
+                "{}: a kernel",
+                typ.name()
+            );
+            f32s(out)
+        };
+        let (mma, vec) = (run(n, 1), run(1, n));
+        let e = nmse(&mma, &vec);
+        eprintln!("{}: tensor cores vs mat-vec NMSE {e:.2e}", typ.name());
+        assert!(e <= 1e-10, "{}: NMSE {e:.3e}", typ.name());
+    }
+}

@@ -1,7 +1,7 @@
 //! MUL_MAT: quantized weights times F32 activations through `k_quantize_q8_1` (each activation column
 //! into 36-byte q8_1 blocks in scratch) and `k_mul_mat_vec_q` (one warp a row, dp4a block sums, warp
-//! reduction; prompts of Q8_0/Q4_0 weights through `k_mul_mat_q_mma` on int8 tensor cores); F32/F16/BF16
-//! weights through `k_mul_mat_f`.
+//! reduction; prompts (16 columns or more) of the types `mma_ok` lists through `k_mul_mat_q_mma` on
+//! int8 tensor cores); F32/F16/BF16 weights through `k_mul_mat_f`.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -47,10 +47,24 @@ pub struct MatMulFP {
 /// cheaper than idle tile columns).
 const MMA_MIN_COLS: u64 = 16;
 
-/// Whether `k_mul_mat_q_mma` runs `typ` here: Q8_0/Q4_0 on sm_80 or newer, unless
+/// The weight types `k_mul_mat_q_mma` takes.
+pub const MMA_TYPES: [GgmlType; 10] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2K,
+    GgmlType::Q3K,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
+];
+
+/// Whether `k_mul_mat_q_mma` runs `typ` here: the types of `MMA_TYPES` on sm_80 or newer, unless
 /// `GGRPC_CUDA_MMA=0` (to compare it with the mat-vec kernel on one GPU).
 fn mma_ok(ctx: &Ctx, typ: GgmlType) -> bool {
-    matches!(typ, GgmlType::Q8_0 | GgmlType::Q4_0)
+    MMA_TYPES.contains(&typ)
         && ctx.arch() >= 80
         && std::env::var("GGRPC_CUDA_MMA").as_deref() != Ok("0")
 }
@@ -157,7 +171,7 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Launch>>
     };
     let quant = Launch::new(fq, (bpr.div_ceil(8), n, batch), (32, 8, 1), 0, &q);
     let dot = match ctx.function(Family::MatMul, "k_mul_mat_q_mma") {
-        // Prompts of Q8_0/Q4_0 weights on int8 tensor cores: 64×16 tiles, one mma per block.
+        // Prompts on int8 tensor cores: 64×16 tiles, one k32 step per 32-value chunk.
         Some(mma) if n >= MMA_MIN_COLS && mma_ok(ctx, w.typ) => Launch::new(
             mma,
             (m.div_ceil(64), n.div_ceil(16), batch),
