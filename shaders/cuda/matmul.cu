@@ -307,8 +307,9 @@ extern "C" __global__ void k_mul_mat_f(const MatMulFP p) {
 //   with the same per-chunk arithmetic as k_mul_mat_vec_q:
 //   - one scale per 32 values (Q4_0, Q5_0, Q8_0, Q4_1, Q5_1, Q4_K, Q5_K): one m16n8k32 per chunk;
 //   - two scales per 32 values (Q2_K, Q3_K, Q6_K: 16-value sub-blocks): two m16n8k16, one a half;
-//   - a min term (Q4_1, Q5_1: m * d8 * sum(y), Q4_K, Q5_K, Q2_K: dmin * min * d8 * sum(y)): the
-//     activation sums per chunk (or half) come from a second mma with all-ones weights.
+//   - a min term: Q4_1/Q5_1 take m * s of the q8_1 block (ggml's); Q4_K, Q5_K, Q2_K take
+//     dmin * min * d8 * sum(y), the activation sums per chunk (or half) from a second mma with
+//     all-ones weights.
 //   Offsets (q - 8, q - 16, q - 4, q - 32) are applied per byte, so the weight fragments are the
 //   signed values themselves. Fragments are loaded straight from global memory (no shared memory);
 //   rows past M and columns past N are clamped on load and not stored.
@@ -348,7 +349,8 @@ __device__ __forceinline__ constexpr bool mma_halves() {
 }
 template <int T>
 __device__ __forceinline__ constexpr bool mma_min() {
-    return T == T_Q4_1 || T == T_Q5_1 || T == T_Q4_K || T == T_Q5_K || T == T_Q2_K;
+    // Q4_1/Q5_1 take their min term from the activation block's s, as ggml-cpu does.
+    return T == T_Q4_K || T == T_Q5_K || T == T_Q2_K;
 }
 
 // Signed values k..k+3 (k a multiple of 4) of chunk j of block b as four packed int8 (the values
@@ -433,14 +435,16 @@ __device__ __forceinline__ ChunkScale chunk_scale(const u8 *b, int j) {
 
 // One output's share of one chunk, as vdot computes it: c the integer sums of the weights' signed
 // values times the activations (per half for two-scale types), y the activations' sums (per half),
-// d8 the activation block's scale.
+// y the activation block (its scale: Q8_K's f32 for K-quants, q8_1's f16 otherwise, as in vdot).
 template <int T>
-__device__ __forceinline__ float chunk_term(const ChunkScale &r, int c0, int c1, int y0, int y1, float d8) {
+__device__ __forceinline__ float chunk_term(const ChunkScale &r, int c0, int c1, int y0, int y1, const u8 *y) {
+    const bool kq = T == T_Q2_K || T == T_Q3_K || T == T_Q4_K || T == T_Q5_K || T == T_Q6_K;
+    const float d8 = kq ? ld_f32(y) : ld_h(y);
     if (T == T_Q4_0 || T == T_Q5_0 || T == T_Q8_0) {
         return (float)c0 * (r.d * d8);
     }
     if (T == T_Q4_1 || T == T_Q5_1) {
-        return r.d * d8 * (float)c0 + r.dm * d8 * (float)y0;
+        return r.d * d8 * (float)c0 + r.dm * ld_h(y + 2);
     }
     if (T == T_Q4_K || T == T_Q5_K) {
         return d8 * (r.d * (float)(r.s[0] * c0) - r.dm * (float)(r.m[0] * y0));
@@ -515,11 +519,11 @@ __device__ __forceinline__ void mma_tile(const MatVecP &p) {
             if (mma_min<T>()) {
                 chunk_mma<T>(cy, ones, b0, b1);  // every row: the column's activation sums
             }
-            const float d0 = ld_h(yd[j][0] + yo), d1 = ld_h(yd[j][1] + yo);
-            acc[j][0] += chunk_term<T>(ra, c[0][0], c[1][0], cy[0][0], cy[1][0], d0);
-            acc[j][1] += chunk_term<T>(ra, c[0][1], c[1][1], cy[0][1], cy[1][1], d1);
-            acc[j][2] += chunk_term<T>(rb, c[0][2], c[1][2], cy[0][2], cy[1][2], d0);
-            acc[j][3] += chunk_term<T>(rb, c[0][3], c[1][3], cy[0][3], cy[1][3], d1);
+            const u8 *y0 = yd[j][0] + yo, *y1 = yd[j][1] + yo;
+            acc[j][0] += chunk_term<T>(ra, c[0][0], c[1][0], cy[0][0], cy[1][0], y0);
+            acc[j][1] += chunk_term<T>(ra, c[0][1], c[1][1], cy[0][1], cy[1][1], y1);
+            acc[j][2] += chunk_term<T>(rb, c[0][2], c[1][2], cy[0][2], cy[1][2], y0);
+            acc[j][3] += chunk_term<T>(rb, c[0][3], c[1][3], cy[0][3], cy[1][3], y1);
         }
     }
     UNROLL
