@@ -37,5 +37,7 @@ echo "== real-client tier on Vulkan0 (lavapipe): logits, ops and the decode grap
 GGRPC_DEVICE=Vulkan0 bash scripts/e2e.sh -k "logits or ops or dispatches"
 echo "== the same logits with the GPU-shaped kernels forced on lavapipe (what hardware adapters run)"
 GGRPC_WGPU_GPU_KERNELS=1 GGRPC_DEVICE=Vulkan0 bash scripts/e2e.sh -k "test_teacher_forced_logits"
+echo "== the real client's teacher-forced logits through the CUDA planners and kernels, in the CPU emulator (CUDAEMU0)"
+GGRPC_CUDA_EMU=1 GGRPC_DEVICE=CUDAEMU0 GGRPC_CLIENT_TIMEOUT=1500 bash scripts/e2e.sh -k test_teacher_forced_logits
 echo "== real-client tier, RPC 8.0.0 (llama.cpp b11739 in a Debian 13 root): single, layer split, tensor parallel"
 bash scripts/e2e-v8.sh
