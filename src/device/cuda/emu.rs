@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use super::exec::{Plan, Queue, Report};
+use super::kernels::matmul::Mma;
 use super::kernels::{Family, Launch, Target};
 use crate::device::cpu::CpuBuffer;
 use crate::device::host_kernels::{self, HostKernel};
@@ -96,6 +97,7 @@ pub fn open() -> Result<EmuDevice, String> {
         lib,
         used: Arc::default(),
         tally: Tally::default(),
+        mma: Mma::from_env(),
     })
 }
 
@@ -125,6 +127,8 @@ pub struct EmuDevice {
     lib: &'static Lib,
     used: Arc<Usage>,
     tally: Tally,
+    /// Which types take the tensor-core kernel (tests pick).
+    pub mma: Mma,
 }
 
 impl Target for EmuDevice {
@@ -143,6 +147,10 @@ impl Target for EmuDevice {
     fn arch(&self) -> u32 {
         // sm_90's paths, tensor cores included.
         90
+    }
+
+    fn mma(&self) -> Mma {
+        self.mma
     }
 }
 

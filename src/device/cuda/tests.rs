@@ -95,9 +95,11 @@ const MODEL_OPS: [&str; 13] = [
 /// CPU device; and the model's ops really run as kernels there.
 #[test]
 fn every_op_computes_in_the_kernel_emulator() {
-    let Some(dev) = emu::device_or_skip("every_op_computes_in_the_kernel_emulator") else {
+    let Some(mut dev) = emu::device_or_skip("every_op_computes_in_the_kernel_emulator") else {
         return;
     };
+    // Every type's tensor-core path, not only the default ones.
+    dev.mma = kernels::matmul::Mma::All;
     let outcomes = run_all(&dev);
     let native: std::collections::BTreeSet<&str> = outcomes
         .iter()
@@ -166,10 +168,12 @@ fn out_of_range_row_indices_fail_in_the_kernels() {
 fn prompt_matmul_on_tensor_cores_matches_the_mat_vec_kernel() {
     use crate::device::conformance::{CaseBuilder, compute_on, nmse};
     use crate::ggml::{GgmlType, Op};
-    let Some(dev) = emu::device_or_skip("prompt_matmul_on_tensor_cores_matches_the_mat_vec_kernel")
+    let Some(mut dev) =
+        emu::device_or_skip("prompt_matmul_on_tensor_cores_matches_the_mat_vec_kernel")
     else {
         return;
     };
+    dev.mma = kernels::matmul::Mma::All;
     let (k, m, n) = (512, 70, 40);
     let f32s = |b: Vec<u8>| -> Vec<f32> { bytemuck::pod_collect_to_vec(&b) };
     for typ in kernels::matmul::MMA_TYPES {

@@ -204,6 +204,10 @@ pub trait Target: Sync {
     fn has(&self, family: Family) -> bool;
     /// The architecture kernels run as (`80` for sm_80).
     fn arch(&self) -> u32;
+    /// Which weight types take the tensor-core prompt kernel.
+    fn mma(&self) -> matmul::Mma {
+        matmul::Mma::from_env()
+    }
 }
 
 /// What a planner needs: the device, the graph's buffers, this plan's scratch memory.
