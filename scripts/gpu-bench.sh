@@ -68,7 +68,7 @@ pack() {
     echo "gpu-bench: no strip here: the binaries keep their debug info (check the size below)" >&2
   fi
   local loader
-  loader="$(ldconfig -p 2>/dev/null | awk '/libvulkan\.so\.1 .*x86-64/ {print $NF; exit}')"
+  loader="$(ldconfig -p 2>/dev/null | awk '/libvulkan\.so\.1 .*x86-64/ && !f {print $NF; f = 1}')"
   if [[ -n "$loader" && -e "$loader" ]]; then
     cp -L "$loader" "$dir/lib/libvulkan.so.1"
   else
@@ -152,7 +152,7 @@ run() {
     icd_note="no NVIDIA Vulkan ICD manifest installed;"
     local lib found
     for lib in libGLX_nvidia.so.0 libEGL_nvidia.so.0; do
-      found="$(ldconfig -p 2>/dev/null | awk -v l="$lib" '$1 == l {print $NF; exit}')"
+      found="$(ldconfig -p 2>/dev/null | awk -v l="$lib" '$1 == l && !f {print $NF; f = 1}')"
       [[ -z "$found" ]] && found="$(ls /usr/lib/x86_64-linux-gnu/$lib /usr/lib64/$lib \
         /usr/local/nvidia/lib64/$lib 2>/dev/null | head -n 1)"
       if [[ -z "$found" ]]; then
