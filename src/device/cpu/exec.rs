@@ -19,25 +19,15 @@ struct Span {
 }
 
 fn span(t: &Tensor, buffers: &BufferSet) -> Result<Span, DeviceError> {
-    let data = t.data.ok_or_else(|| {
-        DeviceError::op(
-            t.op.name(),
-            format!("tensor '{}' has no memory here", t.name),
-        )
-    })?;
-    let buf = buffers
-        .get(&data.buffer)
-        .ok_or(DeviceError::MissingBuffer(data.buffer))?;
+    let (buf, offset, len) = crate::device::locate(t, buffers)?;
     let cpu = buf
         .as_any()
         .downcast_ref::<CpuBuffer>()
         .ok_or(DeviceError::ForeignBuffer)?;
-    let len = t
-        .nbytes()
-        .ok_or_else(|| DeviceError::op(t.op.name(), "size overflow"))?;
     Ok(Span {
-        buffer: data.buffer,
-        ptr: cpu.ptr_at(data.offset, len)?,
+        // `locate` succeeded, so the tensor has memory.
+        buffer: t.data.map_or(0, |d| d.buffer),
+        ptr: cpu.ptr_at(offset, len)?,
         len,
     })
 }
