@@ -112,5 +112,5 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Launch>>
     // The q row, the combined accumulator, 4 maxima and 4 sums, Q's Q8_0 scales.
     let shared = ((dk + dv + 8 + dk / 32) * 4) as u32;
     let grid = (n_q as u64, n_head as u64, n_seq as u64);
-    Ok(Launch::new(func, grid, (128, 1, 1), shared, &p).map(|l| vec![l]))
+    Ok(Launch::one(func, grid, (128, 1, 1), shared, &p))
 }

@@ -76,7 +76,13 @@ pub fn plan_binary(
         op,
         pad: 0,
     };
-    Ok(Launch::new(func, stride_grid(t.nelements() as u64), (256, 1, 1), 0, &p).map(|l| vec![l]))
+    Ok(Launch::one(
+        func,
+        stride_grid(t.nelements() as u64),
+        (256, 1, 1),
+        0,
+        &p,
+    ))
 }
 
 /// The kernel's code for a one-source op, `None` when it has none.
@@ -124,7 +130,13 @@ pub fn plan_unary(
         p1,
         pad: 0,
     };
-    Ok(Launch::new(func, stride_grid(t.nelements() as u64), (256, 1, 1), 0, &p).map(|l| vec![l]))
+    Ok(Launch::one(
+        func,
+        stride_grid(t.nelements() as u64),
+        (256, 1, 1),
+        0,
+        &p,
+    ))
 }
 
 pub fn plan_glu(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Launch>>, DeviceError> {
@@ -157,5 +169,11 @@ pub fn plan_glu(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Laun
         alpha: t.param_f32(2),
         limit: t.param_f32(3),
     };
-    Ok(Launch::new(func, stride_grid(t.nelements() as u64), (256, 1, 1), 0, &p).map(|l| vec![l]))
+    Ok(Launch::one(
+        func,
+        stride_grid(t.nelements() as u64),
+        (256, 1, 1),
+        0,
+        &p,
+    ))
 }

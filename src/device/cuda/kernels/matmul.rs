@@ -100,12 +100,9 @@ fn mma_ok(ctx: &Ctx, typ: GgmlType) -> bool {
 /// Bytes of one q8_1 block (f16 scale, f16 sum, 32 int8).
 const Q8_1_BYTES: u64 = 36;
 
+/// Block weight types: the mat-vec kernel takes every one, the tensor-core kernel too.
 fn quantized(t: GgmlType) -> bool {
-    use GgmlType::*;
-    matches!(
-        t,
-        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2K | Q3K | Q4K | Q5K | Q6K
-    )
+    MMA_TYPES.contains(&t)
 }
 
 /// Shapes both kernels take: d = [M, N, ne12, ne13], weights broadcast over the batch dims.
@@ -165,7 +162,7 @@ pub fn plan(ctx: &Ctx, graph: &Graph, node: usize) -> Result<Option<Vec<Launch>>
             r2,
             r3,
         };
-        return Ok(Launch::new(func, grid, (32, 4, 1), 0, &p).map(|l| vec![l]));
+        return Ok(Launch::one(func, grid, (32, 4, 1), 0, &p));
     }
     let k = w.ne[0];
     if !quantized(w.typ) || !k.is_multiple_of(w.typ.block_size()) {

@@ -189,6 +189,17 @@ impl Launch {
         })
     }
 
+    /// A node's work as one launch (`new`'s refusal, as `None`, sends it to the host).
+    pub fn one<P: Pod>(
+        kernel: Kernel,
+        grid: (u64, u64, u64),
+        block: (u32, u32, u32),
+        shared: u32,
+        p: &P,
+    ) -> Option<Vec<Launch>> {
+        Launch::new(kernel, grid, block, shared, p).map(|l| vec![l])
+    }
+
     /// The parameter struct's bytes (8-byte aligned, padded to a multiple of 8).
     pub fn params(&self) -> &[u64] {
         &self.params

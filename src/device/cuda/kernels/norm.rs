@@ -77,7 +77,7 @@ pub fn plan_norm(
         eps: t.param_f32(0),
         rms: i32::from(t.op == crate::ggml::Op::RmsNorm),
     };
-    Ok(Launch::new(func, row_grid(t.ne), (256, 1, 1), 0, &p).map(|l| vec![l]))
+    Ok(Launch::one(func, row_grid(t.ne), (256, 1, 1), 0, &p))
 }
 
 /// ggml's ALiBi constants for `n_head` heads: (m0, m1, n_head_log2).
@@ -132,7 +132,7 @@ pub fn plan_softmax(
         n_head_log2,
         pad: 0,
     };
-    Ok(Launch::new(func, row_grid(t.ne), (256, 1, 1), 0, &p).map(|l| vec![l]))
+    Ok(Launch::one(func, row_grid(t.ne), (256, 1, 1), 0, &p))
 }
 
 pub fn plan_rope(
@@ -191,5 +191,5 @@ pub fn plan_rope(
         pad: 0,
     };
     let pairs = (t.nelements() / 2) as u64;
-    Ok(Launch::new(func, stride_grid(pairs), (256, 1, 1), 0, &p).map(|l| vec![l]))
+    Ok(Launch::one(func, stride_grid(pairs), (256, 1, 1), 0, &p))
 }

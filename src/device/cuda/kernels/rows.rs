@@ -78,7 +78,13 @@ pub fn plan_get_rows(
         d: ctx.tensor(t)?,
         flag: ctx.scratch.flag(),
     };
-    Ok(Launch::new(func, stride_grid(t.nelements() as u64), (256, 1, 1), 0, &p).map(|l| vec![l]))
+    Ok(Launch::one(
+        func,
+        stride_grid(t.nelements() as u64),
+        (256, 1, 1),
+        0,
+        &p,
+    ))
 }
 
 pub fn plan_copy(
@@ -112,7 +118,13 @@ pub fn plan_copy(
     } else {
         t.nelements()
     };
-    Ok(Launch::new(func, stride_grid(items as u64), (256, 1, 1), 0, &p).map(|l| vec![l]))
+    Ok(Launch::one(
+        func,
+        stride_grid(items as u64),
+        (256, 1, 1),
+        0,
+        &p,
+    ))
 }
 
 pub fn plan_set_rows(
@@ -153,5 +165,11 @@ pub fn plan_set_rows(
     } else {
         s.nelements()
     };
-    Ok(Launch::new(func, stride_grid(items as u64), (256, 1, 1), 0, &p).map(|l| vec![l]))
+    Ok(Launch::one(
+        func,
+        stride_grid(items as u64),
+        (256, 1, 1),
+        0,
+        &p,
+    ))
 }
