@@ -10,6 +10,9 @@ use std::arch::x86_64::*;
 use super::k_quants::{k4_packed, scale_bytes};
 use super::q8::{q8k_bsums, q8k_d};
 
+#[path = "avx2_gemm.rs"]
+pub(super) mod gemm;
+
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn load<const B: usize>(b: &[u8; B], off: usize) -> __m256i {
@@ -77,20 +80,40 @@ fn bits_to_bytes(v: u32) -> __m256i {
     _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
 }
 
+/// Σ x·y of unsigned `x` (< 128 where `y` may be −128) and signed `y` bytes, as 8 partial i32 sums:
+/// `vpdpbusd` where the build has AVX-512 VNNI or AVX-VNNI (as ggml's native builds use), else
+/// `maddubs` + `madd`. Integer sums are exact, so the choice changes speed only.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn dot_u8(x: __m256i, y: __m256i) -> __m256i {
+    #[cfg(all(target_feature = "avx512vnni", target_feature = "avx512vl"))]
+    // SAFETY: avx512vnni and avx512vl are compile-time target features of this build (the `cfg`),
+    // so every CPU that runs it has them.
+    unsafe {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y)
+    }
+    #[cfg(all(
+        target_feature = "avxvnni",
+        not(all(target_feature = "avx512vnni", target_feature = "avx512vl"))
+    ))]
+    // SAFETY: as above, for avxvnni.
+    unsafe {
+        _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), x, y)
+    }
+    #[cfg(not(any(
+        target_feature = "avxvnni",
+        all(target_feature = "avx512vnni", target_feature = "avx512vl")
+    )))]
+    {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
+    }
+}
+
 /// Σ x·y of signed bytes, as 8 partial i32 sums.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn dot_i8(x: __m256i, y: __m256i) -> __m256i {
-    let ax = _mm256_sign_epi8(x, x);
-    let sy = _mm256_sign_epi8(y, x);
-    _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
-}
-
-/// Σ x·y with unsigned `x` (< 128) and signed `y`, as 8 partial i32 sums.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn dot_u8(x: __m256i, y: __m256i) -> __m256i {
-    _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
+    dot_u8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -227,6 +227,39 @@ pub fn dot_fn(typ: GgmlType) -> Option<DotFn> {
 }
 
 /// llamafile's tinyBLAS arithmetic for F32, F16, BF16 (and on AVX2 IQ4_NL) weights (see `float::tiny_f32`); `None` otherwise.
+/// `out[j * xs.len() + i] = dot(xs[i], ys[j])` for 1..=4 weight rows `xs` and 1..=4 activation
+/// rows `ys` (in the weight type's `vec_dot_type`), bit-identical to [`dot_fn`]'s kernel.
+pub type TileFn = fn(xs: &[&[u8]], ys: &[&[u8]], out: &mut [f32]);
+
+/// A register-tiled GEMM kernel for `typ`, where one is faster than `dot_fn` column by column.
+pub fn tile_fn(typ: GgmlType) -> Option<TileFn> {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c"
+    ))]
+    {
+        let f: Option<TileFn> = match typ {
+            GgmlType::Q8_0 => Some(avx2::gemm::gemm_q8_0),
+            GgmlType::Q5_0 => Some(avx2::gemm::gemm_q5_0),
+            GgmlType::Q4_0 => Some(avx2::gemm::gemm_q4_0),
+            _ => None,
+        };
+        f
+    }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c"
+    )))]
+    {
+        let _ = typ;
+        None
+    }
+}
+
 pub fn tiny_blas_fn(typ: GgmlType) -> Option<DotFn> {
     match typ {
         GgmlType::F32 => Some(float::tiny_f32),

@@ -196,3 +196,45 @@ fn tiled_q4_k_epilogue_by_hand() {
         assert_eq!(f(&x, &y), 1000.0);
     }
 }
+
+/// The register-tiled kernels give exactly `dot_fn`'s bits for every tile shape.
+#[test]
+fn tile_kernels_are_bit_identical_to_vec_dot() {
+    use GgmlType::*;
+    let mut rng = Rng::new(23);
+    let mut covered = 0;
+    for typ in [Q8_0, Q5_0, Q4_0] {
+        let Some(tile) = tile_fn(typ) else { continue };
+        covered += 1;
+        let dot = dot_fn(typ).unwrap();
+        let n = 32 * 21;
+        let xs: Vec<Vec<u8>> = (0..4).map(|_| random_row(typ, n, &mut rng)).collect();
+        let ys: Vec<Vec<u8>> = (0..4).map(|_| activations(typ, n, &mut rng)).collect();
+        for rm in 1..=4 {
+            for rn in 1..=4 {
+                let x: Vec<&[u8]> = xs[..rm].iter().map(|r| r.as_slice()).collect();
+                let y: Vec<&[u8]> = ys[..rn].iter().map(|r| r.as_slice()).collect();
+                let mut out = [f32::NAN; 16];
+                tile(&x, &y, &mut out);
+                for j in 0..rn {
+                    for i in 0..rm {
+                        let want = dot(x[i], y[j]);
+                        assert_eq!(
+                            out[j * rm + i].to_bits(),
+                            want.to_bits(),
+                            "{} tile {rm}x{rn} at ({i}, {j}): {} vs {want}",
+                            typ.name(),
+                            out[j * rm + i]
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if cfg!(all(target_arch = "x86_64", target_feature = "avx2")) {
+        assert_eq!(
+            covered, 3,
+            "every Q*_0 type has a tile kernel on AVX2 builds"
+        );
+    }
+}

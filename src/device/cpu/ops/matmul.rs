@@ -19,7 +19,13 @@ use super::access::{self, read_row, unravel_row};
 use super::{Dst, Src};
 use crate::device::DeviceError;
 use crate::ggml::{GgmlType, Graph, MAX_SRC, Op, Tensor};
-use crate::quant::{self, DotFn};
+use crate::quant::{self, DotFn, TileFn};
+
+/// `GGRPC_CPU_TILE=0` turns the register-tiled kernels off (for measuring them; same results).
+fn tile_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("GGRPC_CPU_TILE").map_or(true, |v| v.trim() != "0"))
+}
 
 pub fn check(graph: &Graph, node: usize) -> Result<(), String> {
     let t = &graph.tensors[node];
@@ -253,6 +259,8 @@ struct Weights<'a> {
     tiled: Option<DotFn>,
     /// llamafile's tinyBLAS kernel (MUL_MAT groups of ≥ 2 columns), where ggml would call it.
     tiny: Option<DotFn>,
+    /// A register-tiled kernel bit-identical to `dot` (tiles of up to 4 rows × 4 columns).
+    tile: Option<TileFn>,
 }
 
 impl<'a> Weights<'a> {
@@ -272,6 +280,7 @@ impl<'a> Weights<'a> {
             dot,
             tiled: quant::tiled::tiled_dot_fn(t.typ),
             tiny: None,
+            tile: quant::tile_fn(t.typ).filter(|_| tile_enabled()),
         })
     }
 
@@ -301,6 +310,51 @@ impl<'a> Weights<'a> {
     }
 }
 
+/// One task through a tile kernel: 4 weight rows at a time (kept in L1) across the task's columns,
+/// 4 at a time. `out` is column-major over the task's rows, as in `execute`.
+#[allow(clippy::too_many_arguments)]
+fn run_tiles(
+    tile: TileFn,
+    w: &Weights<'_>,
+    act: &[u8],
+    act_row: usize,
+    g: &Group,
+    task: &Task,
+    out: &mut [f32],
+    op: &'static str,
+) -> Result<(), DeviceError> {
+    const R: usize = 4;
+    let nrows = task.rows.len();
+    let cols = &g.cols[task.cols.clone()];
+    let mut res = [0f32; R * R];
+    for r0 in task.rows.clone().step_by(R) {
+        let r1 = (r0 + R).min(task.rows.end);
+        let mut xs: [&[u8]; R] = [&[]; R];
+        for (x, r) in xs.iter_mut().zip(r0..r1) {
+            let off = g.a_off + r * w.t.nb[1];
+            *x = w
+                .data
+                .get(off..off + w.row_bytes)
+                .ok_or_else(|| DeviceError::op(op, "weight row outside src0"))?;
+        }
+        let xs = &xs[..r1 - r0];
+        for (c0, chunk) in cols.chunks(R).enumerate() {
+            let mut ys: [&[u8]; R] = [&[]; R];
+            for (y, &(col, _)) in ys.iter_mut().zip(chunk) {
+                *y = act
+                    .get(col * act_row..(col + 1) * act_row)
+                    .ok_or_else(|| DeviceError::op(op, "activation row out of range"))?;
+            }
+            tile(xs, &ys[..chunk.len()], &mut res);
+            for j in 0..chunk.len() {
+                let at = (c0 * R + j) * nrows + (r0 - task.rows.start);
+                out[at..at + xs.len()].copy_from_slice(&res[j * xs.len()..(j + 1) * xs.len()]);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs all tasks and writes every result element into dst (f32 at `col offset + row * nb[0]`).
 fn execute(
     w: &Weights<'_>,
@@ -317,9 +371,13 @@ fn execute(
         .par_iter()
         .map_init(Vec::new, |buf, task| {
             let g = &groups[task.group];
-            let dot = w.dot_for(g.cols.len());
             let nrows = task.rows.len();
             let mut out = vec![0f32; nrows * task.cols.len()];
+            if let Some(tile) = w.tile {
+                run_tiles(tile, w, act, act_row, g, task, &mut out, op)?;
+                return Ok(out);
+            }
+            let dot = w.dot_for(g.cols.len());
             for r0 in task.rows.clone().step_by(ROW_BLOCK) {
                 let r1 = (r0 + ROW_BLOCK).min(task.rows.end);
                 for (ci, &(col, _)) in g.cols[task.cols.clone()].iter().enumerate() {
