@@ -21,6 +21,7 @@ fn mul_mat(c: &mut Criterion) {
     let mut group = c.benchmark_group("mul_mat");
     for (typ, k, m, n) in [
         (GgmlType::Q8_0, 640, 2048, 1),
+        (GgmlType::Q5_0, 640, 2048, 1),
         (GgmlType::Q4K, 2048, 640, 1),
         (GgmlType::Q5_0, 640, 2048, 64),
     ] {

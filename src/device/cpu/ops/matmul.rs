@@ -373,7 +373,8 @@ fn execute(
             let g = &groups[task.group];
             let nrows = task.rows.len();
             let mut out = vec![0f32; nrows * task.cols.len()];
-            if let Some(tile) = w.tile {
+            // A single column is a stream through the weights: row by row prefetches best.
+            if let Some(tile) = w.tile.filter(|_| g.cols.len() >= 2) {
                 run_tiles(tile, w, act, act_row, g, task, &mut out, op)?;
                 return Ok(out);
             }
