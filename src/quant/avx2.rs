@@ -10,8 +10,28 @@ use std::arch::x86_64::*;
 use super::k_quants::{k4_packed, scale_bytes};
 use super::q8::{q8k_bsums, q8k_d};
 
+// Where the AVX-512 tiles are used these are kept for their tests (`quant::tile_fns`).
+#[cfg_attr(
+    all(
+        target_feature = "avx512f",
+        target_feature = "avx512bw",
+        target_feature = "avx512dq",
+        target_feature = "avx512vl",
+        target_feature = "avx512vnni"
+    ),
+    allow(dead_code)
+)]
 #[path = "avx2_gemm.rs"]
 pub(super) mod gemm;
+#[cfg(all(
+    target_feature = "avx512f",
+    target_feature = "avx512bw",
+    target_feature = "avx512dq",
+    target_feature = "avx512vl",
+    target_feature = "avx512vnni"
+))]
+#[path = "avx512_gemm.rs"]
+pub(super) mod gemm512;
 
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]

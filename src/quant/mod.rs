@@ -240,10 +240,26 @@ pub fn tile_fn(typ: GgmlType) -> Option<TileFn> {
         target_feature = "f16c"
     ))]
     {
+        #[cfg(all(
+            target_feature = "avx512f",
+            target_feature = "avx512bw",
+            target_feature = "avx512dq",
+            target_feature = "avx512vl",
+            target_feature = "avx512vnni"
+        ))]
+        use avx2::gemm512 as gemm;
+        #[cfg(not(all(
+            target_feature = "avx512f",
+            target_feature = "avx512bw",
+            target_feature = "avx512dq",
+            target_feature = "avx512vl",
+            target_feature = "avx512vnni"
+        )))]
+        use avx2::gemm;
         let f: Option<TileFn> = match typ {
-            GgmlType::Q8_0 => Some(avx2::gemm::gemm_q8_0),
-            GgmlType::Q5_0 => Some(avx2::gemm::gemm_q5_0),
-            GgmlType::Q4_0 => Some(avx2::gemm::gemm_q4_0),
+            GgmlType::Q8_0 => Some(gemm::gemm_q8_0),
+            GgmlType::Q5_0 => Some(gemm::gemm_q5_0),
+            GgmlType::Q4_0 => Some(gemm::gemm_q4_0),
             _ => None,
         };
         f
@@ -258,6 +274,29 @@ pub fn tile_fn(typ: GgmlType) -> Option<TileFn> {
         let _ = typ;
         None
     }
+}
+
+/// Every tile kernel this build has for `typ`: `tile_fn`'s and, on AVX-512 builds, the AVX2 one.
+#[cfg(test)]
+fn tile_fns(typ: GgmlType) -> Vec<TileFn> {
+    let mut v: Vec<TileFn> = tile_fn(typ).into_iter().collect();
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c",
+        target_feature = "avx512vnni"
+    ))]
+    {
+        let f: Option<TileFn> = match typ {
+            GgmlType::Q8_0 => Some(avx2::gemm::gemm_q8_0),
+            GgmlType::Q5_0 => Some(avx2::gemm::gemm_q5_0),
+            GgmlType::Q4_0 => Some(avx2::gemm::gemm_q4_0),
+            _ => None,
+        };
+        v.extend(f);
+    }
+    v
 }
 
 pub fn tiny_blas_fn(typ: GgmlType) -> Option<DotFn> {

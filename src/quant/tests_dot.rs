@@ -203,8 +203,10 @@ fn tile_kernels_are_bit_identical_to_vec_dot() {
     use GgmlType::*;
     let mut rng = Rng::new(23);
     let mut covered = 0;
-    for typ in [Q8_0, Q5_0, Q4_0] {
-        let Some(tile) = tile_fn(typ) else { continue };
+    for (typ, tile) in [Q8_0, Q5_0, Q4_0]
+        .into_iter()
+        .flat_map(|t| tile_fns(t).into_iter().map(move |f| (t, f)))
+    {
         covered += 1;
         let dot = dot_fn(typ).unwrap();
         let n = 32 * 21;
@@ -232,8 +234,8 @@ fn tile_kernels_are_bit_identical_to_vec_dot() {
         }
     }
     if cfg!(all(target_arch = "x86_64", target_feature = "avx2")) {
-        assert_eq!(
-            covered, 3,
+        assert!(
+            covered >= 3,
             "every Q*_0 type has a tile kernel on AVX2 builds"
         );
     }
