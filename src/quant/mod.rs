@@ -240,14 +240,6 @@ pub fn tile_fn(typ: GgmlType) -> Option<TileFn> {
         target_feature = "f16c"
     ))]
     {
-        #[cfg(all(
-            target_feature = "avx512f",
-            target_feature = "avx512bw",
-            target_feature = "avx512dq",
-            target_feature = "avx512vl",
-            target_feature = "avx512vnni"
-        ))]
-        use avx2::gemm512 as gemm;
         #[cfg(not(all(
             target_feature = "avx512f",
             target_feature = "avx512bw",
@@ -256,6 +248,14 @@ pub fn tile_fn(typ: GgmlType) -> Option<TileFn> {
             target_feature = "avx512vnni"
         )))]
         use avx2::gemm;
+        #[cfg(all(
+            target_feature = "avx512f",
+            target_feature = "avx512bw",
+            target_feature = "avx512dq",
+            target_feature = "avx512vl",
+            target_feature = "avx512vnni"
+        ))]
+        use avx2::gemm512 as gemm;
         let f: Option<TileFn> = match typ {
             GgmlType::Q8_0 => Some(gemm::gemm_q8_0),
             GgmlType::Q5_0 => Some(gemm::gemm_q5_0),

@@ -121,6 +121,8 @@ struct Attn<'a> {
     softcap: f32,
     alibi: Alibi,
     tiled: bool,
+    /// K and V converted once for the tiled path (when they fit `tiles::MAX_FLOATS`).
+    tiles: Option<tiles::Tiles>,
 }
 
 pub fn run(srcs: &[Option<Src<'_>>; MAX_SRC], dst: Dst<'_>) -> Result<(), DeviceError> {
@@ -135,6 +137,16 @@ pub fn run_chunked(
     dst: Dst<'_>,
     chunk: usize,
 ) -> Result<(), DeviceError> {
+    run_with(srcs, dst, chunk, true)
+}
+
+/// `run_chunked`, with the tiled path's K and V converted once (`tiles`) or row by row.
+fn run_with(
+    srcs: &[Option<Src<'_>>; MAX_SRC],
+    dst: Dst<'_>,
+    chunk: usize,
+    convert_once: bool,
+) -> Result<(), DeviceError> {
     let t = dst.t;
     let op = "FLASH_ATTN_EXT";
     let (q, k, v) = (src(srcs, 0, op)?, src(srcs, 1, op)?, src(srcs, 2, op)?);
@@ -144,6 +156,12 @@ pub fn run_chunked(
         scale /= softcap;
     }
     let kv_f = matches!(k.t.typ, GgmlType::F32 | GgmlType::F16);
+    // ggml (x86 AVX2 build) tiles when DV is a multiple of its 8-float SIMD width.
+    let tiled = q.t.typ == GgmlType::F32
+        && kv_f
+        && k.t.typ == v.t.typ
+        && q.t.ne[1] >= TILE_Q
+        && v.t.ne[0] % 8 == 0;
     let a = Attn {
         q,
         k,
@@ -153,12 +171,11 @@ pub fn run_chunked(
         scale,
         softcap,
         alibi: Alibi::new(t.param_f32(1), q.t.ne[2]),
-        // ggml (x86 AVX2 build) tiles when DV is a multiple of its 8-float SIMD width.
-        tiled: q.t.typ == GgmlType::F32
-            && kv_f
-            && k.t.typ == v.t.typ
-            && q.t.ne[1] >= TILE_Q
-            && v.t.ne[0] % 8 == 0,
+        tiled,
+        tiles: match tiled && convert_once {
+            true => tiles::Tiles::new(k, v)?,
+            false => None,
+        },
     };
     let work = k.t.ne[1].saturating_mul(k.t.ne[0] + v.t.ne[0]);
     let n_kv = k.t.ne[1];
@@ -250,20 +267,29 @@ impl Attn<'_> {
             // ggml's tiled path, rounding step for step: K·Q as one FMA chain over DK, scale, mask, the
             // tile's softmax through the vector exp, and V accumulated by FMA in key order.
             let mut p = [f32::NEG_INFINITY; TILE_KV];
+            let mut kq = [0f32; TILE_KV];
+            let tiles = self.tiles.as_ref().filter(|_| keys.start % TILE_KV == 0);
             for ic in keys.clone().step_by(TILE_KV) {
                 let n = TILE_KV.min(keys.end - ic);
                 p.fill(f32::NEG_INFINITY);
+                if let Some(tl) = tiles {
+                    tl.scores(&qv, ik2, ik3, ic, &mut kq);
+                }
                 let mut tile_max = f32::NEG_INFINITY;
                 for (tk, pk) in p.iter_mut().enumerate().take(n) {
                     let mv = mask_at(ic + tk);
                     if mv == f32::NEG_INFINITY {
                         continue;
                     }
-                    read_fast(self.k.t, self.k.data, ic + tk, ik2, ik3, &mut kbuf)?;
-                    let kq = qv
-                        .iter()
-                        .zip(&kbuf)
-                        .fold(0f32, |acc, (q, k)| q.mul_add(*k, acc));
+                    let kq = match tiles {
+                        Some(_) => kq[tk],
+                        None => {
+                            read_fast(self.k.t, self.k.data, ic + tk, ik2, ik3, &mut kbuf)?;
+                            qv.iter()
+                                .zip(&kbuf)
+                                .fold(0f32, |acc, (q, k)| q.mul_add(*k, acc))
+                        }
+                    };
                     let mut sc = kq * self.scale;
                     if self.softcap != 0.0 {
                         sc = sc.tanh() * self.softcap;
@@ -286,8 +312,14 @@ impl Attn<'_> {
                     if e == 0.0 {
                         continue; // fma(0, v, acc) == acc: masked and underflowed keys add nothing
                     }
-                    read_fast(self.v.t, self.v.data, ic + tk, iv2, iv3, &mut vbuf)?;
-                    for (o, v) in out.iter_mut().zip(&vbuf) {
+                    let vrow = match tiles {
+                        Some(tl) => tl.v_row(ic + tk, iv2, iv3),
+                        None => {
+                            read_fast(self.v.t, self.v.data, ic + tk, iv2, iv3, &mut vbuf)?;
+                            &vbuf
+                        }
+                    };
+                    for (o, v) in out.iter_mut().zip(vrow) {
                         *o = e.mul_add(*v, *o);
                     }
                 }
@@ -443,3 +475,4 @@ fn axpy(y: &mut [f32], x: &[f32], a: f32) {
 
 #[cfg(test)]
 mod tests;
+mod tiles;

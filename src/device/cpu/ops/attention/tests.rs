@@ -4,6 +4,7 @@ use super::super::rows::Alibi;
 use super::super::testutil::{HostTensor, Rng, assert_close, params_f32, run_op};
 use crate::ggml::{GgmlType, Op};
 
+#[derive(Clone)]
 struct Case {
     dk: usize,
     dv: usize,
@@ -332,6 +333,46 @@ fn tiled_path_for_large_batches() {
     check(&c, 11, 1e-5);
 }
 
+/// The tiled path's K and V converted once (K transposed, scores vectorized across keys) give the
+/// bits of the row-by-row conversion: each score is the same FMA chain in d order.
+#[test]
+fn tiled_scores_from_converted_tiles_are_bit_identical() {
+    let base = Case {
+        kv_type: GgmlType::F16,
+        n_batch: 70,
+        n_kv: 150,
+        d3: 1,
+        n_head: 4,
+        n_head_kv: 1,
+        ..BASE
+    };
+    for (seed, c) in [
+        Case {
+            sinks: true,
+            softcap: 3.0,
+            ..base.clone()
+        },
+        Case {
+            kv_type: GgmlType::F32,
+            n_head_kv: 2,
+            ..base.clone()
+        },
+        base,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let inp = inputs(&c, 40 + seed as u64);
+        for chunk in [usize::MAX, 128] {
+            let a = run_flavour(&c, &inp, chunk, true);
+            let b = run_flavour(&c, &inp, chunk, false);
+            assert!(a.iter().any(|&x| x != 0.0));
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&b), "case {seed}, chunk {chunk}");
+        }
+    }
+}
+
 #[test]
 fn fully_masked_rows_give_zeros() {
     // Row 1 of the mask is all -inf: output zero, with or without sinks.
@@ -519,6 +560,11 @@ fn rejects_bad_shapes_and_params() {
 
 /// `run_chunked` on `inp` with chunks of `chunk` keys.
 fn run_in_chunks(c: &Case, inp: &Inputs, chunk: usize) -> Vec<f32> {
+    run_flavour(c, inp, chunk, true)
+}
+
+/// `run_with` on `inp`: chunks of `chunk` keys, K and V converted once or row by row.
+fn run_flavour(c: &Case, inp: &Inputs, chunk: usize, convert_once: bool) -> Vec<f32> {
     let mut d = HostTensor::zeros(GgmlType::F32, [c.dv, c.n_head, c.n_batch, c.d3]);
     let mut t = d.t.clone();
     t.op = Op::FlashAttnExt;
@@ -535,7 +581,8 @@ fn run_in_chunks(c: &Case, inp: &Inputs, chunk: usize) -> Vec<f32> {
     srcs[2] = src(Some(&inp.v));
     srcs[3] = src(inp.mask.as_ref());
     srcs[4] = src(inp.sinks.as_ref());
-    super::run_chunked(&srcs, super::super::Dst::new(&t, &mut d.bytes), chunk).unwrap();
+    let dst = super::super::Dst::new(&t, &mut d.bytes);
+    super::run_with(&srcs, dst, chunk, convert_once).unwrap();
     d.to_f32()
 }
 
