@@ -32,6 +32,8 @@ pub(super) mod gemm;
 ))]
 #[path = "avx512_gemm.rs"]
 pub(super) mod gemm512;
+#[path = "avx2_ktile.rs"]
+pub(super) mod ktile;
 
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
@@ -264,15 +266,18 @@ fn dot_mxfp4_impl(x: &[u8], y: &[u8]) -> f32 {
     hsum(acc)
 }
 
-/// The integer sums of one Q4_K/Q5_K super-block: `Σ_j scale_j·(quants_j · q8_j)` in 8 i32 lanes and
-/// `Σ_j min_j·(Σ q8_j)` in 4. `quants[c]` holds chunk c's (low, high) sub-blocks.
+/// What the integer sums of one Q4_K/Q5_K super-block need from the weights: the quants
+/// (`quants[c]` holds chunk c's (low, high) sub-blocks), each chunk's two scales broadcast as i16,
+/// and the 8 mins as i16.
+struct K4Weights {
+    quants: [(__m256i, __m256i); 4],
+    scales: [(__m256i, __m256i); 4],
+    mins: __m128i,
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn k4_sums<const B: usize>(
-    b: &[u8; B],
-    q: &[u8; 292],
-    quants: [(__m256i, __m256i); 4],
-) -> (__m256i, __m128i) {
+fn k4_weights<const B: usize>(b: &[u8; B], quants: [(__m256i, __m256i); 4]) -> K4Weights {
     // Packed with 32-bit masks like ggml (byte-wise unpacking makes LLVM emit slow SSE4a `insertq`).
     let u = k4_packed(&scale_bytes::<4, B>(b));
     let sm = _mm256_cvtepu8_epi16(_mm_set_epi32(
@@ -281,26 +286,55 @@ fn k4_sums<const B: usize>(
         u[1] as i32,
         u[0] as i32,
     ));
+    let sc = _mm256_castsi256_si128(sm);
+    let both = _mm256_set_m128i(sc, sc);
+    let scales = std::array::from_fn(|c| {
+        // Broadcast i16 lane 2c (resp. 2c + 1): bytes 4c, 4c + 1 (resp. 4c + 2, 4c + 3).
+        let sel_l = _mm256_set1_epi16((((4 * c + 1) << 8) | (4 * c)) as i16);
+        let sel_h = _mm256_set1_epi16((((4 * c + 3) << 8) | (4 * c + 2)) as i16);
+        (
+            _mm256_shuffle_epi8(both, sel_l),
+            _mm256_shuffle_epi8(both, sel_h),
+        )
+    });
+    K4Weights {
+        quants,
+        scales,
+        mins: _mm256_extracti128_si256::<1>(sm),
+    }
+}
+
+/// The integer sums of one Q4_K/Q5_K super-block against one Q8_K block:
+/// `Σ_j scale_j·(quants_j · q8_j)` in 8 i32 lanes and `Σ_j min_j·(Σ q8_j)` in 4.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn k4_col(w: &K4Weights, q: &[u8; 292]) -> (__m256i, __m128i) {
     let bsums = load(q, 260);
     let q8s = _mm_hadd_epi16(
         _mm256_castsi256_si128(bsums),
         _mm256_extracti128_si256::<1>(bsums),
     );
-    let prod = _mm_madd_epi16(_mm256_extracti128_si256::<1>(sm), q8s);
-    let sc = _mm256_castsi256_si128(sm);
-    let scales = _mm256_set_m128i(sc, sc);
+    let prod = _mm_madd_epi16(w.mins, q8s);
     let mut sumi = _mm256_setzero_si256();
-    for (c, (lo, hi)) in quants.into_iter().enumerate() {
-        // Broadcast i16 lane 2c (resp. 2c + 1): bytes 4c, 4c + 1 (resp. 4c + 2, 4c + 3).
-        let sel_l = _mm256_set1_epi16((((4 * c + 1) << 8) | (4 * c)) as i16);
-        let sel_h = _mm256_set1_epi16((((4 * c + 3) << 8) | (4 * c + 2)) as i16);
-        let pl = _mm256_maddubs_epi16(lo, load(q, 4 + 64 * c));
-        let ph = _mm256_maddubs_epi16(hi, load(q, 36 + 64 * c));
-        let pl = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, sel_l), pl);
-        let ph = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, sel_h), ph);
+    for (c, ((lo, hi), (sl, sh))) in w.quants.iter().zip(&w.scales).enumerate() {
+        let pl = _mm256_maddubs_epi16(*lo, load(q, 4 + 64 * c));
+        let ph = _mm256_maddubs_epi16(*hi, load(q, 36 + 64 * c));
+        let pl = _mm256_madd_epi16(*sl, pl);
+        let ph = _mm256_madd_epi16(*sh, ph);
         sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
     }
     (sumi, prod)
+}
+
+/// `k4_col` for one weight block.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn k4_sums<const B: usize>(
+    b: &[u8; B],
+    q: &[u8; 292],
+    quants: [(__m256i, __m256i); 4],
+) -> (__m256i, __m128i) {
+    k4_col(&k4_weights(b, quants), q)
 }
 
 /// One Q4_K/Q5_K super-block: `d·Σ_j scale_j·(quants_j · q8_j)` goes into `acc`, and

@@ -240,3 +240,38 @@ fn tile_kernels_are_bit_identical_to_vec_dot() {
         );
     }
 }
+
+/// The register-tiled kernels of the tiled K-quant path give exactly `tiled_dot_fn`'s bits.
+#[test]
+fn tiled_tile_kernels_are_bit_identical_to_tiled_dot() {
+    let mut rng = Rng::new(29);
+    let mut covered = 0;
+    for typ in WEIGHT_TYPES {
+        let Some(tile) = tiled::tiled_tile_fn(typ) else {
+            continue;
+        };
+        covered += 1;
+        let dot = tiled::tiled_dot_fn(typ).unwrap();
+        let n = 256 * 3;
+        let xs: Vec<Vec<u8>> = (0..4).map(|_| random_row(typ, n, &mut rng)).collect();
+        let ys: Vec<Vec<u8>> = (0..4).map(|_| activations(typ, n, &mut rng)).collect();
+        for (rm, rn) in (1..=4).flat_map(|m| (1..=4).map(move |n| (m, n))) {
+            let x: Vec<&[u8]> = xs[..rm].iter().map(|r| r.as_slice()).collect();
+            let y: Vec<&[u8]> = ys[..rn].iter().map(|r| r.as_slice()).collect();
+            let mut out = [f32::NAN; 16];
+            tile(&x, &y, &mut out);
+            for (j, i) in (0..rn).flat_map(|j| (0..rm).map(move |i| (j, i))) {
+                let want = dot(x[i], y[j]);
+                assert_eq!(
+                    out[j * rm + i].to_bits(),
+                    want.to_bits(),
+                    "{} {rm}x{rn}",
+                    typ.name()
+                );
+            }
+        }
+    }
+    if cfg!(all(target_arch = "x86_64", target_feature = "avx2")) {
+        assert!(covered >= 1, "Q4_K has a tiled tile kernel on AVX2 builds");
+    }
+}

@@ -159,6 +159,21 @@ pub fn tiled_dot_fn(typ: GgmlType) -> Option<DotFn> {
 /// Whether ggml-cpu would take the tiled path: on unless `GGML_CPU_TILED_MM=0` (ggml's master
 /// switch, read once), for `cols` ≥ 8 activation columns, or any count with
 /// `GGML_CPU_TILED_MM_FORCE=1`.
+/// A register-tiled kernel with `tiled_dot_fn`'s numerics (see `TileFn`), where one exists.
+pub fn tiled_tile_fn(typ: GgmlType) -> Option<super::TileFn> {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c"
+    ))]
+    if typ == GgmlType::Q4K {
+        return Some(super::avx2::ktile::tiled_q4_k);
+    }
+    let _ = typ;
+    None
+}
+
 pub fn use_tiled(cols: usize) -> bool {
     use std::sync::OnceLock;
     static FLAGS: OnceLock<(bool, bool)> = OnceLock::new();

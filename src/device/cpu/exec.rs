@@ -109,6 +109,22 @@ const ONE_NODE: GraphCounts = GraphCounts {
     readbacks: 0,
 };
 
+/// The op's name; for matmuls also the weight type and shape and the number of columns.
+fn profile_label(graph: &Graph, node: usize) -> String {
+    let t = &graph.tensors[node];
+    match (t.op, graph.src(node, 0)) {
+        (crate::ggml::Op::MulMat | crate::ggml::Op::MulMatId, Some(a)) => format!(
+            "{} {} {}x{} n{}",
+            t.op.name(),
+            a.typ.name(),
+            a.ne[0],
+            a.ne[1],
+            t.ne[1] * t.ne[2] * t.ne[3]
+        ),
+        _ => t.op.name().to_string(),
+    }
+}
+
 /// Runs every compute node in order, counting each in `tally`. With `RUST_LOG=ggrpc::profile=trace`,
 /// logs the time spent per op.
 pub fn run_graph(graph: &Graph, buffers: &BufferSet, tally: &Tally) -> Result<(), DeviceError> {
@@ -119,20 +135,20 @@ pub fn run_graph(graph: &Graph, buffers: &BufferSet, tally: &Tally) -> Result<()
         }
         return Ok(());
     }
-    let mut per_op: std::collections::BTreeMap<&'static str, (u32, std::time::Duration)> =
+    let mut per_op: std::collections::BTreeMap<String, (u32, std::time::Duration)> =
         Default::default();
     for node in graph.compute_nodes() {
         let started = std::time::Instant::now();
         run_node(graph, node, buffers)?;
         tally.add(ONE_NODE);
-        let e = per_op.entry(graph.tensors[node].op.name()).or_default();
+        let e = per_op.entry(profile_label(graph, node)).or_default();
         e.0 += 1;
         e.1 += started.elapsed();
     }
     let mut rows: Vec<_> = per_op.into_iter().collect();
     rows.sort_by_key(|r| std::cmp::Reverse(r.1.1));
     for (op, (n, t)) in rows {
-        tracing::trace!(target: "ggrpc::profile", "{op:<16} x{n:<4} {:>9.3} ms", t.as_secs_f64() * 1e3);
+        tracing::trace!(target: "ggrpc::profile", "{op:<32} x{n:<4} {:>9.3} ms", t.as_secs_f64() * 1e3);
     }
     Ok(())
 }

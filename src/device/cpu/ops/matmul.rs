@@ -261,6 +261,8 @@ struct Weights<'a> {
     tiny: Option<DotFn>,
     /// A register-tiled kernel bit-identical to `dot` (tiles of up to 4 rows × 4 columns).
     tile: Option<TileFn>,
+    /// A register-tiled kernel bit-identical to `tiled`.
+    tiled_tile: Option<TileFn>,
 }
 
 impl<'a> Weights<'a> {
@@ -281,6 +283,7 @@ impl<'a> Weights<'a> {
             tiled: quant::tiled::tiled_dot_fn(t.typ),
             tiny: None,
             tile: quant::tile_fn(t.typ).filter(|_| tile_enabled()),
+            tiled_tile: quant::tiled::tiled_tile_fn(t.typ).filter(|_| tile_enabled()),
         })
     }
 
@@ -292,6 +295,19 @@ impl<'a> Weights<'a> {
         match self.tiled {
             Some(f) if quant::tiled::use_tiled(cols) => f,
             _ => self.dot,
+        }
+    }
+
+    /// The register-tiled kernel for a group of `cols` columns, where it computes `dot_for`'s bits.
+    /// A single column is a stream through the weights: row by row prefetches best.
+    fn tile_for(&self, cols: usize) -> Option<TileFn> {
+        if cols < 2 || self.tiny.is_some() {
+            return None;
+        }
+        match self.tiled {
+            Some(_) if quant::tiled::use_tiled(cols) => self.tiled_tile,
+            Some(_) => None,
+            None => self.tile,
         }
     }
 
@@ -373,8 +389,7 @@ fn execute(
             let g = &groups[task.group];
             let nrows = task.rows.len();
             let mut out = vec![0f32; nrows * task.cols.len()];
-            // A single column is a stream through the weights: row by row prefetches best.
-            if let Some(tile) = w.tile.filter(|_| g.cols.len() >= 2) {
+            if let Some(tile) = w.tile_for(g.cols.len()) {
                 run_tiles(tile, w, act, act_row, g, task, &mut out, op)?;
                 return Ok(out);
             }

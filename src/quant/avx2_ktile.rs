@@ -1,0 +1,43 @@
+//! ggml's tiled K-quant numerics (`quant::tiled`) for up to 4 weight rows × 4 activation columns at
+//! once: each weight block is unpacked (quants, broadcast scales, mins) once and used for every
+//! column. Per (row, column) the integer sums and the float epilogue are `tiled_q4_k`'s exactly,
+//! block by block in increasing K, so the bits are the same.
+
+use super::super::q8::q8k_d;
+use super::super::tiled::step_min;
+use super::{f16v, hsum_i32, hsum_i32x4, k4_col, k4_weights, q4_k_quants};
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tile_q4_k(xs: &[&[u8]], ys: &[&[u8]], out: &mut [f32]) {
+    let mut cols: [&[[u8; 292]]; 4] = [&[]; 4];
+    for (c, r) in cols.iter_mut().zip(ys) {
+        *c = r.as_chunks::<292>().0;
+    }
+    let y = &cols[..ys.len()];
+    let rm = xs.len();
+    for (i, x) in xs.iter().enumerate() {
+        let x = x.as_chunks::<144>().0;
+        assert!(y.iter().all(|c| c.len() == x.len()));
+        let mut acc = [0f32; 4];
+        for (l, b) in x.iter().enumerate() {
+            let w = k4_weights(b, q4_k_quants(b));
+            let (d, dmin) = (f16v(b[0], b[1]), f16v(b[2], b[3]));
+            for (a, col) in acc.iter_mut().zip(y) {
+                let q = &col[l];
+                let (sumi, prod) = k4_col(&w, q);
+                *a = step_min(*a, d, dmin, hsum_i32(sumi), hsum_i32x4(prod), q8k_d(q));
+            }
+        }
+        for (j, a) in acc.iter().take(ys.len()).enumerate() {
+            out[j * rm + i] = *a;
+        }
+    }
+}
+
+/// `TileFn` for Q4_K with the tiled path's numerics (for groups that take ggml's tiled path).
+pub(in crate::quant) fn tiled_q4_k(xs: &[&[u8]], ys: &[&[u8]], out: &mut [f32]) {
+    assert!(xs.len() <= 4 && ys.len() <= 4 && out.len() >= xs.len() * ys.len());
+    // SAFETY: avx2, fma and f16c are compile-time target features wherever this module is built
+    // (the `cfg` on `mod avx2`).
+    unsafe { tile_q4_k(xs, ys, out) }
+}
