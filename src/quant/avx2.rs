@@ -464,50 +464,72 @@ fn tiled_q5_k_impl(x: &[u8], y: &[u8]) -> f32 {
     acc
 }
 
-/// The integer sums of one Q6_K block with the quants taken unsigned (0..63): 8 lanes of
-/// `Σ scale·(quants·q8)`, and per lane l the `32·Σ scale·bsum` of groups 2l and 2l+1 that turns
-/// them into the signed sums.
+/// What the integer sums of one Q6_K block need from the weights: the unsigned quants (0..63) of
+/// the 8 sub-block pairs and the 16 scales, each pair's two broadcast as i16.
+struct Q6Weights {
+    quants: [__m256i; 8],
+    scales: [__m256i; 8],
+    sc: [i16; 16],
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn q6_k_sums(b: &[u8; 210], q: &[u8; 292]) -> (__m256i, [i32; 8]) {
+fn q6_k_weights(b: &[u8; 210]) -> Q6Weights {
     let m4 = _mm256_set1_epi8(0x0F);
     let m3 = _mm256_set1_epi8(3);
     let sc: [i16; 16] = std::array::from_fn(|g| b[192 + g] as i8 as i16);
-    let bs = q8k_bsums(q);
-    let off: [i32; 8] = std::array::from_fn(|l| {
-        (sc[2 * l] as i32 * bs[2 * l] + sc[2 * l + 1] as i32 * bs[2 * l + 1]) * 32
-    });
-    let mut sumi = _mm256_setzero_si256();
+    let mut quants = [_mm256_setzero_si256(); 8];
     for h in 0..2 {
         let l0 = load(b, 64 * h);
         let l1 = load(b, 64 * h + 32);
         let qh = load(b, 128 + 32 * h);
-        let quants = [
-            _mm256_or_si256(
-                _mm256_and_si256(l0, m4),
-                _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m3)),
-            ),
-            _mm256_or_si256(
-                _mm256_and_si256(l1, m4),
-                _mm256_slli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(12))),
-            ),
-            _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16::<4>(l0), m4),
-                _mm256_and_si256(qh, _mm256_set1_epi8(48)),
-            ),
-            _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16::<4>(l1), m4),
-                _mm256_srli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(-64))),
-            ),
-        ];
-        for (k, qv) in quants.into_iter().enumerate() {
-            let g = 8 * h + 2 * k;
-            let p = _mm256_maddubs_epi16(qv, load(q, 4 + 128 * h + 32 * k));
-            let s = _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]));
-            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(s, p));
-        }
+        quants[4 * h] = _mm256_or_si256(
+            _mm256_and_si256(l0, m4),
+            _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m3)),
+        );
+        quants[4 * h + 1] = _mm256_or_si256(
+            _mm256_and_si256(l1, m4),
+            _mm256_slli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(12))),
+        );
+        quants[4 * h + 2] = _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(l0), m4),
+            _mm256_and_si256(qh, _mm256_set1_epi8(48)),
+        );
+        quants[4 * h + 3] = _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(l1), m4),
+            _mm256_srli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(-64))),
+        );
+    }
+    let scales = std::array::from_fn(|k| {
+        let g = 2 * k;
+        _mm256_set_m128i(_mm_set1_epi16(sc[g + 1]), _mm_set1_epi16(sc[g]))
+    });
+    Q6Weights { quants, scales, sc }
+}
+
+/// The integer sums of one Q6_K block against one Q8_K block: 8 lanes of `Σ scale·(quants·q8)`,
+/// and per lane l the `32·Σ scale·bsum` of groups 2l and 2l+1 that turns them into the signed sums.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q6_k_col(w: &Q6Weights, q: &[u8; 292]) -> (__m256i, [i32; 8]) {
+    let (sc, bs) = (&w.sc, q8k_bsums(q));
+    let off: [i32; 8] = std::array::from_fn(|l| {
+        (sc[2 * l] as i32 * bs[2 * l] + sc[2 * l + 1] as i32 * bs[2 * l + 1]) * 32
+    });
+    let mut sumi = _mm256_setzero_si256();
+    for (k, (qv, s)) in w.quants.iter().zip(&w.scales).enumerate() {
+        let (h, kk) = (k / 4, k % 4);
+        let p = _mm256_maddubs_epi16(*qv, load(q, 4 + 128 * h + 32 * kk));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(*s, p));
     }
     (sumi, off)
+}
+
+/// `q6_k_col` for one weight block.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q6_k_sums(b: &[u8; 210], q: &[u8; 292]) -> (__m256i, [i32; 8]) {
+    q6_k_col(&q6_k_weights(b), q)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

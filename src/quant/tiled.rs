@@ -167,8 +167,10 @@ pub fn tiled_tile_fn(typ: GgmlType) -> Option<super::TileFn> {
         target_feature = "fma",
         target_feature = "f16c"
     ))]
-    if typ == GgmlType::Q4K {
-        return Some(super::avx2::ktile::tiled_q4_k);
+    match typ {
+        GgmlType::Q4K => return Some(super::avx2::ktile::tiled_q4_k),
+        GgmlType::Q6K => return Some(super::avx2::ktile::tiled_q6_k),
+        _ => {}
     }
     let _ = typ;
     None
