@@ -268,7 +268,10 @@ impl Attn<'_> {
             // tile's softmax through the vector exp, and V accumulated by FMA in key order.
             let mut p = [f32::NEG_INFINITY; TILE_KV];
             let mut kq = [0f32; TILE_KV];
-            let tiles = self.tiles.as_ref().filter(|_| keys.start % TILE_KV == 0);
+            let tiles = self
+                .tiles
+                .as_ref()
+                .filter(|_| keys.start.is_multiple_of(TILE_KV));
             for ic in keys.clone().step_by(TILE_KV) {
                 let n = TILE_KV.min(keys.end - ic);
                 p.fill(f32::NEG_INFINITY);
