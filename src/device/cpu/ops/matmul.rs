@@ -217,36 +217,6 @@ fn convert_rows(b: &Src<'_>, vt: GgmlType, op: &'static str) -> Result<Vec<u8>, 
     Ok(out)
 }
 
-/// Weight rows of one task (`rows`) times some of its group's columns (`cols`).
-struct Task {
-    group: usize,
-    rows: std::ops::Range<usize>,
-    cols: std::ops::Range<usize>,
-}
-
-/// Splits groups of `m` weight rows into tasks: columns in tiles of 64, rows in chunks sized so that
-/// there are about 8 tasks per thread (at least 16 rows per task unless the matrix is smaller).
-fn plan(groups: &[Group], m: usize) -> Vec<Task> {
-    const COL_TILE: usize = 64;
-    let tiles: usize = groups.iter().map(|g| g.cols.len().div_ceil(COL_TILE)).sum();
-    let want = 8 * rayon::current_num_threads();
-    let per_tile = want.div_ceil(tiles.max(1)).max(1);
-    let chunk = m.div_ceil(per_tile).max(16.min(m)).max(1);
-    let mut tasks = Vec::new();
-    for (gi, g) in groups.iter().enumerate() {
-        for c0 in (0..g.cols.len()).step_by(COL_TILE) {
-            for r0 in (0..m).step_by(chunk) {
-                tasks.push(Task {
-                    group: gi,
-                    rows: r0..(r0 + chunk).min(m),
-                    cols: c0..(c0 + COL_TILE).min(g.cols.len()),
-                });
-            }
-        }
-    }
-    tasks
-}
-
 /// The weight operand: its bytes, geometry and dot kernel.
 struct Weights<'a> {
     t: &'a Tensor,
@@ -326,108 +296,6 @@ impl<'a> Weights<'a> {
     }
 }
 
-/// One task through a tile kernel: 4 weight rows at a time (kept in L1) across the task's columns,
-/// 4 at a time. `out` is column-major over the task's rows, as in `execute`.
-#[allow(clippy::too_many_arguments)]
-fn run_tiles(
-    tile: TileFn,
-    w: &Weights<'_>,
-    act: &[u8],
-    act_row: usize,
-    g: &Group,
-    task: &Task,
-    out: &mut [f32],
-    op: &'static str,
-) -> Result<(), DeviceError> {
-    const R: usize = 4;
-    let nrows = task.rows.len();
-    let cols = &g.cols[task.cols.clone()];
-    let mut res = [0f32; R * R];
-    for r0 in task.rows.clone().step_by(R) {
-        let r1 = (r0 + R).min(task.rows.end);
-        let mut xs: [&[u8]; R] = [&[]; R];
-        for (x, r) in xs.iter_mut().zip(r0..r1) {
-            let off = g.a_off + r * w.t.nb[1];
-            *x = w
-                .data
-                .get(off..off + w.row_bytes)
-                .ok_or_else(|| DeviceError::op(op, "weight row outside src0"))?;
-        }
-        let xs = &xs[..r1 - r0];
-        for (c0, chunk) in cols.chunks(R).enumerate() {
-            let mut ys: [&[u8]; R] = [&[]; R];
-            for (y, &(col, _)) in ys.iter_mut().zip(chunk) {
-                *y = act
-                    .get(col * act_row..(col + 1) * act_row)
-                    .ok_or_else(|| DeviceError::op(op, "activation row out of range"))?;
-            }
-            tile(xs, &ys[..chunk.len()], &mut res);
-            for j in 0..chunk.len() {
-                let at = (c0 * R + j) * nrows + (r0 - task.rows.start);
-                out[at..at + xs.len()].copy_from_slice(&res[j * xs.len()..(j + 1) * xs.len()]);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Runs all tasks and writes every result element into dst (f32 at `col offset + row * nb[0]`).
-fn execute(
-    w: &Weights<'_>,
-    act: &[u8],
-    act_row: usize,
-    groups: &[Group],
-    dst: Dst<'_>,
-) -> Result<(), DeviceError> {
-    const ROW_BLOCK: usize = 16;
-    let op = dst.t.op.name();
-    let m = w.t.ne[1];
-    let tasks = plan(groups, m);
-    let results: Vec<Vec<f32>> = tasks
-        .par_iter()
-        .map_init(Vec::new, |buf, task| {
-            let g = &groups[task.group];
-            let nrows = task.rows.len();
-            let mut out = vec![0f32; nrows * task.cols.len()];
-            if let Some(tile) = w.tile_for(g.cols.len()) {
-                run_tiles(tile, w, act, act_row, g, task, &mut out, op)?;
-                return Ok(out);
-            }
-            let dot = w.dot_for(g.cols.len());
-            for r0 in task.rows.clone().step_by(ROW_BLOCK) {
-                let r1 = (r0 + ROW_BLOCK).min(task.rows.end);
-                for (ci, &(col, _)) in g.cols[task.cols.clone()].iter().enumerate() {
-                    let y = act
-                        .get(col * act_row..(col + 1) * act_row)
-                        .ok_or_else(|| DeviceError::op(op, "activation row out of range"))?;
-                    for r in r0..r1 {
-                        let x = w
-                            .row(g.a_off + r * w.t.nb[1], buf)
-                            .ok_or_else(|| DeviceError::op(op, "weight row outside src0"))?;
-                        out[ci * nrows + (r - task.rows.start)] = dot(x, y);
-                    }
-                }
-            }
-            Ok(out)
-        })
-        .collect::<Result<_, DeviceError>>()?;
-    let nb0 = dst.t.nb[0];
-    for (task, out) in tasks.iter().zip(&results) {
-        let g = &groups[task.group];
-        let nrows = task.rows.len();
-        for (ci, &(_, base)) in g.cols[task.cols.clone()].iter().enumerate() {
-            for (i, v) in out[ci * nrows..(ci + 1) * nrows].iter().enumerate() {
-                let o = base + (task.rows.start + i) * nb0;
-                dst.data
-                    .get_mut(o..o + 4)
-                    .ok_or_else(|| DeviceError::op(op, "result element outside dst"))?
-                    .copy_from_slice(&v.to_le_bytes());
-            }
-        }
-    }
-    Ok(())
-}
-
 fn mul_mat(a: &Src<'_>, b: &Src<'_>, dst: Dst<'_>) -> Result<(), DeviceError> {
     let op = dst.t.op.name();
     let (at, bt, dt) = (a.t, b.t, dst.t);
@@ -455,7 +323,7 @@ fn mul_mat(a: &Src<'_>, b: &Src<'_>, dst: Dst<'_>) -> Result<(), DeviceError> {
             });
         }
     }
-    execute(&w, &act, act_row, &groups, dst)
+    exec::execute(&w, &act, act_row, &groups, dst)
 }
 
 fn mul_mat_id(a: &Src<'_>, b: &Src<'_>, ids: &Src<'_>, dst: Dst<'_>) -> Result<(), DeviceError> {
@@ -494,7 +362,7 @@ fn mul_mat_id(a: &Src<'_>, b: &Src<'_>, ids: &Src<'_>, dst: Dst<'_>) -> Result<(
     let vt = quant::vec_dot_type(at.typ);
     let act = convert_rows(b, vt, op)?;
     let act_row = vt.row_size(bt.ne[0]).unwrap_or(0);
-    execute(&w, &act, act_row, &groups, dst)
+    exec::execute(&w, &act, act_row, &groups, dst)
 }
 
 /// `dst[i0, i1, i2, i3] = Σ_k a[i0, k, i2/r2, i3/r3] · b[i1, k, i2, i3]`, accumulated in f32 in
@@ -533,6 +401,8 @@ fn out_prod(a: &Src<'_>, b: &Src<'_>, dst: Dst<'_>) -> Result<(), DeviceError> {
     Ok(())
 }
 
+#[path = "matmul_exec.rs"]
+mod exec;
 #[cfg(test)]
 #[path = "matmul_tests.rs"]
 mod tests;

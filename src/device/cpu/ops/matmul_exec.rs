@@ -1,0 +1,235 @@
+//! Running a matmul's tasks: the plan (weight rows × columns per task), the kernels per task, and
+//! the results written into dst.
+
+use rayon::prelude::*;
+
+use super::{Dst, Group, TileFn, Weights};
+use crate::device::DeviceError;
+
+/// Columns per task.
+const COL_TILE: usize = 64;
+
+/// Weight rows of one task (`rows`) times some of its group's columns (`cols`).
+struct Task {
+    group: usize,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+}
+
+/// Splits groups of `m` weight rows into tasks: columns in tiles of 64, rows in chunks sized so that
+/// there are about 8 tasks per thread (at least 16 rows per task unless the matrix is smaller).
+fn plan(groups: &[Group], m: usize) -> Vec<Task> {
+    let tiles: usize = groups.iter().map(|g| g.cols.len().div_ceil(COL_TILE)).sum();
+    let want = 8 * rayon::current_num_threads();
+    let per_tile = want.div_ceil(tiles.max(1)).max(1);
+    let chunk = m.div_ceil(per_tile).max(16.min(m)).max(1);
+    let mut tasks = Vec::new();
+    for (gi, g) in groups.iter().enumerate() {
+        for c0 in (0..g.cols.len()).step_by(COL_TILE) {
+            for r0 in (0..m).step_by(chunk) {
+                tasks.push(Task {
+                    group: gi,
+                    rows: r0..(r0 + chunk).min(m),
+                    cols: c0..(c0 + COL_TILE).min(g.cols.len()),
+                });
+            }
+        }
+    }
+    tasks
+}
+
+/// One task through a tile kernel: 4 weight rows at a time (kept in L1) across the task's columns,
+/// 4 at a time. `out` is column-major over the task's rows, as in `execute`.
+#[allow(clippy::too_many_arguments)]
+fn run_tiles(
+    tile: TileFn,
+    w: &Weights<'_>,
+    act: &[u8],
+    act_row: usize,
+    g: &Group,
+    task: &Task,
+    out: &mut [f32],
+    op: &'static str,
+) -> Result<(), DeviceError> {
+    const R: usize = 4;
+    let nrows = task.rows.len();
+    let cols = &g.cols[task.cols.clone()];
+    let mut res = [0f32; R * R];
+    for r0 in task.rows.clone().step_by(R) {
+        let r1 = (r0 + R).min(task.rows.end);
+        let mut xs: [&[u8]; R] = [&[]; R];
+        for (x, r) in xs.iter_mut().zip(r0..r1) {
+            let off = g.a_off + r * w.t.nb[1];
+            *x = w
+                .data
+                .get(off..off + w.row_bytes)
+                .ok_or_else(|| DeviceError::op(op, "weight row outside src0"))?;
+        }
+        let xs = &xs[..r1 - r0];
+        for (c0, chunk) in cols.chunks(R).enumerate() {
+            let mut ys: [&[u8]; R] = [&[]; R];
+            for (y, &(col, _)) in ys.iter_mut().zip(chunk) {
+                *y = act
+                    .get(col * act_row..(col + 1) * act_row)
+                    .ok_or_else(|| DeviceError::op(op, "activation row out of range"))?;
+            }
+            tile(xs, &ys[..chunk.len()], &mut res);
+            for j in 0..chunk.len() {
+                let at = (c0 * R + j) * nrows + (r0 - task.rows.start);
+                out[at..at + xs.len()].copy_from_slice(&res[j * xs.len()..(j + 1) * xs.len()]);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs all tasks and writes every result element into dst (f32 at `col offset + row * nb[0]`):
+/// straight from each task into its own slices of dst where `split_dst` can cut them, else
+/// through a serial scatter.
+pub(super) fn execute(
+    w: &Weights<'_>,
+    act: &[u8],
+    act_row: usize,
+    groups: &[Group],
+    dst: Dst<'_>,
+) -> Result<(), DeviceError> {
+    let op = dst.t.op.name();
+    let m = w.t.ne[1];
+    let nb0 = dst.t.nb[0];
+    let tasks = plan(groups, m);
+    let run = |buf: &mut Vec<u8>, task: &Task, out: &mut Vec<f32>| {
+        out.clear();
+        out.resize(task.rows.len() * task.cols.len(), 0.0);
+        run_task(w, act, act_row, &groups[task.group], task, out, buf, op)
+    };
+    if let Some(pieces) = split_dst(groups, &tasks, m, nb0, dst.data) {
+        return tasks.par_iter().zip(pieces).try_for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(buf, out), (task, cols)| {
+                run(buf, task, out)?;
+                let nrows = task.rows.len();
+                for (piece, vals) in cols.into_iter().zip(out.chunks_exact(nrows)) {
+                    for (c, v) in piece.chunks_exact_mut(4).zip(vals) {
+                        c.copy_from_slice(&v.to_le_bytes());
+                    }
+                }
+                Ok(())
+            },
+        );
+    }
+    let results: Vec<Vec<f32>> = tasks
+        .par_iter()
+        .map_init(Vec::new, |buf, task| {
+            let mut out = Vec::new();
+            run(buf, task, &mut out).map(|()| out)
+        })
+        .collect::<Result<_, DeviceError>>()?;
+    for (task, out) in tasks.iter().zip(&results) {
+        let g = &groups[task.group];
+        let nrows = task.rows.len();
+        for (ci, &(_, base)) in g.cols[task.cols.clone()].iter().enumerate() {
+            for (i, v) in out[ci * nrows..(ci + 1) * nrows].iter().enumerate() {
+                let o = base + (task.rows.start + i) * nb0;
+                dst.data
+                    .get_mut(o..o + 4)
+                    .ok_or_else(|| DeviceError::op(op, "result element outside dst"))?
+                    .copy_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One task's results into `out` (column-major over the task's rows).
+#[allow(clippy::too_many_arguments)]
+fn run_task(
+    w: &Weights<'_>,
+    act: &[u8],
+    act_row: usize,
+    g: &Group,
+    task: &Task,
+    out: &mut [f32],
+    buf: &mut Vec<u8>,
+    op: &'static str,
+) -> Result<(), DeviceError> {
+    const ROW_BLOCK: usize = 16;
+    if let Some(tile) = w.tile_for(g.cols.len()) {
+        return run_tiles(tile, w, act, act_row, g, task, out, op);
+    }
+    let nrows = task.rows.len();
+    let dot = w.dot_for(g.cols.len());
+    for r0 in task.rows.clone().step_by(ROW_BLOCK) {
+        let r1 = (r0 + ROW_BLOCK).min(task.rows.end);
+        for (ci, &(col, _)) in g.cols[task.cols.clone()].iter().enumerate() {
+            let y = act
+                .get(col * act_row..(col + 1) * act_row)
+                .ok_or_else(|| DeviceError::op(op, "activation row out of range"))?;
+            for r in r0..r1 {
+                let x = w
+                    .row(g.a_off + r * w.t.nb[1], buf)
+                    .ok_or_else(|| DeviceError::op(op, "weight row outside src0"))?;
+                out[ci * nrows + (r - task.rows.start)] = dot(x, y);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Per task, one slice of dst per column of the task (its rows of that column), when every column's
+/// `m` results are adjacent f32s (`nb0 == 4`) inside dst and no two columns overlap; else `None`.
+/// Tasks come from `plan`: group by group, column tile by column tile, row chunks in order.
+fn split_dst<'d>(
+    groups: &[Group],
+    tasks: &[Task],
+    m: usize,
+    nb0: usize,
+    dst: &'d mut [u8],
+) -> Option<Vec<Vec<&'d mut [u8]>>> {
+    if nb0 != 4 {
+        return None;
+    }
+    let col_bytes = 4 * m;
+    // The first task of each (group, column tile).
+    let mut first = std::collections::HashMap::new();
+    for (ti, t) in tasks.iter().enumerate() {
+        first.entry((t.group, t.cols.start)).or_insert(ti);
+    }
+    let mut cols: Vec<(usize, usize, usize)> = groups
+        .iter()
+        .enumerate()
+        .flat_map(|(gi, g)| g.cols.iter().enumerate().map(move |(ci, c)| (c.1, gi, ci)))
+        .collect();
+    cols.sort_unstable();
+    let mut per_task: Vec<Vec<Option<&'d mut [u8]>>> = tasks
+        .iter()
+        .map(|t| (0..t.cols.len()).map(|_| None).collect())
+        .collect();
+    let (mut rest, mut pos) = (dst, 0usize);
+    for (base, gi, ci) in cols {
+        let skip = base.checked_sub(pos)?;
+        if rest.len() < skip.checked_add(col_bytes)? {
+            return None;
+        }
+        let (col, tail) = std::mem::take(&mut rest)[skip..].split_at_mut(col_bytes);
+        (rest, pos) = (tail, base + col_bytes);
+        let c0 = ci / COL_TILE * COL_TILE;
+        let mut ti = *first.get(&(gi, c0))?;
+        let mut col = col;
+        while let Some(t) = tasks
+            .get(ti)
+            .filter(|t| t.group == gi && t.cols.start == c0)
+        {
+            if col.len() < 4 * t.rows.len() {
+                return None;
+            }
+            let (piece, tail) = std::mem::take(&mut col).split_at_mut(4 * t.rows.len());
+            *per_task[ti].get_mut(ci - c0)? = Some(piece);
+            col = tail;
+            ti += 1;
+        }
+    }
+    per_task
+        .into_iter()
+        .map(|cols| cols.into_iter().collect::<Option<Vec<_>>>())
+        .collect()
+}
