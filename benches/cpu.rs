@@ -1,5 +1,6 @@
-//! CPU device benchmarks: one quantized mat-vec (the decode hot path), one prompt-sized MUL_MAT, and a
-//! decode-step graph shaped like one Gemma 3 270M layer. Run: `cargo bench --bench cpu`.
+//! CPU device benchmarks: quantized mat-vecs (the decode hot path), one prompt-sized MUL_MAT, and a
+//! decode-step graph shaped like one Gemma 3 270M layer. Run: `cargo bench --bench cpu`
+//! (`GGRPC_BENCH_THREADS=N` sets the worker count; default every core).
 
 mod common;
 
@@ -10,9 +11,13 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ggrpc::device::cpu::CpuDevice;
 use ggrpc::ggml::{GgmlType, Op};
 
+/// A CPU device with `GGRPC_BENCH_THREADS` workers (default: every core).
 fn cpu(size: usize) -> Bench {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
+    let threads = std::env::var("GGRPC_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
         .unwrap_or(1);
     Bench::new(Arc::new(CpuDevice::new(threads, None).expect("cpu")), size)
 }

@@ -275,12 +275,20 @@ impl Attn<'_> {
             for ic in keys.clone().step_by(TILE_KV) {
                 let n = TILE_KV.min(keys.end - ic);
                 p.fill(f32::NEG_INFINITY);
+                let mut mv = [f32::NEG_INFINITY; TILE_KV];
+                for (tk, m) in mv.iter_mut().enumerate().take(n) {
+                    *m = mask_at(ic + tk);
+                }
+                // A tile the mask hides entirely adds nothing (as below, key by key).
+                if mv.iter().all(|&m| m == f32::NEG_INFINITY) {
+                    continue;
+                }
                 if let Some(tl) = tiles {
                     tl.scores(&qv, ik2, ik3, ic, &mut kq);
                 }
                 let mut tile_max = f32::NEG_INFINITY;
                 for (tk, pk) in p.iter_mut().enumerate().take(n) {
-                    let mv = mask_at(ic + tk);
+                    let mv = mv[tk];
                     if mv == f32::NEG_INFINITY {
                         continue;
                     }
