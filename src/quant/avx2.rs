@@ -32,6 +32,24 @@ pub(super) mod gemm;
 ))]
 #[path = "avx512_gemm.rs"]
 pub(super) mod gemm512;
+#[cfg(all(
+    target_feature = "avx512f",
+    target_feature = "avx512bw",
+    target_feature = "avx512dq",
+    target_feature = "avx512vl"
+))]
+#[path = "avx512_ktile.rs"]
+pub(super) mod ktile512;
+// Where `ktile512` serves Q4_K this one's Q4_K tile is kept for its tests (`tiled::tiled_tile_fns`).
+#[cfg_attr(
+    all(
+        target_feature = "avx512f",
+        target_feature = "avx512bw",
+        target_feature = "avx512dq",
+        target_feature = "avx512vl"
+    ),
+    allow(dead_code)
+)]
 #[path = "avx2_ktile.rs"]
 pub(super) mod ktile;
 
@@ -309,12 +327,7 @@ fn k4_weights<const B: usize>(b: &[u8; B], quants: [(__m256i, __m256i); 4]) -> K
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn k4_col(w: &K4Weights, q: &[u8; 292]) -> (__m256i, __m128i) {
-    let bsums = load(q, 260);
-    let q8s = _mm_hadd_epi16(
-        _mm256_castsi256_si128(bsums),
-        _mm256_extracti128_si256::<1>(bsums),
-    );
-    let prod = _mm_madd_epi16(w.mins, q8s);
+    let prod = k4_mins(w, q);
     let mut sumi = _mm256_setzero_si256();
     for (c, ((lo, hi), (sl, sh))) in w.quants.iter().zip(&w.scales).enumerate() {
         let pl = _mm256_maddubs_epi16(*lo, load(q, 4 + 64 * c));
@@ -324,6 +337,18 @@ fn k4_col(w: &K4Weights, q: &[u8; 292]) -> (__m256i, __m128i) {
         sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
     }
     (sumi, prod)
+}
+
+/// `Σ_j min_j·(Σ q8_j)` of one Q4_K/Q5_K super-block against one Q8_K block, in 4 i32 lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn k4_mins(w: &K4Weights, q: &[u8; 292]) -> __m128i {
+    let bsums = load(q, 260);
+    let q8s = _mm_hadd_epi16(
+        _mm256_castsi256_si128(bsums),
+        _mm256_extracti128_si256::<1>(bsums),
+    );
+    _mm_madd_epi16(w.mins, q8s)
 }
 
 /// `k4_col` for one weight block.

@@ -246,10 +246,10 @@ fn tile_kernels_are_bit_identical_to_vec_dot() {
 fn tiled_tile_kernels_are_bit_identical_to_tiled_dot() {
     let mut rng = Rng::new(29);
     let mut covered = 0;
-    for typ in WEIGHT_TYPES {
-        let Some(tile) = tiled::tiled_tile_fn(typ) else {
-            continue;
-        };
+    for (typ, tile) in WEIGHT_TYPES
+        .into_iter()
+        .flat_map(|t| tiled::tiled_tile_fns(t).into_iter().map(move |f| (t, f)))
+    {
         covered += 1;
         let dot = tiled::tiled_dot_fn(typ).unwrap();
         let n = 256 * 3;

@@ -168,12 +168,41 @@ pub fn tiled_tile_fn(typ: GgmlType) -> Option<super::TileFn> {
         target_feature = "f16c"
     ))]
     match typ {
+        #[cfg(all(
+            target_feature = "avx512f",
+            target_feature = "avx512bw",
+            target_feature = "avx512dq",
+            target_feature = "avx512vl"
+        ))]
+        GgmlType::Q4K => return Some(super::avx2::ktile512::tiled_q4_k),
+        #[cfg(not(all(
+            target_feature = "avx512f",
+            target_feature = "avx512bw",
+            target_feature = "avx512dq",
+            target_feature = "avx512vl"
+        )))]
         GgmlType::Q4K => return Some(super::avx2::ktile::tiled_q4_k),
         GgmlType::Q6K => return Some(super::avx2::ktile::tiled_q6_k),
         _ => {}
     }
     let _ = typ;
     None
+}
+
+/// Every tiled tile kernel this build has for `typ`: `tiled_tile_fn`'s and the 256-bit ones.
+#[cfg(test)]
+pub(super) fn tiled_tile_fns(typ: GgmlType) -> Vec<super::TileFn> {
+    let mut v: Vec<super::TileFn> = tiled_tile_fn(typ).into_iter().collect();
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c"
+    ))]
+    if typ == GgmlType::Q4K {
+        v.push(super::avx2::ktile::tiled_q4_k);
+    }
+    v
 }
 
 pub fn use_tiled(cols: usize) -> bool {
