@@ -40,7 +40,7 @@ pub(super) mod gemm512;
 ))]
 #[path = "avx512_ktile.rs"]
 pub(super) mod ktile512;
-// Where `ktile512` serves Q4_K this one's Q4_K tile is kept for its tests (`tiled::tiled_tile_fns`).
+// Where `ktile512` serves Q4_K/Q6_K these tiles are kept for their tests (`tiled::tiled_tile_fns`).
 #[cfg_attr(
     all(
         target_feature = "avx512f",
@@ -537,10 +537,7 @@ fn q6_k_weights(b: &[u8; 210]) -> Q6Weights {
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn q6_k_col(w: &Q6Weights, q: &[u8; 292]) -> (__m256i, [i32; 8]) {
-    let (sc, bs) = (&w.sc, q8k_bsums(q));
-    let off: [i32; 8] = std::array::from_fn(|l| {
-        (sc[2 * l] as i32 * bs[2 * l] + sc[2 * l + 1] as i32 * bs[2 * l + 1]) * 32
-    });
+    let off = q6_k_off(w, q);
     let mut sumi = _mm256_setzero_si256();
     for (k, (qv, s)) in w.quants.iter().zip(&w.scales).enumerate() {
         let (h, kk) = (k / 4, k % 4);
@@ -548,6 +545,15 @@ fn q6_k_col(w: &Q6Weights, q: &[u8; 292]) -> (__m256i, [i32; 8]) {
         sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(*s, p));
     }
     (sumi, off)
+}
+
+/// Per lane l, the `32·Σ scale·bsum` of groups 2l and 2l+1 of one Q6_K block against one Q8_K block.
+#[inline]
+fn q6_k_off(w: &Q6Weights, q: &[u8; 292]) -> [i32; 8] {
+    let (sc, bs) = (&w.sc, q8k_bsums(q));
+    std::array::from_fn(|l| {
+        (sc[2 * l] as i32 * bs[2 * l] + sc[2 * l + 1] as i32 * bs[2 * l + 1]) * 32
+    })
 }
 
 /// `q6_k_col` for one weight block.

@@ -182,6 +182,19 @@ pub fn tiled_tile_fn(typ: GgmlType) -> Option<super::TileFn> {
             target_feature = "avx512vl"
         )))]
         GgmlType::Q4K => return Some(super::avx2::ktile::tiled_q4_k),
+        #[cfg(all(
+            target_feature = "avx512f",
+            target_feature = "avx512bw",
+            target_feature = "avx512dq",
+            target_feature = "avx512vl"
+        ))]
+        GgmlType::Q6K => return Some(super::avx2::ktile512::tiled_q6_k),
+        #[cfg(not(all(
+            target_feature = "avx512f",
+            target_feature = "avx512bw",
+            target_feature = "avx512dq",
+            target_feature = "avx512vl"
+        )))]
         GgmlType::Q6K => return Some(super::avx2::ktile::tiled_q6_k),
         _ => {}
     }
@@ -199,8 +212,10 @@ pub(super) fn tiled_tile_fns(typ: GgmlType) -> Vec<super::TileFn> {
         target_feature = "fma",
         target_feature = "f16c"
     ))]
-    if typ == GgmlType::Q4K {
-        v.push(super::avx2::ktile::tiled_q4_k);
+    match typ {
+        GgmlType::Q4K => v.push(super::avx2::ktile::tiled_q4_k),
+        GgmlType::Q6K => v.push(super::avx2::ktile::tiled_q6_k),
+        _ => {}
     }
     v
 }
