@@ -53,6 +53,44 @@ pub(super) mod ktile512;
 #[path = "avx2_ktile.rs"]
 pub(super) mod ktile;
 
+/// The Q*_0 tiles this build serves: 512-bit where it has AVX-512 BW/DQ/VL and VNNI.
+pub(super) mod q0_tiles {
+    #[cfg(not(all(
+        target_feature = "avx512f",
+        target_feature = "avx512bw",
+        target_feature = "avx512dq",
+        target_feature = "avx512vl",
+        target_feature = "avx512vnni"
+    )))]
+    pub(in crate::quant) use super::gemm::{gemm_q4_0, gemm_q5_0, gemm_q8_0};
+    #[cfg(all(
+        target_feature = "avx512f",
+        target_feature = "avx512bw",
+        target_feature = "avx512dq",
+        target_feature = "avx512vl",
+        target_feature = "avx512vnni"
+    ))]
+    pub(in crate::quant) use super::gemm512::{gemm_q4_0, gemm_q5_0, gemm_q8_0};
+}
+
+/// The tiled-path K-quant tiles this build serves: 512-bit where it has AVX-512 BW/DQ/VL.
+pub(super) mod k_tiles {
+    #[cfg(not(all(
+        target_feature = "avx512f",
+        target_feature = "avx512bw",
+        target_feature = "avx512dq",
+        target_feature = "avx512vl"
+    )))]
+    pub(in crate::quant) use super::ktile::{tiled_q4_k, tiled_q6_k};
+    #[cfg(all(
+        target_feature = "avx512f",
+        target_feature = "avx512bw",
+        target_feature = "avx512dq",
+        target_feature = "avx512vl"
+    ))]
+    pub(in crate::quant) use super::ktile512::{tiled_q4_k, tiled_q6_k};
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn load<const B: usize>(b: &[u8; B], off: usize) -> __m256i {

@@ -226,7 +226,6 @@ pub fn dot_fn(typ: GgmlType) -> Option<DotFn> {
     scalar_dot_fn(typ)
 }
 
-/// llamafile's tinyBLAS arithmetic for F32, F16, BF16 (and on AVX2 IQ4_NL) weights (see `float::tiny_f32`); `None` otherwise.
 /// `out[j * xs.len() + i] = dot(xs[i], ys[j])` for 1..=4 weight rows `xs` and 1..=4 activation
 /// rows `ys` (in the weight type's `vec_dot_type`), bit-identical to [`dot_fn`]'s kernel.
 pub type TileFn = fn(xs: &[&[u8]], ys: &[&[u8]], out: &mut [f32]);
@@ -240,22 +239,7 @@ pub fn tile_fn(typ: GgmlType) -> Option<TileFn> {
         target_feature = "f16c"
     ))]
     {
-        #[cfg(not(all(
-            target_feature = "avx512f",
-            target_feature = "avx512bw",
-            target_feature = "avx512dq",
-            target_feature = "avx512vl",
-            target_feature = "avx512vnni"
-        )))]
-        use avx2::gemm;
-        #[cfg(all(
-            target_feature = "avx512f",
-            target_feature = "avx512bw",
-            target_feature = "avx512dq",
-            target_feature = "avx512vl",
-            target_feature = "avx512vnni"
-        ))]
-        use avx2::gemm512 as gemm;
+        use avx2::q0_tiles as gemm;
         let f: Option<TileFn> = match typ {
             GgmlType::Q8_0 => Some(gemm::gemm_q8_0),
             GgmlType::Q5_0 => Some(gemm::gemm_q5_0),
@@ -276,7 +260,8 @@ pub fn tile_fn(typ: GgmlType) -> Option<TileFn> {
     }
 }
 
-/// Every tile kernel this build has for `typ`: `tile_fn`'s and, on AVX-512 builds, the AVX2 one.
+/// Every tile kernel this build has for `typ`: `tile_fn`'s and the AVX2 one (the same where the
+/// build has no AVX-512).
 #[cfg(test)]
 fn tile_fns(typ: GgmlType) -> Vec<TileFn> {
     let mut v: Vec<TileFn> = tile_fn(typ).into_iter().collect();
@@ -284,8 +269,7 @@ fn tile_fns(typ: GgmlType) -> Vec<TileFn> {
         target_arch = "x86_64",
         target_feature = "avx2",
         target_feature = "fma",
-        target_feature = "f16c",
-        target_feature = "avx512vnni"
+        target_feature = "f16c"
     ))]
     {
         let f: Option<TileFn> = match typ {
@@ -299,6 +283,7 @@ fn tile_fns(typ: GgmlType) -> Vec<TileFn> {
     v
 }
 
+/// llamafile's tinyBLAS arithmetic for F32, F16, BF16 (and on AVX2 IQ4_NL) weights (see `float::tiny_f32`); `None` otherwise.
 pub fn tiny_blas_fn(typ: GgmlType) -> Option<DotFn> {
     match typ {
         GgmlType::F32 => Some(float::tiny_f32),

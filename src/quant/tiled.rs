@@ -156,9 +156,6 @@ pub fn tiled_dot_fn(typ: GgmlType) -> Option<DotFn> {
     scalar_tiled_dot_fn(typ)
 }
 
-/// Whether ggml-cpu would take the tiled path: on unless `GGML_CPU_TILED_MM=0` (ggml's master
-/// switch, read once), for `cols` ≥ 8 activation columns, or any count with
-/// `GGML_CPU_TILED_MM_FORCE=1`.
 /// A register-tiled kernel with `tiled_dot_fn`'s numerics (see `TileFn`), where one exists.
 pub fn tiled_tile_fn(typ: GgmlType) -> Option<super::TileFn> {
     #[cfg(all(
@@ -168,41 +165,15 @@ pub fn tiled_tile_fn(typ: GgmlType) -> Option<super::TileFn> {
         target_feature = "f16c"
     ))]
     match typ {
-        #[cfg(all(
-            target_feature = "avx512f",
-            target_feature = "avx512bw",
-            target_feature = "avx512dq",
-            target_feature = "avx512vl"
-        ))]
-        GgmlType::Q4K => return Some(super::avx2::ktile512::tiled_q4_k),
-        #[cfg(not(all(
-            target_feature = "avx512f",
-            target_feature = "avx512bw",
-            target_feature = "avx512dq",
-            target_feature = "avx512vl"
-        )))]
-        GgmlType::Q4K => return Some(super::avx2::ktile::tiled_q4_k),
-        #[cfg(all(
-            target_feature = "avx512f",
-            target_feature = "avx512bw",
-            target_feature = "avx512dq",
-            target_feature = "avx512vl"
-        ))]
-        GgmlType::Q6K => return Some(super::avx2::ktile512::tiled_q6_k),
-        #[cfg(not(all(
-            target_feature = "avx512f",
-            target_feature = "avx512bw",
-            target_feature = "avx512dq",
-            target_feature = "avx512vl"
-        )))]
-        GgmlType::Q6K => return Some(super::avx2::ktile::tiled_q6_k),
+        GgmlType::Q4K => return Some(super::avx2::k_tiles::tiled_q4_k),
+        GgmlType::Q6K => return Some(super::avx2::k_tiles::tiled_q6_k),
         _ => {}
     }
     let _ = typ;
     None
 }
 
-/// Every tiled tile kernel this build has for `typ`: `tiled_tile_fn`'s and the 256-bit ones.
+/// Every tiled tile kernel this build has for `typ`: `tiled_tile_fn`'s and the 256-bit one.
 #[cfg(test)]
 pub(super) fn tiled_tile_fns(typ: GgmlType) -> Vec<super::TileFn> {
     let mut v: Vec<super::TileFn> = tiled_tile_fn(typ).into_iter().collect();
@@ -220,6 +191,9 @@ pub(super) fn tiled_tile_fns(typ: GgmlType) -> Vec<super::TileFn> {
     v
 }
 
+/// Whether ggml-cpu would take the tiled path: on unless `GGML_CPU_TILED_MM=0` (ggml's master
+/// switch, read once), for `cols` ≥ 8 activation columns, or any count with
+/// `GGML_CPU_TILED_MM_FORCE=1`.
 pub fn use_tiled(cols: usize) -> bool {
     use std::sync::OnceLock;
     static FLAGS: OnceLock<(bool, bool)> = OnceLock::new();
