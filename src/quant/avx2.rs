@@ -7,6 +7,7 @@
 
 use std::arch::x86_64::*;
 
+use super::f16_table::f16_at;
 use super::k_quants::{k4_packed, scale_bytes};
 use super::q8::{q8k_bsums, q8k_d};
 
@@ -116,22 +117,30 @@ fn hsum(x: __m256) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
 }
 
-/// The product of two binary16 values given as their bytes. Converted with a zero-extending `movd`:
-/// `half`'s scalar conversion inserts into a live register, a false dependency on the FMA chain.
+/// The product of two binary16 scales given as their bytes, in every lane: two broadcast loads from
+/// `f16_table` and one multiply (the scalar product's bits, off the shuffle port).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn f16_mul(x0: u8, x1: u8, y0: u8, y1: u8) -> f32 {
-    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([x0, x1, y0, y1])));
-    _mm_cvtss_f32(_mm_mul_ss(v, _mm_movehdup_ps(v)))
+fn f16_mul<const X: usize, const Y: usize>(x: &[u8; X], y: &[u8; Y]) -> __m256 {
+    _mm256_mul_ps(
+        _mm256_broadcast_ss(f16_at(scale(x))),
+        _mm256_broadcast_ss(f16_at(scale(y))),
+    )
 }
 
-/// One binary16 value given as its bytes (see `f16_mul`).
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
+/// A block's leading binary16 scale, read as one 16-bit load.
+#[inline(always)]
+fn scale<const B: usize>(b: &[u8; B]) -> [u8; 2] {
+    match b.first_chunk::<2>() {
+        Some(s) => *s,
+        None => [0; 2],
+    }
+}
+
+/// One binary16 value given as its bytes (from `f16_table`).
+#[inline(always)]
 fn f16v(x0: u8, x1: u8) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([
-        x0, x1, 0, 0,
-    ]))))
+    *f16_at([x0, x1])
 }
 
 /// 32 nibbles (16 bytes at `off`, nibble order) as bytes 0..15.
@@ -156,6 +165,23 @@ fn bits_to_bytes(v: u32) -> __m256i {
     let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(v as i32), shuf);
     let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
     _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+}
+
+/// `nib | (c where the bit in `hi` is clear)` for `hi` from `bits_to_bytes`: Q5_0's quant − 16 with
+/// `c` = 0xF0. With AVX-512 VL one `vpternlogq`, as gcc compiles ggml's `andnot` + `or`; LLVM
+/// otherwise turns the compare into a mask register and a masked blend, both on the shuffle port.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn or_where_clear(nib: __m256i, hi: __m256i, c: __m256i) -> __m256i {
+    #[cfg(target_feature = "avx512vl")]
+    // SAFETY: avx512vl (and avx512f) are compile-time target features of this build (the `cfg`).
+    unsafe {
+        _mm256_ternarylogic_epi64::<0xF2>(nib, hi, c)
+    }
+    #[cfg(not(target_feature = "avx512vl"))]
+    {
+        _mm256_or_si256(nib, _mm256_andnot_si256(hi, c))
+    }
 }
 
 /// Σ x·y of unsigned `x` (< 128 where `y` may be −128) and signed `y` bytes, as 8 partial i32 sums:
@@ -197,7 +223,13 @@ fn dot_i8(x: __m256i, y: __m256i) -> __m256i {
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn fma(d: f32, s: __m256i, acc: __m256) -> __m256 {
-    _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc)
+    fmav(_mm256_set1_ps(d), s, acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn fmav(d: __m256, s: __m256i, acc: __m256) -> __m256 {
+    _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -205,8 +237,8 @@ fn dot_q4_0_impl(x: &[u8], y: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (b, q) in x.as_chunks::<18>().0.iter().zip(y.as_chunks::<34>().0) {
         let qx = _mm256_sub_epi8(nibbles(b, 2), _mm256_set1_epi8(8));
-        let d = f16_mul(b[0], b[1], q[0], q[1]);
-        acc = fma(d, dot_i8(qx, load(q, 2)), acc);
+        let d = f16_mul(b, q);
+        acc = fmav(d, dot_i8(qx, load(q, 2)), acc);
     }
     hsum(acc)
 }
@@ -216,9 +248,9 @@ fn dot_q4_1_impl(x: &[u8], y: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut summ = 0f32;
     for (b, q) in x.as_chunks::<20>().0.iter().zip(y.as_chunks::<36>().0) {
-        let d = f16_mul(b[0], b[1], q[0], q[1]);
-        summ += f16_mul(b[2], b[3], q[2], q[3]);
-        acc = fma(d, dot_u8(nibbles(b, 4), load(q, 4)), acc);
+        let d = f16_mul(b, q);
+        summ += f16v(b[2], b[3]) * f16v(q[2], q[3]);
+        acc = fmav(d, dot_u8(nibbles(b, 4), load(q, 4)), acc);
     }
     hsum(acc) + summ
 }
@@ -229,12 +261,9 @@ fn dot_q5_0_impl(x: &[u8], y: &[u8]) -> f32 {
     for (b, q) in x.as_chunks::<22>().0.iter().zip(y.as_chunks::<34>().0) {
         // Quant − 16 is the nibble with 0xF0 or'ed in where the fifth bit is clear.
         let hi = bits_to_bytes(u32::from_le_bytes([b[2], b[3], b[4], b[5]]));
-        let qx = _mm256_or_si256(
-            nibbles(b, 6),
-            _mm256_andnot_si256(hi, _mm256_set1_epi8(-16)),
-        );
-        let d = f16_mul(b[0], b[1], q[0], q[1]);
-        acc = fma(d, dot_i8(qx, load(q, 2)), acc);
+        let qx = or_where_clear(nibbles(b, 6), hi, _mm256_set1_epi8(-16));
+        let d = f16_mul(b, q);
+        acc = fmav(d, dot_i8(qx, load(q, 2)), acc);
     }
     hsum(acc)
 }
@@ -246,9 +275,9 @@ fn dot_q5_1_impl(x: &[u8], y: &[u8]) -> f32 {
     for (b, q) in x.as_chunks::<24>().0.iter().zip(y.as_chunks::<36>().0) {
         let hi = bits_to_bytes(u32::from_le_bytes([b[4], b[5], b[6], b[7]]));
         let qx = _mm256_or_si256(nibbles(b, 8), _mm256_and_si256(hi, _mm256_set1_epi8(16)));
-        let d = f16_mul(b[0], b[1], q[0], q[1]);
-        summ += f16_mul(b[2], b[3], q[2], q[3]);
-        acc = fma(d, dot_u8(qx, load(q, 4)), acc);
+        let d = f16_mul(b, q);
+        summ += f16v(b[2], b[3]) * f16v(q[2], q[3]);
+        acc = fmav(d, dot_u8(qx, load(q, 4)), acc);
     }
     hsum(acc) + summ
 }
@@ -257,8 +286,8 @@ fn dot_q5_1_impl(x: &[u8], y: &[u8]) -> f32 {
 fn dot_q8_0_impl(x: &[u8], y: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (b, q) in x.as_chunks::<34>().0.iter().zip(y.as_chunks::<34>().0) {
-        let d = f16_mul(b[0], b[1], q[0], q[1]);
-        acc = fma(d, dot_i8(load(b, 2), load(q, 2)), acc);
+        let d = f16_mul(b, q);
+        acc = fmav(d, dot_i8(load(b, 2), load(q, 2)), acc);
     }
     hsum(acc)
 }
@@ -276,8 +305,8 @@ fn lookup<const B: usize>(table: &[i8; 16], b: &[u8; B], off: usize) -> __m256i 
 fn tiny_iq4_nl_impl(x: &[u8], y: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (b, q) in x.as_chunks::<18>().0.iter().zip(y.as_chunks::<34>().0) {
-        let d = f16_mul(q[0], q[1], b[0], b[1]);
-        acc = fma(
+        let d = f16_mul(q, b);
+        acc = fmav(
             d,
             dot_i8(lookup(&super::iq4::KVALUES, b, 2), load(q, 2)),
             acc,
@@ -293,17 +322,18 @@ fn dot_iq4_nl_impl(x: &[u8], y: &[u8]) -> f32 {
     let (xb, yb) = (x.as_chunks::<18>().0, y.as_chunks::<34>().0);
     let n = xb.len().min(yb.len());
     let lanes = |i: usize| dot_i8(lookup(&super::iq4::KVALUES, &xb[i], 2), load(&yb[i], 2));
-    let d = |i: usize| f16_mul(yb[i][0], yb[i][1], xb[i][0], xb[i][1]);
+    let d = |i: usize| f16_mul(&yb[i], &xb[i]);
     let (mut acc1, mut acc2) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let mut ib = 0;
     while ib + 1 < n {
-        acc1 = fma(d(ib), lanes(ib), acc1);
-        acc2 = fma(d(ib + 1), lanes(ib + 1), acc2);
+        acc1 = fmav(d(ib), lanes(ib), acc1);
+        acc2 = fmav(d(ib + 1), lanes(ib + 1), acc2);
         ib += 2;
     }
     let mut sum = hsum(_mm256_add_ps(acc1, acc2));
     if ib < n {
-        sum = d(ib).mul_add(hsum_i32(lanes(ib)) as f32, sum);
+        let d = f16v(yb[ib][0], yb[ib][1]) * f16v(xb[ib][0], xb[ib][1]);
+        sum = d.mul_add(hsum_i32(lanes(ib)) as f32, sum);
     }
     sum
 }

@@ -23,6 +23,7 @@
     target_feature = "f16c"
 ))]
 mod avx2;
+mod f16_table;
 mod float;
 mod iq1;
 mod iq2;
