@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use super::f16_table::f16_at;
+use super::f16_table::f16_lut;
 use super::k_quants::{k4_packed, scale_bytes};
 use super::q8::{q8k_bsums, q8k_d};
 
@@ -123,8 +123,8 @@ fn hsum(x: __m256) -> f32 {
 #[inline]
 fn f16_mul<const X: usize, const Y: usize>(x: &[u8; X], y: &[u8; Y]) -> __m256 {
     _mm256_mul_ps(
-        _mm256_broadcast_ss(f16_at(scale(x))),
-        _mm256_broadcast_ss(f16_at(scale(y))),
+        _mm256_broadcast_ss(f16_lut(scale(x))),
+        _mm256_broadcast_ss(f16_lut(scale(y))),
     )
 }
 
@@ -140,7 +140,7 @@ fn scale<const B: usize>(b: &[u8; B]) -> [u8; 2] {
 /// One binary16 value given as its bytes (from `f16_table`).
 #[inline(always)]
 fn f16v(x0: u8, x1: u8) -> f32 {
-    *f16_at([x0, x1])
+    *f16_lut([x0, x1])
 }
 
 /// 32 nibbles (16 bytes at `off`, nibble order) as bytes 0..15.
@@ -165,6 +165,22 @@ fn bits_to_bytes(v: u32) -> __m256i {
     let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(v as i32), shuf);
     let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
     _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+}
+
+/// `nib | (c where the bit in `hi` is set)`: Q5_0's unsigned quant with `c` = 0x10 (see
+/// `or_where_clear`).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn or_where_set(nib: __m256i, hi: __m256i, c: __m256i) -> __m256i {
+    #[cfg(target_feature = "avx512vl")]
+    // SAFETY: avx512vl (and avx512f) are compile-time target features of this build (the `cfg`).
+    unsafe {
+        _mm256_ternarylogic_epi64::<0xF8>(nib, hi, c)
+    }
+    #[cfg(not(target_feature = "avx512vl"))]
+    {
+        _mm256_or_si256(nib, _mm256_and_si256(hi, c))
+    }
 }
 
 /// `nib | (c where the bit in `hi` is clear)` for `hi` from `bits_to_bytes`: Q5_0's quant − 16 with

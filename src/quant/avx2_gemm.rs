@@ -8,7 +8,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{bits_to_bytes, dot_u8, f16v, hsum, load, nibbles};
+use super::{bits_to_bytes, dot_u8, f16v, hsum, load, nibbles, or_where_clear};
 
 const Q8_0: u8 = 0;
 const Q4_0: u8 = 1;
@@ -24,10 +24,7 @@ fn unpack<const K: u8, const BX: usize>(b: &[u8; BX]) -> __m256i {
         _ => {
             // Q5_0: quant − 16 is the nibble with 0xF0 or'ed in where the fifth bit is clear.
             let hi = bits_to_bytes(u32::from_le_bytes([b[2], b[3], b[4], b[5]]));
-            _mm256_or_si256(
-                nibbles(b, 6),
-                _mm256_andnot_si256(hi, _mm256_set1_epi8(-16)),
-            )
+            or_where_clear(nibbles(b, 6), hi, _mm256_set1_epi8(-16))
         }
     }
 }

@@ -11,7 +11,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{bits_to_bytes, f16v, load, nibbles};
+use super::{bits_to_bytes, f16v, load, nibbles, or_where_set};
 
 const Q8_0: u8 = 0;
 const Q4_0: u8 = 1;
@@ -26,7 +26,7 @@ fn unpack<const K: u8, const BX: usize>(b: &[u8; BX]) -> __m256i {
         Q4_0 => nibbles(b, 2),
         _ => {
             let hi = bits_to_bytes(u32::from_le_bytes([b[2], b[3], b[4], b[5]]));
-            _mm256_or_si256(nibbles(b, 6), _mm256_and_si256(hi, _mm256_set1_epi8(16)))
+            or_where_set(nibbles(b, 6), hi, _mm256_set1_epi8(16))
         }
     }
 }

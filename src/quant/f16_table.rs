@@ -20,7 +20,7 @@ const fn build() -> [f32; 1 << 16] {
 
 /// The value of the little-endian binary16 `b`.
 #[inline(always)]
-pub(super) fn f16_at(b: [u8; 2]) -> &'static f32 {
+pub(super) fn f16_lut(b: [u8; 2]) -> &'static f32 {
     &F16_F32[u16::from_le_bytes(b) as usize]
 }
 
