@@ -23,6 +23,15 @@
     target_feature = "f16c"
 ))]
 mod avx2;
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx512f",
+    target_feature = "avx512bw",
+    target_feature = "avx512dq",
+    target_feature = "avx512vl",
+    target_feature = "avx512vnni"
+))]
+mod avx512_kpanel;
 mod f16_table;
 mod float;
 mod iq1;
@@ -33,6 +42,7 @@ mod iq_grids;
 mod k_dot;
 mod k_quantize;
 mod k_quants;
+pub mod kpanel;
 mod legacy;
 mod mxfp4;
 mod nvfp4;

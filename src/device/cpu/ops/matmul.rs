@@ -233,6 +233,8 @@ struct Weights<'a> {
     tile: Option<TileFn>,
     /// A register-tiled kernel bit-identical to `tiled`.
     tiled_tile: Option<TileFn>,
+    /// A 16-column panel kernel bit-identical to `tiled` (`quant::kpanel`).
+    panel: Option<quant::kpanel::PanelRun>,
 }
 
 impl<'a> Weights<'a> {
@@ -254,6 +256,7 @@ impl<'a> Weights<'a> {
             tiny: None,
             tile: quant::tile_fn(t.typ).filter(|_| tile_enabled()),
             tiled_tile: quant::tiled::tiled_tile_fn(t.typ).filter(|_| tile_enabled()),
+            panel: quant::kpanel::panel_fn(t.typ).filter(|_| tile_enabled()),
         })
     }
 
@@ -266,6 +269,12 @@ impl<'a> Weights<'a> {
             Some(f) if quant::tiled::use_tiled(cols) => f,
             _ => self.dot,
         }
+    }
+
+    /// The panel kernel for a group of `cols` columns, where it computes `dot_for`'s bits.
+    fn panel_for(&self, cols: usize) -> Option<quant::kpanel::PanelRun> {
+        self.panel
+            .filter(|_| self.tiled.is_some() && !self.gather && quant::tiled::use_tiled(cols))
     }
 
     /// The register-tiled kernel for a group of `cols` columns, where it computes `dot_for`'s bits.

@@ -5,6 +5,99 @@ use rayon::prelude::*;
 
 use super::{Dst, Group, TileFn, Weights};
 use crate::device::DeviceError;
+use crate::quant::kpanel::{self, PANEL_COLS, PANEL_ROWS, PackedBlock, PanelRun, WeightBlock};
+
+/// Per-thread buffers of a task.
+#[derive(Default)]
+struct Scratch {
+    row: Vec<u8>,
+    weights: Vec<WeightBlock>,
+    res: Vec<f32>,
+}
+
+/// Per group, its activation columns packed 16 at a time where the group uses the panel kernel
+/// (else empty): packed once per matmul, shared by every task of the group.
+fn pack_panels(
+    w: &Weights<'_>,
+    act: &[u8],
+    act_row: usize,
+    groups: &[Group],
+    op: &'static str,
+) -> Result<Vec<Vec<Vec<PackedBlock>>>, DeviceError> {
+    let jobs: Vec<(usize, usize)> = groups
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| w.panel_for(g.cols.len()).is_some())
+        .flat_map(|(gi, g)| (0..g.cols.len().div_ceil(PANEL_COLS)).map(move |p| (gi, p)))
+        .collect();
+    let packed: Vec<Vec<PackedBlock>> = jobs
+        .par_iter()
+        .map(|&(gi, p)| {
+            let cols =
+                &groups[gi].cols[p * PANEL_COLS..((p + 1) * PANEL_COLS).min(groups[gi].cols.len())];
+            let ys = cols
+                .iter()
+                .map(|&(col, _)| {
+                    act.get(col * act_row..(col + 1) * act_row)
+                        .ok_or_else(|| DeviceError::op(op, "activation row out of range"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut out = Vec::new();
+            kpanel::pack(&ys, &mut out);
+            Ok(out)
+        })
+        .collect::<Result<_, DeviceError>>()?;
+    let mut per_group: Vec<Vec<Vec<PackedBlock>>> = groups.iter().map(|_| Vec::new()).collect();
+    for ((gi, _), p) in jobs.into_iter().zip(packed) {
+        per_group[gi].push(p);
+    }
+    Ok(per_group)
+}
+
+/// One task through the panel kernel: 8 weight rows at a time (unpacked once) against the
+/// task's columns, 16 per panel. `out` is column-major over the task's rows, as in `execute`.
+#[allow(clippy::too_many_arguments)]
+fn run_panels(
+    run: PanelRun,
+    w: &Weights<'_>,
+    g: &Group,
+    task: &Task,
+    panels: &[Vec<PackedBlock>],
+    out: &mut [f32],
+    scratch: &mut Scratch,
+    op: &'static str,
+) -> Result<(), DeviceError> {
+    let nrows = task.rows.len();
+    // COL_TILE is a multiple of PANEL_COLS, so a task's columns start a panel.
+    let p0 = task.cols.start / PANEL_COLS;
+    let ps: Vec<&[PackedBlock]> = panels
+        .get(p0..task.cols.end.div_ceil(PANEL_COLS))
+        .ok_or_else(|| DeviceError::op(op, "columns outside the packed panels"))?
+        .iter()
+        .map(|p| p.as_slice())
+        .collect();
+    for r0 in task.rows.clone().step_by(PANEL_ROWS) {
+        let r1 = (r0 + PANEL_ROWS).min(task.rows.end);
+        let xs = (r0..r1)
+            .map(|r| {
+                let off = g.a_off + r * w.t.nb[1];
+                w.data
+                    .get(off..off + w.row_bytes)
+                    .ok_or_else(|| DeviceError::op(op, "weight row outside src0"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        kpanel::unpack(w.t.typ, &xs, &mut scratch.weights);
+        let rows = r1 - r0;
+        scratch.res.clear();
+        scratch.res.resize(ps.len() * PANEL_COLS * rows, 0.0);
+        run(&scratch.weights, &ps, rows, &mut scratch.res);
+        for j in 0..task.cols.len() {
+            let at = j * nrows + (r0 - task.rows.start);
+            out[at..at + rows].copy_from_slice(&scratch.res[j * rows..(j + 1) * rows]);
+        }
+    }
+    Ok(())
+}
 
 /// Columns per task.
 const COL_TILE: usize = 64;
@@ -97,14 +190,19 @@ pub(super) fn execute(
     let m = w.t.ne[1];
     let nb0 = dst.t.nb[0];
     let tasks = plan(groups, m);
-    let run = |buf: &mut Vec<u8>, task: &Task, out: &mut Vec<f32>| {
+    let panels = pack_panels(w, act, act_row, groups, op)?;
+    let run = |buf: &mut Scratch, task: &Task, out: &mut Vec<f32>| {
         out.clear();
         out.resize(task.rows.len() * task.cols.len(), 0.0);
-        run_task(w, act, act_row, &groups[task.group], task, out, buf, op)
+        let g = &groups[task.group];
+        if let Some(p) = w.panel_for(g.cols.len()) {
+            return run_panels(p, w, g, task, &panels[task.group], out, buf, op);
+        }
+        run_task(w, act, act_row, g, task, out, &mut buf.row, op)
     };
     if let Some(pieces) = split_dst(groups, &tasks, m, nb0, dst.data) {
         return tasks.par_iter().zip(pieces).try_for_each_init(
-            || (Vec::new(), Vec::new()),
+            || (Scratch::default(), Vec::new()),
             |(buf, out), (task, cols)| {
                 run(buf, task, out)?;
                 let nrows = task.rows.len();
@@ -119,7 +217,7 @@ pub(super) fn execute(
     }
     let results: Vec<Vec<f32>> = tasks
         .par_iter()
-        .map_init(Vec::new, |buf, task| {
+        .map_init(Scratch::default, |buf, task| {
             let mut out = Vec::new();
             run(buf, task, &mut out).map(|()| out)
         })
