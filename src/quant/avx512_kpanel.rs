@@ -20,6 +20,7 @@ fn ld(v: &[i32; PANEL_COLS]) -> __m512i {
 /// sub-block size (32: Q4_K with mins, 16: Q6_K with codes biased by 32).
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
 #[inline]
+#[allow(clippy::needless_range_loop)] // `t` indexes the rows of `w` and the accumulators alike
 fn block<const SUB: usize, const MIN: bool>(
     w: &WeightBlock,
     p: &PackedBlock,
