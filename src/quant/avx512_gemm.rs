@@ -122,7 +122,13 @@ macro_rules! gemm_entry {
                 (_, 2) => go!(1, 2),
                 _ => go!(1, 1),
             }
-            out[..rm * rn].copy_from_slice(&res[..rm * rn]);
+            // A full tile with a constant length: copied inline rather than through a memcpy call.
+
+            if rm * rn == 16 {
+                out[..16].copy_from_slice(&res);
+            } else {
+                out[..rm * rn].copy_from_slice(&res[..rm * rn]);
+            }
         }
     };
 }

@@ -110,7 +110,13 @@ pub(in crate::quant) fn tiled_q6_k(xs: &[&[u8]], ys: &[&[u8]], out: &mut [f32]) 
     let mut res = [0f32; 16];
     // SAFETY: as in `tiled_q4_k`.
     unsafe { tile6(xs, &y, rn.div_ceil(2), &mut res) };
-    out[..rm * rn].copy_from_slice(&res[..rm * rn]);
+    // A full tile with a constant length: copied inline rather than through a memcpy call.
+
+    if rm * rn == 16 {
+        out[..16].copy_from_slice(&res);
+    } else {
+        out[..rm * rn].copy_from_slice(&res[..rm * rn]);
+    }
 }
 
 /// `TileFn` for Q4_K with the tiled path's numerics.
@@ -123,5 +129,11 @@ pub(in crate::quant) fn tiled_q4_k(xs: &[&[u8]], ys: &[&[u8]], out: &mut [f32]) 
     // SAFETY: every feature `tile` enables is a compile-time target feature wherever this module
     // is built (the `cfg` on `mod ktile512`).
     unsafe { tile(xs, &y, rn.div_ceil(2), &mut res) };
-    out[..rm * rn].copy_from_slice(&res[..rm * rn]);
+    // A full tile with a constant length: copied inline rather than through a memcpy call.
+
+    if rm * rn == 16 {
+        out[..16].copy_from_slice(&res);
+    } else {
+        out[..rm * rn].copy_from_slice(&res[..rm * rn]);
+    }
 }

@@ -9,7 +9,7 @@
 //! (row, column), so the results are bit-identical to `tiled_dot_fn`'s kernels.
 
 use super::f16_at;
-use super::k_quants::{scale_bytes, scale_min_k4, unpack_q6_k};
+use super::k_quants::{scale_bytes, scale_min_k4};
 use super::q8::QK_K;
 use super::q8::{q8k_bsums, q8k_d};
 use crate::ggml::GgmlType;
@@ -72,8 +72,36 @@ const EMPTY_W: WeightBlock = WeightBlock {
     dmin: [0.0; PANEL_ROWS],
 };
 
-fn words(codes: &[u8; QK_K]) -> [u32; QK_K / 4] {
-    std::array::from_fn(|g| u32::from_le_bytes(*codes[4 * g..].first_chunk().unwrap_or(&[0; 4])))
+/// The little-endian word at `b[off..off + 4]`.
+#[inline(always)]
+fn word(b: &[u8], off: usize) -> u32 {
+    b.get(off..off + 4)
+        .and_then(|w| w.first_chunk::<4>())
+        .map_or(0, |w| u32::from_le_bytes(*w))
+}
+
+/// Q4_K codes, 4 per word: the low nibbles of each 32 bytes are codes 0..31 of a 64-code chunk,
+/// the high nibbles codes 32..63.
+fn q4_k_codes(b: &[u8; 144]) -> [u32; QK_K / 4] {
+    const LO: u32 = 0x0F0F_0F0F;
+    std::array::from_fn(|i| {
+        let (c, hi, g) = (i / 16, i % 16 >= 8, i % 8);
+        let v = word(b, 16 + 32 * c + 4 * g);
+        if hi { (v >> 4) & LO } else { v & LO }
+    })
+}
+
+/// Q6_K codes (0..63, the quant + 32), 4 per word, in `unpack_q6_k`'s order.
+fn q6_k_codes(b: &[u8; 210]) -> [u32; QK_K / 4] {
+    const LO: u32 = 0x0F0F_0F0F;
+    const HI: u32 = 0x0303_0303;
+    std::array::from_fn(|i| {
+        let (h, q, g) = (i / 32, (i / 8) % 4, i % 8);
+        let ql = word(b, 64 * h + 32 * (q % 2) + 4 * g);
+        let qh = word(b, 128 + 32 * h + 4 * g);
+        let low = if q < 2 { ql & LO } else { (ql >> 4) & LO };
+        low | (((qh >> (2 * q)) & HI) << 4)
+    })
 }
 
 /// Up to 8 weight rows of `typ` (Q4_K or Q6_K) unpacked into `out`; missing rows repeat the last.
@@ -92,23 +120,14 @@ pub fn unpack(typ: GgmlType, xs: &[&[u8]], out: &mut Vec<WeightBlock>) {
                 .ok()
                 .filter(|_| typ == GgmlType::Q4K)
             {
-                let mut codes = [0u8; QK_K];
-                for c in 0..4 {
-                    for i in 0..32 {
-                        let q = b[16 + 32 * c + i];
-                        codes[64 * c + i] = q & 0x0F;
-                        codes[64 * c + 32 + i] = q >> 4;
-                    }
-                }
                 let (sc, mn) = scale_min_k4(&scale_bytes::<4, 144>(b));
-                w.codes[t] = words(&codes);
+                w.codes[t] = q4_k_codes(b);
                 w.scales[t] = std::array::from_fn(|s| sc.get(s).map_or(0, |&v| v as i32));
                 w.mins[t] = mn.map(|v| v as i32);
                 w.d[t] = f16_at(b[0], b[1]);
                 w.dmin[t] = f16_at(b[2], b[3]);
             } else if let Ok(b) = <&[u8; 210]>::try_from(b) {
-                let codes = unpack_q6_k(b).map(|q| (q + 32) as u8);
-                w.codes[t] = words(&codes);
+                w.codes[t] = q6_k_codes(b);
                 w.scales[t] = std::array::from_fn(|s| (b[192 + s] as i8) as i32);
                 w.d[t] = f16_at(b[208], b[209]);
             }
@@ -168,6 +187,21 @@ mod tests {
                 b
             })
             .collect()
+    }
+
+    #[test]
+    fn q6_k_codes_are_unpack_q6_k_plus_32() {
+        let x = &rows(GgmlType::Q6K, 1, 256, 3)[0];
+        let b: &[u8; 210] = x.as_slice().try_into().expect("one block");
+        let want = crate::quant::k_quants::unpack_q6_k(b);
+        let got = q6_k_codes(b);
+        for (i, q) in want.iter().enumerate() {
+            assert_eq!(
+                ((got[i / 4] >> (8 * (i % 4))) & 0xFF) as i32,
+                *q as i32 + 32,
+                "code {i}"
+            );
+        }
     }
 
     #[test]

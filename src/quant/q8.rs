@@ -51,7 +51,24 @@ pub(super) fn dequant_q8_k(src: &[u8], dst: &mut [f32]) {
 }
 
 fn amax(x: &[f32; QK]) -> f32 {
-    x.iter().fold(0f32, |a, v| a.max(v.abs()))
+    lane_amax(x)
+}
+
+/// The largest |x| (NaN ignored), in 16 lanes so that it vectorizes: max is exact in any order.
+#[inline(always)]
+fn lane_amax(x: &[f32]) -> f32 {
+    let mut m = [0f32; 16];
+    let (chunks, tail) = x.as_chunks::<16>();
+    for c in chunks {
+        for (a, v) in m.iter_mut().zip(c) {
+            *a = a.max(v.abs());
+        }
+    }
+    let m = tail.iter().fold(m, |mut m, v| {
+        m[0] = m[0].max(v.abs());
+        m
+    });
+    m.into_iter().fold(0f32, f32::max)
 }
 
 /// `quantize_row_q8_0_ref`: `d = amax/127`, `q = roundf(x/d)` (half away from zero).
@@ -145,13 +162,9 @@ pub(super) fn quant_q8_k(src: &[f32], dst: &mut [u8]) {
         .iter()
         .zip(dst.as_chunks_mut::<292>().0)
     {
-        let (mut amax, mut max) = (0f32, 0f32);
-        for &v in x {
-            if v.abs() > amax {
-                amax = v.abs();
-                max = v;
-            }
-        }
+        // The first value of largest magnitude, as ggml's scan finds it.
+        let amax = lane_amax(x);
+        let max = x.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0);
         b.fill(0);
         if amax == 0.0 {
             continue;
