@@ -4,7 +4,10 @@ mod buffer;
 mod exec;
 pub mod ops;
 
+use std::cell::Cell;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 pub use buffer::{CPU_BUFFER_ALIGN, CpuBuffer};
 
@@ -103,14 +106,62 @@ impl Device for CpuDevice {
 
     fn compute(&self, graph: &Graph, buffers: &BufferSet) -> Result<(), DeviceError> {
         self.pool.install(|| {
-            self.tally
-                .graph(|| exec::run_graph(graph, buffers, &self.tally))
+            with_spinning_workers(|| {
+                self.tally
+                    .graph(|| exec::run_graph(graph, buffers, &self.tally))
+            })
         })
     }
 
     fn counters(&self) -> DeviceCounters {
         self.tally.snapshot(&self.used)
     }
+}
+
+thread_local! {
+    /// Whether this thread is running a graph or a spinner (its own, or one it took up while waiting).
+    static BUSY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// How long a spinner waits for work before it lets its worker sleep: longer than the serial ops
+/// between two matmuls of a decode step, short enough that a spinner stacked where it blocks the
+/// graph it waits for (see below) costs little.
+const SPIN_IDLE: Duration = Duration::from_micros(200);
+
+/// Runs `f` on this pool worker while the pool's other workers spin, taking each piece of work as it
+/// appears, instead of falling asleep between ops and waiting for a futex wake: a decode step runs
+/// about 130 matmuls, and ggml's OpenMP threads spin between them the same way.
+///
+/// A spinner can be taken up by a worker in the middle of other work (rayon runs pending jobs while a
+/// join waits). On a thread already running a graph or a spinner it returns at once. It can still
+/// land on top of a stolen piece of its own graph, which that graph then waits for while the spinner
+/// waits for the graph: so a spinner also gives up after `SPIN_IDLE` without work.
+fn with_spinning_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let done = AtomicBool::new(false);
+    let outer = BUSY.replace(true);
+    let r = rayon::scope(|s| {
+        s.spawn_broadcast(|_, _| {
+            if BUSY.replace(true) {
+                return;
+            }
+            let mut idle_since = None;
+            while !done.load(Ordering::Acquire) {
+                if rayon::yield_now() == Some(rayon::Yield::Executed) {
+                    idle_since = None;
+                } else if idle_since.get_or_insert_with(Instant::now).elapsed() > SPIN_IDLE {
+                    break;
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+            BUSY.set(false);
+        });
+        let r = f();
+        done.store(true, Ordering::Release);
+        r
+    });
+    BUSY.set(outer);
+    r
 }
 
 /// The CPU model name from /proc/cpuinfo, as the reference banner shows it.
@@ -223,5 +274,55 @@ mod tests {
             (dev.counters().bytes_allocated, dev.counters().buffers),
             (0, 0)
         );
+    }
+
+    /// Sessions share one pool: graphs computed from several threads at once, each op split across
+    /// the workers, all finish with the right results (a spinner that ran another session's graph
+    /// or landed on its own graph's thread must not stall anyone).
+    #[test]
+    fn concurrent_graphs_on_spinning_workers_all_finish() {
+        let dev = Arc::new(CpuDevice::new(2, None).unwrap());
+        let n = 64usize;
+        let sessions: Vec<_> = (0..4)
+            .map(|s| {
+                let dev = dev.clone();
+                std::thread::spawn(move || {
+                    let bytes = 4 * n * n;
+                    let buf = dev.alloc(3 * bytes).unwrap();
+                    let a = vec![1f32; n * n];
+                    let b = vec![(s + 1) as f32; n * n];
+                    buf.write(0, bytemuck::cast_slice(&a[..])).unwrap();
+                    buf.write(bytes, bytemuck::cast_slice(&b[..])).unwrap();
+                    let buffers = BufferSet::from([(1, buf)]);
+                    let tensor = |op, offset| {
+                        let mut t = Tensor::new(GgmlType::F32, [n, n, 1, 1]);
+                        t.op = op;
+                        t.data = Some(DataRef { buffer: 1, offset });
+                        t
+                    };
+                    let mut mm = tensor(Op::MulMat, 2 * bytes);
+                    mm.src[0] = Some(0);
+                    mm.src[1] = Some(1);
+                    mm.flags = TensorFlags::COMPUTE;
+                    let graph = Graph {
+                        tensors: vec![tensor(Op::None, 0), tensor(Op::None, bytes), mm],
+                        nodes: vec![2],
+                    };
+                    for _ in 0..50 {
+                        dev.compute(&graph, &buffers).unwrap();
+                    }
+                    let mut out = vec![0f32; n * n];
+                    buffers[&1]
+                        .read(2 * bytes, bytemuck::cast_slice_mut(&mut out[..]))
+                        .unwrap();
+                    let want = (n * (s + 1)) as f32;
+                    assert!(out.iter().all(|&v| v == want), "session {s}");
+                })
+            })
+            .collect();
+        for s in sessions {
+            s.join().unwrap();
+        }
+        assert_eq!(dev.counters().graphs, 200);
     }
 }
