@@ -31,6 +31,8 @@ fn mul_mat(c: &mut Criterion) {
         (GgmlType::Q5_0, 640, 2048, 64),
         (GgmlType::Q4K, 2048, 640, 64),
         (GgmlType::Q6K, 2048, 640, 64),
+        (GgmlType::Q3K, 2048, 2048, 1),
+        (GgmlType::F16, 2048, 2048, 64),
     ] {
         let mut b = cpu(64 << 20);
         let w = b.leaf(typ, [k, m, 1, 1]);

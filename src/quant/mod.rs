@@ -60,6 +60,7 @@ mod tests_iq;
 #[cfg(test)]
 mod tests_small;
 pub mod tiled;
+pub mod tiny_tile;
 
 use crate::ggml::GgmlType;
 

@@ -229,6 +229,8 @@ struct Weights<'a> {
     tiled: Option<DotFn>,
     /// llamafile's tinyBLAS kernel (MUL_MAT groups of ≥ 2 columns), where ggml would call it.
     tiny: Option<DotFn>,
+    /// Whether `tiny`'s tiles may run on rows converted to f32 once (`matmul_exec::run_float`).
+    pub(super) tiny_tile: bool,
     /// A register-tiled kernel bit-identical to `dot` (tiles of up to 4 rows × 4 columns).
     tile: Option<TileFn>,
     /// A register-tiled kernel bit-identical to `tiled`.
@@ -254,6 +256,7 @@ impl<'a> Weights<'a> {
             dot,
             tiled: quant::tiled::tiled_dot_fn(t.typ),
             tiny: None,
+            tiny_tile: false,
             tile: quant::tile_fn(t.typ).filter(|_| tile_enabled()),
             tiled_tile: quant::tiled::tiled_tile_fn(t.typ).filter(|_| tile_enabled()),
             panel: quant::kpanel::panel_fn(t.typ).filter(|_| tile_enabled()),
@@ -280,7 +283,10 @@ impl<'a> Weights<'a> {
     /// The register-tiled kernel for a group of `cols` columns, where it computes `dot_for`'s bits.
     /// A single column is a stream through the weights: row by row prefetches best.
     fn tile_for(&self, cols: usize) -> Option<TileFn> {
-        if cols < 2 || self.tiny.is_some() {
+        if cols < 2 {
+            return None;
+        }
+        if self.tiny.is_some() {
             return None;
         }
         match self.tiled {
@@ -316,6 +322,10 @@ fn mul_mat(a: &Src<'_>, b: &Src<'_>, dst: Dst<'_>) -> Result<(), DeviceError> {
     // only with contiguous activations; the others are converted to a contiguous copy first).
     w.tiny = quant::tiny_blas_fn(at.typ)
         .filter(|_| at.ne[0] % 8 == 0 && (at.typ != GgmlType::F32 || bt.is_contiguous()));
+    w.tiny_tile = w.tiny.is_some()
+        && !w.gather
+        && matches!(at.typ, GgmlType::F32 | GgmlType::F16 | GgmlType::Bf16)
+        && tile_enabled();
     let vt = quant::vec_dot_type(at.typ);
     let act = convert_rows(b, vt, op)?;
     let act_row = vt.row_size(bt.ne[0]).unwrap_or(0);

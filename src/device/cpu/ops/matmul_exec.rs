@@ -6,6 +6,7 @@ use rayon::prelude::*;
 use super::{Dst, Group, TileFn, Weights};
 use crate::device::DeviceError;
 use crate::quant::kpanel::{self, PANEL_COLS, PANEL_ROWS, PackedBlock, PanelRun, WeightBlock};
+use crate::quant::tiny_tile;
 
 /// Per-thread buffers of a task.
 #[derive(Default)]
@@ -79,12 +80,7 @@ fn run_panels(
     for r0 in task.rows.clone().step_by(PANEL_ROWS) {
         let r1 = (r0 + PANEL_ROWS).min(task.rows.end);
         let xs = (r0..r1)
-            .map(|r| {
-                let off = g.a_off + r * w.t.nb[1];
-                w.data
-                    .get(off..off + w.row_bytes)
-                    .ok_or_else(|| DeviceError::op(op, "weight row outside src0"))
-            })
+            .map(|r| weight_row(w, g, r, op))
             .collect::<Result<Vec<_>, _>>()?;
         kpanel::unpack(w.t.typ, &xs, &mut scratch.weights);
         let rows = r1 - r0;
@@ -152,11 +148,7 @@ fn run_tiles(
         let r1 = (r0 + R).min(task.rows.end);
         let mut xs: [&[u8]; R] = [&[]; R];
         for (x, r) in xs.iter_mut().zip(r0..r1) {
-            let off = g.a_off + r * w.t.nb[1];
-            *x = w
-                .data
-                .get(off..off + w.row_bytes)
-                .ok_or_else(|| DeviceError::op(op, "weight row outside src0"))?;
+            *x = weight_row(w, g, r, op)?;
         }
         let xs = &xs[..r1 - r0];
         for (c0, chunk) in cols.chunks(R).enumerate() {
@@ -175,6 +167,61 @@ fn run_tiles(
                 } else {
                     out[at..at + xs.len()].copy_from_slice(&res[j * xs.len()..(j + 1) * xs.len()]);
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Row `r` of the group's weights (elements adjacent: the tile and panel paths need no gather).
+fn weight_row<'w>(
+    w: &Weights<'w>,
+    g: &Group,
+    r: usize,
+    op: &'static str,
+) -> Result<&'w [u8], DeviceError> {
+    let off = g.a_off + r * w.t.nb[1];
+    w.data
+        .get(off..off + w.row_bytes)
+        .ok_or_else(|| DeviceError::op(op, "weight row outside src0"))
+}
+
+/// tinyBLAS's F32/F16/BF16 products in 4 × 4 tiles (`quant::tiny_tile`): the task's columns are
+/// converted to f32 once, each block of 4 weight rows once for all of them.
+fn run_float(
+    w: &Weights<'_>,
+    act: &[u8],
+    act_row: usize,
+    g: &Group,
+    task: &Task,
+    out: &mut [f32],
+    op: &'static str,
+) -> Result<(), DeviceError> {
+    const R: usize = 4;
+    let k = w.t.ne[0];
+    let (typ, nrows) = (w.t.typ, task.rows.len());
+    let cols = &g.cols[task.cols.clone()];
+    let ys = cols
+        .iter()
+        .map(|&(col, _)| act.get(col * act_row..(col + 1) * act_row))
+        .collect::<Option<Vec<&[u8]>>>()
+        .ok_or_else(|| DeviceError::op(op, "activation row out of range"))?;
+    let (mut yf, mut xf) = (Vec::new(), Vec::new());
+    tiny_tile::rows_to_f32(typ, &ys, k, &mut yf);
+    let yf: Vec<&[f32]> = yf.chunks_exact(k).collect();
+    let mut res = [0f32; R * R];
+    for r0 in task.rows.clone().step_by(R) {
+        let r1 = (r0 + R).min(task.rows.end);
+        let xs = (r0..r1)
+            .map(|r| weight_row(w, g, r, op))
+            .collect::<Result<Vec<&[u8]>, _>>()?;
+        tiny_tile::rows_to_f32(typ, &xs, k, &mut xf);
+        let xr: Vec<&[f32]> = xf.chunks_exact(k).collect();
+        for (c0, chunk) in yf.chunks(R).enumerate() {
+            tiny_tile::tile_f32(&xr, chunk, &mut res);
+            for j in 0..chunk.len() {
+                let at = (c0 * R + j) * nrows + (r0 - task.rows.start);
+                out[at..at + xr.len()].copy_from_slice(&res[j * xr.len()..(j + 1) * xr.len()]);
             }
         }
     }
@@ -256,6 +303,9 @@ fn run_task(
     op: &'static str,
 ) -> Result<(), DeviceError> {
     const ROW_BLOCK: usize = 16;
+    if w.tiny_tile && g.cols.len() >= 2 {
+        return run_float(w, act, act_row, g, task, out, op);
+    }
     if let Some(tile) = w.tile_for(g.cols.len()) {
         return run_tiles(tile, w, act, act_row, g, task, out, op);
     }
