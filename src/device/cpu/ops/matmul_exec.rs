@@ -38,10 +38,7 @@ fn pack_panels(
                 &groups[gi].cols[p * PANEL_COLS..((p + 1) * PANEL_COLS).min(groups[gi].cols.len())];
             let ys = cols
                 .iter()
-                .map(|&(col, _)| {
-                    act.get(col * act_row..(col + 1) * act_row)
-                        .ok_or_else(|| DeviceError::op(op, "activation row out of range"))
-                })
+                .map(|&(col, _)| activation(act, act_row, col, op))
                 .collect::<Result<Vec<_>, _>>()?;
             let mut out = Vec::new();
             kpanel::pack(&ys, &mut out);
@@ -154,20 +151,18 @@ fn run_tiles(
         for (c0, chunk) in cols.chunks(R).enumerate() {
             let mut ys: [&[u8]; R] = [&[]; R];
             for (y, &(col, _)) in ys.iter_mut().zip(chunk) {
-                *y = act
-                    .get(col * act_row..(col + 1) * act_row)
-                    .ok_or_else(|| DeviceError::op(op, "activation row out of range"))?;
+                *y = activation(act, act_row, col, op)?;
             }
             tile(xs, &ys[..chunk.len()], &mut res);
-            for j in 0..chunk.len() {
-                let at = (c0 * R + j) * nrows + (r0 - task.rows.start);
-                if xs.len() == R {
-                    // Constant length: inline moves, not a memcpy call per tile column.
-                    out[at..at + R].copy_from_slice(&res[j * R..(j + 1) * R]);
-                } else {
-                    out[at..at + xs.len()].copy_from_slice(&res[j * xs.len()..(j + 1) * xs.len()]);
-                }
-            }
+            store_tile(
+                out,
+                &res,
+                nrows,
+                r0 - task.rows.start,
+                c0 * R,
+                xs.len(),
+                chunk.len(),
+            );
         }
     }
     Ok(())
@@ -184,6 +179,40 @@ fn weight_row<'w>(
     w.data
         .get(off..off + w.row_bytes)
         .ok_or_else(|| DeviceError::op(op, "weight row outside src0"))
+}
+
+/// Activation column `col` (rows of `act_row` bytes, converted to the weight's `vec_dot_type`).
+fn activation<'a>(
+    act: &'a [u8],
+    act_row: usize,
+    col: usize,
+    op: &'static str,
+) -> Result<&'a [u8], DeviceError> {
+    act.get(col * act_row..(col + 1) * act_row)
+        .ok_or_else(|| DeviceError::op(op, "activation row out of range"))
+}
+
+/// A tile's results (`res[j * rows + i]`, `rows` × `cols`) into `out`, column-major over the task's
+/// `nrows` rows, at task row `row` and task column `col`.
+fn store_tile(
+    out: &mut [f32],
+    res: &[f32],
+    nrows: usize,
+    row: usize,
+    col: usize,
+    rows: usize,
+    cols: usize,
+) {
+    const R: usize = 4;
+    for j in 0..cols {
+        let at = (col + j) * nrows + row;
+        if rows == R {
+            // Constant length: inline moves, not a memcpy call per tile column.
+            out[at..at + R].copy_from_slice(&res[j * R..(j + 1) * R]);
+        } else {
+            out[at..at + rows].copy_from_slice(&res[j * rows..(j + 1) * rows]);
+        }
+    }
 }
 
 /// tinyBLAS's F32/F16/BF16 products in 4 × 4 tiles (`quant::tiny_tile`): the task's columns are
@@ -203,9 +232,8 @@ fn run_float(
     let cols = &g.cols[task.cols.clone()];
     let ys = cols
         .iter()
-        .map(|&(col, _)| act.get(col * act_row..(col + 1) * act_row))
-        .collect::<Option<Vec<&[u8]>>>()
-        .ok_or_else(|| DeviceError::op(op, "activation row out of range"))?;
+        .map(|&(col, _)| activation(act, act_row, col, op))
+        .collect::<Result<Vec<&[u8]>, _>>()?;
     let (mut yf, mut xf) = (Vec::new(), Vec::new());
     tiny_tile::rows_to_f32(typ, &ys, k, &mut yf);
     let yf: Vec<&[f32]> = yf.chunks_exact(k).collect();
@@ -219,10 +247,15 @@ fn run_float(
         let xr: Vec<&[f32]> = xf.chunks_exact(k).collect();
         for (c0, chunk) in yf.chunks(R).enumerate() {
             tiny_tile::tile_f32(&xr, chunk, &mut res);
-            for j in 0..chunk.len() {
-                let at = (c0 * R + j) * nrows + (r0 - task.rows.start);
-                out[at..at + xr.len()].copy_from_slice(&res[j * xr.len()..(j + 1) * xr.len()]);
-            }
+            store_tile(
+                out,
+                &res,
+                nrows,
+                r0 - task.rows.start,
+                c0 * R,
+                xr.len(),
+                chunk.len(),
+            );
         }
     }
     Ok(())
@@ -314,9 +347,7 @@ fn run_task(
     for r0 in task.rows.clone().step_by(ROW_BLOCK) {
         let r1 = (r0 + ROW_BLOCK).min(task.rows.end);
         for (ci, &(col, _)) in g.cols[task.cols.clone()].iter().enumerate() {
-            let y = act
-                .get(col * act_row..(col + 1) * act_row)
-                .ok_or_else(|| DeviceError::op(op, "activation row out of range"))?;
+            let y = activation(act, act_row, col, op)?;
             for r in r0..r1 {
                 let x = w
                     .row(g.a_off + r * w.t.nb[1], buf)
